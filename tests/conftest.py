@@ -1,0 +1,56 @@
+"""Shared fixtures: a real PostgreSQL for every test, never a mock.
+
+`TEST_DATABASE_URL` (any form exporter.dsn accepts) points the suite at a running server; without
+it an embedded server (pgserver) is started once for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
+
+from exporter.dsn import parse_dsn, sync_url
+from exporter.embedded import embedded_postgres
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[URL]:
+    """The server's URL (plain `postgresql://` driver name) for the whole session."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        yield parse_dsn(configured).set(drivername="postgresql")
+        return
+    with embedded_postgres() as url:
+        yield parse_dsn(url).set(drivername="postgresql")
+
+
+def _admin_execute(server: URL, sql: str) -> None:
+    engine = create_engine(sync_url(server), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(sql))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def fresh_database(database_url: URL) -> Iterator[URL]:
+    """A new, empty database on the test server, dropped after the test."""
+    name = f"dbx_{uuid.uuid4().hex[:12]}"
+    _admin_execute(database_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield database_url.set(database=name)
+    finally:
+        _admin_execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    """A registry of the test's own, so tests never share metric state."""
+    return CollectorRegistry()
