@@ -22,7 +22,8 @@ def parse_dsn(dsn: str) -> URL:
     try:
         url = make_url(dsn)
     except ArgumentError:
-        raise DsnError("not a database URL (expected postgresql://user:pass@host:port/db)") from None
+        expected = "expected postgresql://user:pass@host:port/db"
+        raise DsnError(f"not a database URL ({expected})") from None
     if url.drivername not in SUPPORTED_SCHEMES:
         supported = ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES)
         raise DsnError(f"unsupported scheme {url.drivername}:// (use one of {supported})")

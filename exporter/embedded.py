@@ -15,7 +15,7 @@ class EmbeddedUnavailable(RuntimeError):
 
 @contextmanager
 def embedded_postgres() -> Iterator[str]:
-    """Start PostgreSQL in a new temporary directory; yield its URL; stop it and delete the directory.
+    """Start PostgreSQL in a new temporary directory, yield its URL, then stop it and delete it.
 
     The server listens on a Unix socket only, so it never competes for a TCP port.
     """

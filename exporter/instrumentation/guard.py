@@ -1,0 +1,37 @@
+"""The rule every listener lives by: never raise into the application.
+
+A failure inside a hook is counted in `exporter_instrumentation_errors_total{kind}` and logged
+once per kind (with its traceback), not once per query.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from exporter.metrics import Metrics
+
+log = logging.getLogger("exporter.instrumentation")
+
+
+class FailureCounter:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._logged: set[str] = set()
+        self._lock = threading.Lock()
+
+    def record(self, kind: str) -> None:
+        """Call from an `except` block inside a hook; never raises itself."""
+        try:
+            self._metrics.instrumentation_errors.labels(kind).inc()
+            with self._lock:
+                first = kind not in self._logged
+                self._logged.add(kind)
+            if first:
+                log.exception(
+                    "db-exporter listener %s failed; the application's statement was not "
+                    "affected (further failures of this kind are only counted)",
+                    kind,
+                )
+        except Exception:  # the guard of last resort must not raise either
+            pass

@@ -1,0 +1,151 @@
+"""The aiohttp side: app factory, routes, and `Exporter`, which serves them on its own port.
+
+Rendering `/metrics` reads in-memory state only; the database is touched by background tasks
+whose lifetime `cleanup_ctx` manages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Sequence
+from contextlib import suppress
+
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from exporter.metrics import Metrics, default_metrics
+from exporter.probe import DatabaseProbe
+from exporter.settings import DEFAULT_LISTEN, DatabaseSettings, Settings, parse_listen
+
+METRICS = web.AppKey("metrics", Metrics)
+DATABASES = web.AppKey("databases", tuple)
+PROBES = web.AppKey("probes", list)
+
+
+async def _probes_ctx(app: web.Application) -> AsyncIterator[None]:
+    probes = [DatabaseProbe(db, app[METRICS]) for db in app[DATABASES]]
+    app[PROBES] = probes
+    tasks = [asyncio.create_task(p.run(), name=f"probe:{p.settings.name}") for p in probes]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with suppress(asyncio.CancelledError):
+            await task
+    for probe in probes:
+        await probe.close()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    probes: list[DatabaseProbe] = request.app[PROBES]
+    states = {p.settings.name: p.state for p in probes}
+    ready = all(state.ok for state in states.values())
+    body = {
+        "status": "ready" if ready else "not ready",
+        "databases": {name: state.reason for name, state in states.items()},
+    }
+    return web.json_response(body, status=200 if ready else 503)
+
+
+def create_app(
+    metrics: Metrics | None = None, databases: Sequence[DatabaseSettings] = ()
+) -> web.Application:
+    app = web.Application()
+    app[METRICS] = metrics or default_metrics()
+    app[DATABASES] = tuple(databases)
+    app.cleanup_ctx.append(_probes_ctx)
+    app.router.add_get("/metrics", make_aiohttp_handler(app[METRICS].registry))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+class Exporter:
+    """Serves `/metrics`, `/healthz` and `/readyz` on its own port.
+
+    In an asyncio application: `await exporter.start()` / `await exporter.stop()` in the running
+    loop. In a synchronous one: `exporter.start_in_thread()` / `exporter.stop_in_thread()`, which
+    run the server in a daemon thread with a loop of its own.
+    """
+
+    def __init__(
+        self,
+        *,
+        listen: str = DEFAULT_LISTEN,
+        databases: Sequence[DatabaseSettings] = (),
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.host, self.port = parse_listen(listen)
+        self._app = create_app(metrics, databases)
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> Exporter:
+        return cls(listen=settings.server.listen, databases=settings.databases, metrics=metrics)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind and serve; raises OSError when the address cannot be bound."""
+        runner = web.AppRunner(self._app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        if self.port == 0:  # an ephemeral port: report the one the OS chose
+            server = getattr(site, "_server", None)
+            sockets = getattr(server, "sockets", None) or []
+            if sockets:
+                self.port = sockets[0].getsockname()[1]
+        self._runner = runner
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def start_in_thread(self) -> None:
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as exc:
+                failure.append(exc)
+                started.set()
+                return
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(self.stop())
+            loop.close()
+
+        thread = threading.Thread(target=serve, name="db-exporter", daemon=True)
+        thread.start()
+        started.wait()
+        if failure:
+            thread.join()
+            raise failure[0]
+        self._thread, self._thread_loop = thread, loop
+
+    def stop_in_thread(self) -> None:
+        if self._thread is None or self._thread_loop is None:
+            return
+        self._thread_loop.call_soon_threadsafe(self._thread_loop.stop)
+        self._thread.join()
+        self._thread = self._thread_loop = None

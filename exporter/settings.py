@@ -1,0 +1,172 @@
+"""YAML + `${ENV}` expansion -> one typed, validated `Settings` object.
+
+Every mistake a user can make comes back as a `ConfigError` whose message is one line naming
+the file and the line or key at fault, and never contains a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from exporter.dsn import DsnError, masked, parse_dsn
+from exporter.metrics import DEFAULT_BUCKETS
+
+DEFAULT_LISTEN = "0.0.0.0:9188"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; its message is one line, safe to print."""
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:PORT` for IPv6) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (for example 0.0.0.0:9188)")
+    return host.strip("[]"), int(port)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    listen: str = DEFAULT_LISTEN
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+
+class DatabaseSettings(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", max_length=63)
+    dsn: str
+    check_interval_seconds: float = Field(default=15.0, gt=0)
+    check_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("dsn")
+    @classmethod
+    def _check_dsn(cls, value: str) -> str:
+        try:
+            parse_dsn(value)
+        except DsnError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class InstrumentationSettings(_Strict):
+    histogram_buckets_seconds: tuple[float, ...] = DEFAULT_BUCKETS
+    max_tables: int = Field(default=200, ge=1)
+
+    @field_validator("histogram_buckets_seconds")
+    @classmethod
+    def _check_buckets(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or list(value) != sorted(set(value)) or value[0] <= 0:
+            raise ValueError("must be a non-empty list of increasing positive numbers")
+        return value
+
+
+class Settings(_Strict):
+    server: ServerSettings = ServerSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    databases: tuple[DatabaseSettings, ...] = ()
+    instrumentation: InstrumentationSettings = InstrumentationSettings()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        names = [db.name for db in self.databases]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"database names must be unique, repeated: {', '.join(duplicates)}")
+        return self
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data with every DSN password masked."""
+        data = self.model_dump(mode="json")
+        for db in data["databases"]:
+            db["dsn"] = masked(db["dsn"])
+        return data
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, where: str, env: dict[str, str]) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string scalar (after YAML parsing, so an
+    environment value can never change the document's structure)."""
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{where}.{k}" if where else str(k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{where}[{i}]", env) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable {name} is not set")
+
+    return _VAR.sub(substitute, value)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _describe(error: Any) -> str:
+    # Pydantic's own messages may echo the input value (a DSN with its password): build ours
+    # from the location and the message only.
+    where = _location(tuple(error["loc"]))
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def settings_from_data(data: Any, source: str, env: dict[str, str] | None = None) -> Settings:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
+    try:
+        expanded = _expand(data, "", dict(os.environ) if env is None else env)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    try:
+        return Settings.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def load_settings(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Settings:
+    """Read, expand and validate one YAML config file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{file}{line}: YAML syntax error: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: YAML error: {exc}") from None
+    return settings_from_data(data, str(file), env)
