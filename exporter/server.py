@@ -7,6 +7,7 @@ whose lifetime `cleanup_ctx` manages.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
@@ -65,6 +66,10 @@ def create_app(
     return app
 
 
+class ListenError(OSError):
+    """The address could not be bound; the message names it and says why, in one line."""
+
+
 class Exporter:
     """Serves `/metrics`, `/healthz` and `/readyz` on its own port.
 
@@ -91,19 +96,26 @@ class Exporter:
         return cls(listen=settings.server.listen, databases=settings.databases, metrics=metrics)
 
     @property
-    def url(self) -> str:
+    def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
 
     async def start(self) -> None:
-        """Bind and serve; raises OSError when the address cannot be bound."""
+        """Bind and serve; raises ListenError when the address cannot be bound."""
         runner = web.AppRunner(self._app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         try:
             await site.start()
-        except BaseException:
+        except BaseException as exc:
             await runner.cleanup()
+            if isinstance(exc, OSError):
+                reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+                raise ListenError(f"cannot listen on {self.address}: {reason}") from exc
             raise
         if self.port == 0:  # an ephemeral port: report the one the OS chose
             server = getattr(site, "_server", None)

@@ -15,7 +15,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exporter.dsn import DsnError, masked, parse_dsn
-from exporter.metrics import DEFAULT_BUCKETS
 
 DEFAULT_LISTEN = "0.0.0.0:9188"
 
@@ -62,23 +61,10 @@ class DatabaseSettings(_Strict):
         return value
 
 
-class InstrumentationSettings(_Strict):
-    histogram_buckets_seconds: tuple[float, ...] = DEFAULT_BUCKETS
-    max_tables: int = Field(default=200, ge=1)
-
-    @field_validator("histogram_buckets_seconds")
-    @classmethod
-    def _check_buckets(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value or list(value) != sorted(set(value)) or value[0] <= 0:
-            raise ValueError("must be a non-empty list of increasing positive numbers")
-        return value
-
-
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     databases: tuple[DatabaseSettings, ...] = ()
-    instrumentation: InstrumentationSettings = InstrumentationSettings()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

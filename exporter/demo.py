@@ -1,0 +1,98 @@
+"""`db-exporter demo`: a database, the wallet schema, live traffic, and the endpoints serving it.
+
+Uses `DATABASE_URL` when set; otherwise an embedded PostgreSQL in a temporary directory that is
+stopped and deleted on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from contextlib import ExitStack, suppress
+from pathlib import Path
+
+from sqlalchemy.engine import URL
+
+from exporter.dsn import DsnError, async_url, masked, parse_dsn
+from exporter.embedded import embedded_postgres
+from exporter.instrumentation import instrument
+from exporter.metrics import default_metrics
+from exporter.server import Exporter
+from exporter.settings import DatabaseSettings
+
+
+class DemoError(RuntimeError):
+    """Something the person running the demo can fix; the message says what."""
+
+
+def _say(message: str) -> None:
+    print(f"db-exporter demo: {message}", flush=True)
+
+
+def apply_migrations(url: URL) -> None:
+    """Upgrade the wallet schema to head with the repository's Alembic environment."""
+    from alembic import command
+    from alembic.config import Config
+
+    import models
+
+    ini = Path(models.__file__).resolve().parent.parent / "alembic.ini"
+    if not ini.exists():
+        raise DemoError(f"{ini} not found: the demo runs from a db-exporter source checkout")
+    config = Config(str(ini))
+    rendered = async_url(url).render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    command.upgrade(config, "head")
+
+
+async def _serve_workload(url: URL, listen: str) -> None:
+    from exporter.workload import WalletWorkload
+    from models import Base, EngineSettings, create_engine
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    # A small pool so the workload's bursts overflow it.
+    engine = create_engine(async_url(url), EngineSettings(pool_size=5, max_overflow=10))
+    instrument(engine, database="main", tables=Base.metadata)
+    dsn = url.render_as_string(hide_password=False)
+    exporter = Exporter(
+        listen=listen,
+        databases=[DatabaseSettings(name="main", dsn=dsn, check_interval_seconds=5)],
+        metrics=default_metrics(),
+    )
+    try:
+        await exporter.start()
+        workload = WalletWorkload(engine)
+        await workload.seed()
+        _say(f"serving {exporter.url}/metrics  (also /healthz, /readyz; Ctrl-C to stop)")
+        task = asyncio.create_task(workload.run())
+        await stop.wait()
+        _say("stopping")
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await exporter.stop()
+        await engine.dispose()
+
+
+def run_demo(listen: str, database_url: str | None) -> None:
+    with ExitStack() as stack:
+        if database_url:
+            try:
+                url = parse_dsn(database_url)
+            except DsnError as exc:
+                raise DemoError(f"DATABASE_URL: {exc}") from None
+            _say(f"using DATABASE_URL {masked(url)}")
+        else:
+            _say("starting an embedded PostgreSQL (set DATABASE_URL to use your own)")
+            server = stack.enter_context(embedded_postgres())
+            _say(f"embedded PostgreSQL running in {server.directory}")
+            url = parse_dsn(server.url)
+        apply_migrations(url)
+        _say("wallet schema migrated to head")
+        asyncio.run(_serve_workload(url, listen))
+    _say("stopped")

@@ -1,0 +1,217 @@
+"""The demo's wallet workload: the traffic a real wallet service would send.
+
+Deposits, withdrawals with row locks, transfers between users, reports with joins and
+aggregates, one deliberately slow report, a reconciliation job that holds a connection, now
+and then a withdrawal the database refuses (so `status="error"` has data), and bursts of
+concurrent requests beyond `pool_size` so the pool overflows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from decimal import Decimal
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from models import Balance, LedgerEntry, Transfer, User, session_factory, session_scope
+
+log = logging.getLogger("exporter.workload")
+
+USERS = 50
+START_BALANCE = Decimal("1000")
+ASSET = "USDT"
+
+
+class WalletWorkload:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        workers: int = 4,
+        burst_size: int = 12,
+        burst_every_seconds: float = 10.0,
+        slow_report_every_seconds: float = 5.0,
+        seed: int = 7,
+    ) -> None:
+        self._engine = engine
+        self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        self._workers = workers
+        self._burst_size = burst_size
+        self._burst_every = burst_every_seconds
+        self._slow_every = slow_report_every_seconds
+        self._random = random.Random(seed)
+        self._user_ids: list[int] = []
+
+    async def seed(self) -> None:
+        """Create the users and their balances once; a second run reuses them."""
+        async with session_scope(self._sessions) as session:
+            existing = (await session.scalars(select(User.id).order_by(User.id))).all()
+            if not existing:
+                users = [
+                    User(email=f"user{i}@wallet.example", password_hash="demo-hash")
+                    for i in range(USERS)
+                ]
+                session.add_all(users)
+                await session.flush()
+                session.add_all(
+                    Balance(user_id=u.id, asset=ASSET, amount=START_BALANCE) for u in users
+                )
+                existing = [u.id for u in users]
+        self._user_ids = list(existing)
+
+    # -- one unit of work each -------------------------------------------------------------
+
+    async def _locked_balance(self, session: AsyncSession, user_id: int) -> Balance:
+        query = select(Balance).where(Balance.user_id == user_id, Balance.asset == ASSET)
+        return (await session.scalars(query.with_for_update())).one()
+
+    async def _record(
+        self,
+        session: AsyncSession,
+        amount: Decimal,
+        *,
+        sender: int | None = None,
+        receiver: int | None = None,
+    ) -> None:
+        """The transfer row and one ledger entry per side that moved."""
+        if sender is not None and receiver is not None:
+            kind = "transfer"
+        else:
+            kind = "deposit" if receiver is not None else "withdrawal"
+        transfer = Transfer(
+            from_user_id=sender, to_user_id=receiver, asset=ASSET, amount=amount, kind=kind
+        )
+        session.add(transfer)
+        await session.flush()
+        for user_id, delta in ((sender, -amount), (receiver, amount)):
+            if user_id is not None:
+                session.add(
+                    LedgerEntry(transfer_id=transfer.id, user_id=user_id, asset=ASSET, delta=delta)
+                )
+
+    async def deposit(self, user_id: int, amount: Decimal) -> None:
+        async with session_scope(self._sessions) as session:
+            balance = await self._locked_balance(session, user_id)
+            balance.amount += amount
+            await self._record(session, amount, receiver=user_id)
+
+    async def withdraw(self, user_id: int, amount: Decimal) -> None:
+        async with session_scope(self._sessions) as session:
+            balance = await self._locked_balance(session, user_id)
+            if not balance.can_withdraw(amount):
+                return
+            balance.amount -= amount
+            await self._record(session, amount, sender=user_id)
+
+    async def overdraw(self, user_id: int) -> None:
+        """A buggy code path that skips the balance check; the CHECK constraint refuses it."""
+        with suppress(DBAPIError):
+            async with session_scope(self._sessions) as session:
+                await session.execute(
+                    update(Balance)
+                    .where(Balance.user_id == user_id, Balance.asset == ASSET)
+                    .values(amount=Balance.amount - Decimal("1000000"))
+                )
+
+    async def transfer(self, sender: int, receiver: int, amount: Decimal) -> None:
+        async with session_scope(self._sessions) as session:
+            # Lock both rows in id order so concurrent transfers cannot deadlock.
+            query = (
+                select(Balance)
+                .where(Balance.user_id.in_((sender, receiver)), Balance.asset == ASSET)
+                .order_by(Balance.user_id)
+                .with_for_update()
+            )
+            balances = {b.user_id: b for b in (await session.scalars(query)).all()}
+            if not balances[sender].can_withdraw(amount):
+                return
+            balances[sender].amount -= amount
+            balances[receiver].amount += amount
+            await self._record(session, amount, sender=sender, receiver=receiver)
+
+    async def report(self) -> None:
+        """Top holders by ledger movement: a join and an aggregate."""
+        async with self._sessions() as session:
+            query = (
+                select(User.email, func.sum(LedgerEntry.delta).label("net"), func.count())
+                .join(LedgerEntry, LedgerEntry.user_id == User.id)
+                .group_by(User.email)
+                .order_by(func.sum(LedgerEntry.delta).desc())
+                .limit(10)
+            )
+            (await session.execute(query)).all()
+
+    async def slow_report(self) -> None:
+        """The report someone wrote without an index in mind: always slow."""
+        async with self._engine.connect() as conn:
+            await conn.execute(
+                text("SELECT pg_sleep(0.3), count(*), sum(delta) FROM ledger_entries")
+            )
+
+    async def reconcile(self) -> None:
+        """A background job that walks every balance in one transaction, doing client-side
+        work between statements: a connection held for a long time, as such jobs do."""
+        async with self._sessions() as session:
+            for user_id in self._user_ids:
+                await session.execute(
+                    select(func.coalesce(func.sum(LedgerEntry.delta), 0)).where(
+                        LedgerEntry.user_id == user_id
+                    )
+                )
+                await asyncio.sleep(0.05)
+
+    async def _hold_connection(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(text("SELECT pg_sleep(0.5), count(*) FROM balances"))
+
+    async def burst(self) -> None:
+        """More concurrent requests than pool_size: the pool opens overflow connections."""
+        await asyncio.gather(
+            *(self._hold_connection() for _ in range(self._burst_size)), return_exceptions=True
+        )
+
+    # -- loops -----------------------------------------------------------------------------
+
+    async def _step(self) -> None:
+        pick = self._random.random()
+        user, other = self._random.sample(self._user_ids, 2)
+        amount = Decimal(self._random.randint(1, 5000)) / 100
+        if pick < 0.30:
+            await self.deposit(user, amount)
+        elif pick < 0.55:
+            await self.withdraw(user, amount)
+        elif pick < 0.85:
+            await self.transfer(user, other, amount)
+        elif pick < 0.97:
+            await self.report()
+        else:
+            await self.overdraw(user)
+
+    async def _repeat(
+        self, action: Callable[[], Awaitable[None]], pause: Callable[[], float]
+    ) -> None:
+        while True:
+            try:
+                await action()
+            except Exception as exc:  # keep the demo running; the metrics show the errors
+                log.debug("workload step failed: %s", exc)
+            await asyncio.sleep(pause())
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        if not self._user_ids:
+            await self.seed()
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self._workers):
+                group.create_task(
+                    self._repeat(self._step, lambda: self._random.uniform(0.01, 0.05))
+                )
+            group.create_task(self._repeat(self.burst, lambda: self._burst_every))
+            group.create_task(self._repeat(self.slow_report, lambda: self._slow_every))
+            group.create_task(self._repeat(self.reconcile, lambda: 0.1))

@@ -1,0 +1,258 @@
+"""The command line as a user runs it: real subprocesses, real ports, real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.embedded import embedded_postgres
+
+
+class Running:
+    """A `python -m exporter ...` subprocess whose output lines can be awaited."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "exporter", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            if match := re.search(pattern, line):
+                return match
+        raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(self.output)}")
+
+    def stop(self, signum: int = signal.SIGINT, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+
+@contextmanager
+def running(*args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
+    proc = Running(*args, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.process.poll() is None:
+            proc.process.kill()
+        proc.process.wait()
+        proc.pump.join(timeout=10)
+        assert proc.process.stdout is not None
+        proc.process.stdout.close()
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def samples(body: str) -> dict[str, float]:
+    """Each metric's samples summed over their labels, by sample name."""
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            sums[s.name] = sums.get(s.name, 0.0) + s.value
+    return sums
+
+
+def env_without_database() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+
+
+def write_config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "exporter.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def postgres_processes_under(directory: str) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if directory in cmdline:
+            found.append(cmdline)
+    return found
+
+
+@pytest.mark.embedded
+def test_demo_serves_live_data_and_stops_cleanly() -> None:
+    with running("demo", "--listen", "127.0.0.1:0", env=env_without_database()) as demo:
+        directory = demo.wait_for(r"embedded PostgreSQL running in (\S+)").group(1)
+        url = demo.wait_for(r"serving (http://\S+)/metrics").group(1)
+        seen_active = 0.0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status, body = get(f"{url}/metrics")
+            assert status == 200
+            values = samples(body)
+            seen_active = max(seen_active, values.get("db_connections_active", 0.0))
+            if (
+                values.get("query_duration_seconds_count", 0) > 0
+                and values.get("db_pool_overflow_total", 0) > 0
+                and seen_active > 0
+            ):
+                break
+            time.sleep(0.25)
+        assert values["query_duration_seconds_count"] > 0
+        assert values["db_pool_overflow_total"] > 0
+        assert seen_active > 0
+        assert get(f"{url}/readyz")[0] == 200
+        assert Path(directory).exists()
+
+        assert demo.stop(signal.SIGINT) == 0
+        assert "db-exporter demo: stopped" in "".join(demo.output)
+    assert not Path(directory).exists()
+    assert postgres_processes_under(directory) == []
+
+
+def test_serve_survives_an_absent_database_and_connects_when_it_appears(tmp_path: Path) -> None:
+    workdir = tempfile.mkdtemp(prefix="dbx-")
+    config = write_config(
+        tmp_path,
+        "databases:\n"
+        "  - name: main\n"
+        f"    dsn: postgresql://postgres@/postgres?host={workdir}/pgdata\n"
+        "    check_interval_seconds: 0.3\n"
+        "    check_timeout_seconds: 2\n",
+    )
+    port = free_port()
+    try:
+        with running("serve", "--config", config, "--listen", f"127.0.0.1:{port}") as serve:
+            url = serve.wait_for(r"serving (http://\S+)/metrics").group(1)
+            time.sleep(0.5)
+            assert get(f"{url}/healthz")[0] == 200
+            status, body = get(f"{url}/readyz")
+            assert status == 503
+            assert '"main"' in body
+            status, body = get(f"{url}/metrics")
+            assert status == 200
+            assert 'db_up{database="main"} 0.0' in body
+
+            with embedded_postgres(workdir):
+                deadline = time.monotonic() + 20
+                while get(f"{url}/readyz")[0] != 200 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert get(f"{url}/readyz") == (
+                    200,
+                    '{"status": "ready", "databases": {"main": "ok"}}',
+                )
+                assert 'db_up{database="main"} 1.0' in get(f"{url}/metrics")[1]
+                assert serve.stop(signal.SIGTERM) == 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_serve_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "log_level: INFO\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", "serve", "--config", config,
+             "--listen", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"db-exporter: error: cannot listen on 127.0.0.1:{port}: address already in use"
+    )
+
+
+@pytest.mark.parametrize("listen", ["9188", "localhost", "127.0.0.1:99999"])
+def test_bad_listen_flag_is_one_clear_line(tmp_path: Path, listen: str) -> None:
+    config = write_config(tmp_path, "")
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--config", config, "--listen", listen],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("db-exporter: error: --listen: ")
+    assert "is not HOST:PORT" in lines[0]
+
+
+def test_config_error_has_no_traceback_unless_debug(tmp_path: Path) -> None:
+    missing = str(tmp_path / "absent.yaml")
+    plain = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--config", missing],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert plain.returncode == 2
+    assert plain.stderr == f"db-exporter: error: {missing}: no such file\n"
+    debug = subprocess.run(
+        [sys.executable, "-m", "exporter", "--debug", "serve", "--config", missing],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert debug.returncode == 2
+    assert "Traceback" in debug.stderr
+
+
+def test_demo_with_a_bad_database_url_is_one_clear_line() -> None:
+    env = env_without_database() | {"DATABASE_URL": "mysql://root:pw@127.0.0.1/app"}
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "demo", "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "db-exporter: error: DATABASE_URL: unsupported scheme mysql:// (use one of postgresql://, "
+        "postgres://, postgresql+asyncpg://, postgresql+psycopg://)"
+    ]
+    assert "pw@" not in result.stderr + result.stdout
