@@ -51,6 +51,7 @@ def main(argv: list[str]) -> None:
     if command == "demo":
         os.execv(str(BIN / "db-exporter"), [str(BIN / "db-exporter"), "demo", *rest])
     run(str(BIN / "ruff"), "check", ".")
+    run(str(BIN / "ruff"), "format", "--check", ".")
     run(str(BIN / "mypy"), "exporter", "models")
     run(str(BIN / "pytest"), *rest)
 

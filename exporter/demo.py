@@ -36,9 +36,14 @@ def apply_migrations(url: URL) -> None:
 
     import models
 
-    ini = Path(models.__file__).resolve().parent.parent / "alembic.ini"
-    if not ini.exists():
-        raise DemoError(f"{ini} not found: the demo runs from a db-exporter source checkout")
+    # Next to models/ in a source checkout; the working directory in the container image.
+    candidates = [
+        Path(models.__file__).resolve().parent.parent / "alembic.ini",
+        Path("alembic.ini"),
+    ]
+    ini = next((path for path in candidates if path.exists()), None)
+    if ini is None:
+        raise DemoError("alembic.ini not found: run the demo from a db-exporter source checkout")
     config = Config(str(ini))
     rendered = async_url(url).render_as_string(hide_password=False)
     config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))

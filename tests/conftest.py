@@ -26,8 +26,8 @@ def database_url() -> Iterator[URL]:
     if configured:
         yield parse_dsn(configured).set(drivername="postgresql")
         return
-    with embedded_postgres() as url:
-        yield parse_dsn(url).set(drivername="postgresql")
+    with embedded_postgres() as server:
+        yield parse_dsn(server.url).set(drivername="postgresql")
 
 
 def _admin_execute(server: URL, sql: str) -> None:

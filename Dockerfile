@@ -1,0 +1,26 @@
+# db-exporter: a small image that runs `db-exporter serve` as an unprivileged user.
+# Build: docker build -t db-exporter .
+# Run:   docker run -p 9188:9188 -e DATABASE_URL=postgresql://... db-exporter
+FROM python:3.12-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY exporter ./exporter
+COPY models ./models
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.12-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin exporter
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+# The demo applies the wallet migrations from the working directory.
+WORKDIR /app
+COPY alembic.ini ./
+COPY alembic ./alembic
+COPY config/exporter.yaml /etc/db-exporter/exporter.yaml
+USER exporter
+EXPOSE 9188
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9188/healthz', timeout=2)"]
+ENTRYPOINT ["db-exporter"]
+CMD ["serve", "--config", "/etc/db-exporter/exporter.yaml"]
