@@ -32,8 +32,9 @@ def ensure_venv() -> None:
         venv.create(VENV, with_pip=True)
     print("dev.py: installing db-exporter and its development tools", file=sys.stderr)
     pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "--editable", f"{ROOT}[dev]"], check=True)
+    for args in (["--upgrade", "pip"], ["--editable", f"{ROOT}[dev]"]):
+        if subprocess.run([*pip, *args]).returncode != 0:
+            sys.exit(f"dev.py: 'pip install {' '.join(args)}' failed (see above)")
     STAMP.write_text(wanted)
 
 
