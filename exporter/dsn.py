@@ -30,22 +30,22 @@ def parse_dsn(dsn: str) -> URL:
     return url
 
 
-def async_url(dsn: str | URL) -> URL:
-    """The URL for an asyncpg engine (libpq's `sslmode` becomes asyncpg's `ssl`)."""
+def _for_driver(dsn: str | URL, drivername: str, ssl_from: str, ssl_to: str) -> URL:
     url = parse_dsn(dsn) if isinstance(dsn, str) else dsn
     query = dict(url.query)
-    if "sslmode" in query:
-        query["ssl"] = query.pop("sslmode")
-    return url.set(drivername="postgresql+asyncpg", query=query)
+    if ssl_from in query:
+        query[ssl_to] = query.pop(ssl_from)
+    return url.set(drivername=drivername, query=query)
+
+
+def async_url(dsn: str | URL) -> URL:
+    """The URL for an asyncpg engine (libpq's `sslmode` becomes asyncpg's `ssl`)."""
+    return _for_driver(dsn, "postgresql+asyncpg", "sslmode", "ssl")
 
 
 def sync_url(dsn: str | URL) -> URL:
     """The URL for a psycopg 3 engine (asyncpg's `ssl` becomes libpq's `sslmode`)."""
-    url = parse_dsn(dsn) if isinstance(dsn, str) else dsn
-    query = dict(url.query)
-    if "ssl" in query:
-        query["sslmode"] = query.pop("ssl")
-    return url.set(drivername="postgresql+psycopg", query=query)
+    return _for_driver(dsn, "postgresql+psycopg", "ssl", "sslmode")
 
 
 def masked(dsn: str | URL) -> str:
