@@ -1,25 +1,19 @@
-"""Is each configured database answering? Feeds `db_up{database}` and `/readyz`.
+"""The exporter's own connection to a database, and whether that database answers.
 
-Each probe uses its own one-connection engine (never the application's pool) tagged with
-`application_name=db-exporter`, runs `SELECT 1` under a timeout on its interval, and recovers by
-itself when the database comes back.
+Each configured database gets one small engine of the exporter's own (never the application's
+pool), tagged `application_name=db-exporter`, with server-side `statement_timeout` and
+`lock_timeout`. `exporter.collectors.runner` drives it: the `SELECT` that feeds `db_up` and
+`/readyz`, and every collector's queries.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from contextlib import suppress
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from exporter.dsn import async_url
-from exporter.metrics import Metrics
-from exporter.settings import DatabaseSettings
-
-log = logging.getLogger("exporter.probe")
 
 APPLICATION_NAME = "db-exporter"
 
@@ -43,50 +37,28 @@ def exporter_engine(dsn: str, timeout_seconds: float) -> AsyncEngine:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProbeState:
     ok: bool | None = None  # None until the first check finished
     reason: str = "not checked yet"
 
 
-def _one_line(exc: BaseException) -> str:
-    text_ = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, for logs and `/readyz`. For a database error, the
+    driver's own error (with its SQLSTATE) rather than SQLAlchemy's wrapper and the SQL text."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        orig: BaseException = exc.orig
+        cause = orig.__cause__ or orig  # asyncpg's exception behind SQLAlchemy's adapter
+        sqlstate = getattr(cause, "sqlstate", None)
+        message = _first_line(cause)
+        name = type(cause).__name__
+        text = f"{name}: {message}" if message else name
+        return (f"{text} (SQLSTATE {sqlstate})" if sqlstate else text)[:300]
+    message = _first_line(exc)
     name = type(exc).__name__
-    return f"{name}: {text_}"[:300] if text_ else name
+    return f"{name}: {message}"[:300] if message else name
 
 
-class DatabaseProbe:
-    def __init__(self, settings: DatabaseSettings, metrics: Metrics) -> None:
-        self.settings = settings
-        self.state = ProbeState()
-        self._up = metrics.db_up.labels(settings.name)
-        self._up.set(0)
-        self._engine = exporter_engine(settings.dsn, settings.check_timeout_seconds)
-
-    async def check(self) -> bool:
-        try:
-            async with asyncio.timeout(self.settings.check_timeout_seconds):
-                async with self._engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
-        except Exception as exc:
-            if self.state.ok is not False:
-                log.warning("database %s is not answering: %s", self.settings.name, _one_line(exc))
-            self.state = ProbeState(False, _one_line(exc))
-            self._up.set(0)
-            # Drop a connection the failure may have broken, so the next check starts afresh.
-            with suppress(Exception):
-                await self._engine.dispose()
-            return False
-        if self.state.ok is False:
-            log.info("database %s is answering again", self.settings.name)
-        self.state = ProbeState(True, "ok")
-        self._up.set(1)
-        return True
-
-    async def run(self) -> None:
-        while True:
-            await self.check()
-            await asyncio.sleep(self.settings.check_interval_seconds)
-
-    async def close(self) -> None:
-        await self._engine.dispose()
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""

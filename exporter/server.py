@@ -10,32 +10,61 @@ import asyncio
 import os
 import threading
 from collections.abc import AsyncIterator, Sequence
-from contextlib import suppress
 
-from aiohttp import web
-from prometheus_client.aiohttp import make_aiohttp_handler
+from aiohttp import hdrs, web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from exporter.collectors.exposition import prerendered
+from exporter.collectors.runner import CollectorRunner
 from exporter.metrics import Metrics, default_metrics
-from exporter.probe import DatabaseProbe
 from exporter.settings import DEFAULT_LISTEN, DatabaseSettings, Settings, parse_listen
 
 METRICS = web.AppKey("metrics", Metrics)
+SCRAPED = web.AppKey("scraped", CollectorRegistry)
 DATABASES = web.AppKey("databases", tuple)
-PROBES = web.AppKey("probes", list)
+RUNNER = web.AppKey("runner", CollectorRunner)
 
 
-async def _probes_ctx(app: web.Application) -> AsyncIterator[None]:
-    probes = [DatabaseProbe(db, app[METRICS]) for db in app[DATABASES]]
-    app[PROBES] = probes
-    tasks = [asyncio.create_task(p.run(), name=f"probe:{p.settings.name}") for p in probes]
+async def _runner_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Each database's check and collectors run in background tasks for the app's lifetime."""
+    databases: tuple[DatabaseSettings, ...] = app[DATABASES]
+    runner = CollectorRunner(databases, app[METRICS])
+    app[RUNNER] = runner
+    await runner.start()
     yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with suppress(asyncio.CancelledError):
-            await task
-    for probe in probes:
-        await probe.close()
+    await runner.stop()
+
+
+def scraped_registry(metrics: Metrics) -> CollectorRegistry:
+    """What /metrics renders: this process's registry or, when PROMETHEUS_MULTIPROC_DIR is set
+    (gunicorn/uvicorn workers writing their metrics to files), the sum over every process."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return metrics.registry
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """The registry rendered by prometheus_client, plus the collectors' pre-rendered snapshot
+    (rendering thousands of per-index series on every scrape would stall the event loop)."""
+    registry = request.app[SCRAPED]
+    encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+    names = request.query.getall("name[]", []) or None  # `?name[]=...` filters by name
+    with prerendered():
+        body = encoder(registry if names is None else registry.restricted_registry(names))
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    snapshot = request.app[RUNNER].store.exposition(openmetrics, names)
+    if snapshot and body.endswith(b"# EOF\n"):
+        body = body[: -len(b"# EOF\n")] + snapshot + b"# EOF\n"
+    else:
+        body += snapshot
+    response = web.Response(body=body, headers={"Content-Type": content_type})
+    response.enable_compression()
+    return response
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -43,8 +72,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    probes: list[DatabaseProbe] = request.app[PROBES]
-    states = {p.settings.name: p.state for p in probes}
+    states = request.app[RUNNER].states()
     ready = all(state.ok for state in states.values())
     body = {
         "status": "ready" if ready else "not ready",
@@ -58,9 +86,10 @@ def create_app(
 ) -> web.Application:
     app = web.Application()
     app[METRICS] = metrics or default_metrics()
+    app[SCRAPED] = scraped_registry(app[METRICS])
     app[DATABASES] = tuple(databases)
-    app.cleanup_ctx.append(_probes_ctx)
-    app.router.add_get("/metrics", make_aiohttp_handler(app[METRICS].registry))
+    app.cleanup_ctx.append(_runner_ctx)
+    app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

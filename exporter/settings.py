@@ -45,11 +45,57 @@ class ServerSettings(_Strict):
         return value
 
 
+# --- Database-side collectors (exporter/collectors/) ---------------------------------------
+
+
+class CollectorSettings(_Strict):
+    """What every collector accepts; each collector's model below sets its own defaults."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(default=60.0, gt=0)
+    # Server-side statement_timeout of the collector's queries (and the bound on one run).
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    # Server-side lock_timeout: a table held by another session fails the run quickly.
+    lock_timeout_seconds: float = Field(default=1.0, gt=0)
+
+
+class IndexesCollectorSettings(CollectorSettings):
+    # Indexes with per-index series, chosen by size and by scans; unused-candidate, invalid and
+    # duplicate indexes are always included, even beyond the cap.
+    max_index_series: int = Field(default=500, ge=0)
+    # An index with no scans is reported as an unused candidate from this size up.
+    unused_min_size_bytes: int = Field(default=1024 * 1024, ge=0)
+
+
+class TablesCollectorSettings(CollectorSettings):
+    # Tables with per-table series, chosen alternately by total size and by scans.
+    max_table_series: int = Field(default=500, ge=0)
+
+
+class CollectorsSettings(_Strict):
+    """Collector name -> its settings; an unknown name is an error naming the known ones."""
+
+    indexes: IndexesCollectorSettings = IndexesCollectorSettings()
+    tables: TablesCollectorSettings = TablesCollectorSettings()
+    database: CollectorSettings = CollectorSettings(interval_seconds=30)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_names(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(str(key) for key in data if key not in cls.model_fields)
+            if unknown:
+                known = ", ".join(cls.model_fields)
+                raise ValueError(f"unknown collector {unknown[0]!r} (known: {known})")
+        return data
+
+
 class DatabaseSettings(_Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", max_length=63)
     dsn: str
     check_interval_seconds: float = Field(default=15.0, gt=0)
     check_timeout_seconds: float = Field(default=5.0, gt=0)
+    collectors: CollectorsSettings = CollectorsSettings()
 
     @field_validator("dsn")
     @classmethod

@@ -1,14 +1,28 @@
-"""What a statement does and to which table: the `operation` and `table` metric labels.
+"""What a statement is: fingerprint, normalised text, operation and primary table.
 
-A small scanner over the statement's top level (outside parentheses, strings and comments),
-cached per statement string, so a statement seen before costs one dictionary lookup.
+PostgreSQL statements go through pglast (libpg_query, the parser PostgreSQL itself uses): the
+fingerprint is libpg_query's, so statements that differ only in literal values or parameter
+placeholders share it, and the normalised text has every literal replaced by `$n`. SQL that
+pglast cannot parse, and other dialects, fall back to a small scanner and a hash of the text
+with its literals masked.
+
+`identify()` is cached per statement string, so a statement seen before costs one lookup; the
+slow-query log reuses the same identity, so its fingerprints match the metrics'.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from pglast import parser as pg
+
+# Distinct statement strings remembered; applications with statements built from inlined
+# literals would otherwise grow the cache without end.
+CACHE_SIZE = 10_000
 
 OPERATIONS = frozenset(
     {
@@ -22,26 +36,99 @@ OPERATIONS = frozenset(
     }
 )  # fmt: skip
 DML = ("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE")
+_AST_OPERATIONS = {
+    "SelectStmt": "SELECT",
+    "InsertStmt": "INSERT",
+    "UpdateStmt": "UPDATE",
+    "DeleteStmt": "DELETE",
+    "MergeStmt": "MERGE",
+}
+
+
+class QueryIdentity(NamedTuple):
+    fingerprint: str  # 16 hex digits
+    normalized: str  # the statement with every literal masked
+    operation: str  # SELECT, INSERT, ... (the main statement after a WITH), or OTHER
+    table: str | None  # primary table, unqualified, or None
+
+
+# -- PostgreSQL, through pglast -----------------------------------------------------------
+
+# psycopg's placeholders (`%(name)s`, `%s`) are not SQL; pglast needs `$n`. `%%` is a literal %.
+_PYFORMAT = re.compile(r"%%|%\([^)]*\)s|%s")
+
+
+def _dollar_placeholders(sql: str) -> str:
+    counter = 0
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal counter
+        if match.group() == "%%":
+            return "%"
+        counter += 1
+        return f"${counter}"
+
+    return _PYFORMAT.sub(replace, sql)
+
+
+def _from_item_table(item: dict[str, Any]) -> str | None:
+    if "RangeVar" in item:
+        return str(item["RangeVar"]["relname"])
+    if "JoinExpr" in item:
+        return _from_item_table(item["JoinExpr"]["larg"])
+    if "RangeSubselect" in item:
+        return _select_table(item["RangeSubselect"]["subquery"]["SelectStmt"])
+    return None
+
+
+def _select_table(select: dict[str, Any]) -> str | None:
+    if select.get("op", "SETOP_NONE") != "SETOP_NONE":  # UNION/INTERSECT/EXCEPT: left side
+        return _select_table(select["larg"])
+    from_clause = select.get("fromClause")
+    return _from_item_table(from_clause[0]) if from_clause else None
+
+
+def _identify_postgresql(sql: str) -> QueryIdentity:
+    """Raises pglast's ParseError for SQL PostgreSQL would not accept."""
+    text = _dollar_placeholders(sql) if "%" in sql else sql
+    statements = json.loads(pg.parse_sql_json(text)).get("stmts", [])
+    if not statements:
+        raise pg.ParseError("no statement", 0)
+    node_type, node = next(iter(statements[0]["stmt"].items()))
+    operation = _AST_OPERATIONS.get(node_type)
+    if operation == "SELECT":
+        table = _select_table(node)
+    elif operation is not None:
+        table = str(node["relation"]["relname"])
+    else:
+        operation, table = _scan(sql).operation, None
+    return QueryIdentity(pg.fingerprint(text), pg.normalize(text), operation, table)
+
+
+# -- any dialect: a scanner over the statement's top level ---------------------------------
 
 _TOKEN = re.compile(
     r"""
       (?P<skip>'(?:[^']|'')*' | \$\$.*?\$\$ | --[^\n]* | /\*.*?\*/ | \s+ )
     | (?P<open>\()
     | (?P<close>\))
-    | (?P<name>(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)(?:\s*\.\s*(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*))*)
+    | (?P<name>(?:"(?:[^"]|"")+"|`[^`]+`|[A-Za-z_][\w$]*)
+               (?:\s*\.\s*(?:"(?:[^"]|"")+"|`[^`]+`|[A-Za-z_][\w$]*))*)
     | (?P<other>.)
     """,
     re.VERBOSE | re.DOTALL,
 )
+_LITERAL = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
+_SPACE = re.compile(r"\s+")
 
 
-class Statement(NamedTuple):
-    operation: str  # first SQL keyword (the main one after a WITH), or OTHER
-    table: str | None  # primary table, unqualified, or None when there is none
+class _Scanned(NamedTuple):
+    operation: str
+    table: str | None
 
 
 def _top_level_names(sql: str) -> list[str]:
-    """Names (keywords and identifiers) outside parentheses, in order; `other` tokens as ''."""
+    """Names (keywords and identifiers) outside parentheses, in order; other tokens as ''."""
     names: list[str] = []
     depth = 0
     for match in _TOKEN.finditer(sql):
@@ -58,11 +145,11 @@ def _top_level_names(sql: str) -> list[str]:
 
 
 def _table_name(name: str) -> str | None:
-    """`public."Users"` -> `Users`; `public.users` -> `users`; keywords/punctuation -> None."""
+    """`public."Users"` -> `Users`; `public.users` -> `users`; punctuation -> None."""
     if not name:
         return None
     last = re.split(r"\s*\.\s*", name)[-1]
-    if last.startswith('"'):
+    if last[0] in '"`':
         return last[1:-1].replace('""', '"')
     return last.lower()
 
@@ -77,27 +164,42 @@ def _after(names: list[str], start: int, keyword: str, skip: tuple[str, ...] = (
     return None
 
 
-@lru_cache(maxsize=8192)
-def classify(sql: str) -> Statement:
-    """Operation and primary table of one SQL statement (never raises on odd input)."""
+def _scan(sql: str) -> _Scanned:
     names = _top_level_names(sql)
     if not names or names[0].upper() not in OPERATIONS | {"WITH"}:
-        return Statement("OTHER", None)
+        return _Scanned("OTHER", None)
     first = names[0].upper()
     start = 0
     if first == "WITH":
         main = next((i for i, n in enumerate(names) if n.upper() in DML), None)
         if main is None:
-            return Statement("OTHER", None)
+            return _Scanned("OTHER", None)
         start, first = main, names[main].upper()
-    if first == "SELECT":
+    if first in ("SELECT", "DELETE"):
         table = _after(names, start, "FROM", skip=("ONLY",))
     elif first in ("INSERT", "MERGE"):
         table = _after(names, start, "INTO")
     elif first == "UPDATE":
         table = _after(names, start, "UPDATE", skip=("ONLY",))
-    elif first == "DELETE":
-        table = _after(names, start, "FROM", skip=("ONLY",))
     else:
         table = None
-    return Statement(first, table)
+    return _Scanned(first, table)
+
+
+def _identify_any(sql: str) -> QueryIdentity:
+    normalized = _LITERAL.sub("?", sql)
+    key = _SPACE.sub(" ", normalized).strip().lower()
+    fingerprint = hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=8).hexdigest()
+    operation, table = _scan(sql)
+    return QueryIdentity(fingerprint, normalized, operation, table)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def identify(sql: str, postgresql: bool = True) -> QueryIdentity:
+    """The identity of one statement; never raises, whatever the input."""
+    if postgresql:
+        try:
+            return _identify_postgresql(sql)
+        except (pg.ParseError, KeyError, IndexError, StopIteration, ValueError):
+            pass  # SQL PostgreSQL would reject, or a tree shape we do not know: the fallback
+    return _identify_any(sql)

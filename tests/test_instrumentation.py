@@ -19,6 +19,7 @@ import exporter.instrumentation as instrumentation
 import exporter.instrumentation.queries as queries
 from exporter import Metrics, instrument, is_instrumented, uninstrument
 from exporter.dsn import async_url, sync_url
+from exporter.metrics import LabelLimits
 
 POOL_SIZE = 3
 
@@ -135,7 +136,7 @@ async def test_async_pool_active_and_overflow_are_exact(
     assert sample(registry, "db_connections_active", database="main") == 0
 
 
-def test_failing_statement_is_timed_as_error_and_leaves_no_state(
+def test_failing_statement_is_timed_as_error(
     sync_engine: Engine, metrics: Metrics, registry: CollectorRegistry
 ) -> None:
     instrument(sync_engine, database="main", metrics=metrics)
@@ -144,7 +145,6 @@ def test_failing_statement_is_timed_as_error_and_leaves_no_state(
             with pytest.raises(DataError):
                 conn.execute(text("SELECT 1 / 0 FROM accounts"))
             conn.rollback()
-            assert queries._START not in conn.info
         assert conn.execute(text("SELECT 41 + 1")).scalar() == 42
     assert count(registry, operation="SELECT", table="accounts", status="error") == 3
     assert count(registry, operation="SELECT", table="accounts", status="ok") == 0
@@ -158,7 +158,6 @@ async def test_async_failing_statement_is_timed_as_error(
         with pytest.raises(DBAPIError, match="division by zero"):
             await conn.execute(text("SELECT 1 / 0 FROM accounts"))
         await conn.rollback()
-        assert queries._START not in conn.sync_connection.info  # type: ignore[union-attr]
     assert count(registry, operation="SELECT", table="accounts", status="error") == 1
 
 
@@ -169,10 +168,10 @@ def test_listener_failure_never_reaches_the_application(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken(sql: str) -> None:
+    def broken(sql: str, postgresql: bool) -> None:
         raise IndexError("simulated bug in the classifier")
 
-    monkeypatch.setattr(queries, "classify", broken)
+    monkeypatch.setattr(queries, "identify", broken)
     instrument(sync_engine, database="main", metrics=metrics)
     with (
         caplog.at_level(logging.ERROR, logger="exporter.instrumentation"),
@@ -183,9 +182,15 @@ def test_listener_failure_never_reaches_the_application(
             conn.execute(text("SELECT 1 / 0"))
     assert results == [1, 2, 3]
     errors = "exporter_instrumentation_errors_total"
-    assert sample(registry, errors, kind="after_cursor_execute") == 3
-    assert sample(registry, errors, kind="handle_error") == 1
-    logged = [r for r in caplog.records if "after_cursor_execute" in r.getMessage()]
+    assert sample(registry, errors, kind="query_succeeded") == 3
+    assert sample(registry, errors, kind="query_failed") == 1
+    assert (
+        sample(
+            registry, "query_errors_total", database="main", operation="SELECT", sqlstate_class="22"
+        )
+        == 0
+    )  # counting it needed the broken classifier
+    logged = [r for r in caplog.records if "query_succeeded" in r.getMessage()]
     assert len(logged) == 1  # logged once per kind, counted every time
 
 
@@ -207,13 +212,14 @@ def test_instrument_is_idempotent_and_uninstrument_removes_every_listener(
     uninstrument(sync_engine)  # a second call is harmless
     assert not is_instrumented(sync_engine)
     assert not any(event.contains(sync_engine, name, fn) for name, fn in attached)
-    assert not sync_engine.dispatch.before_cursor_execute
-    assert not sync_engine.dispatch.after_cursor_execute
+    assert not sync_engine.dialect.dispatch.do_execute
+    assert not sync_engine.dialect.dispatch.do_executemany
     assert list(sync_engine.pool.dispatch.connect) == pool_listeners
     with sync_engine.connect() as conn:
         conn.execute(text("SELECT id FROM notes"))
     assert count(registry, operation="SELECT", table="notes") == 1
-    assert registry.get_sample_value("db_connections_active", {"database": "main"}) is None
+    assert registry.get_sample_value("db_connections_active", {"database": "main"}) == 0
+    assert registry.get_sample_value("db_pool_size", {"database": "main"}) is None
 
 
 def test_listeners_survive_engine_dispose(
@@ -249,7 +255,8 @@ def test_garbage_collected_engine_leaves_nothing_behind(
 def test_table_label_is_bounded(
     sync_engine: Engine, metrics: Metrics, registry: CollectorRegistry
 ) -> None:
-    instrument(sync_engine, database="main", metrics=metrics, max_tables=1)
+    metrics.limits = LabelLimits(default=1)
+    instrument(sync_engine, database="main", metrics=metrics)
     with sync_engine.connect() as conn:
         conn.execute(text("SELECT id FROM accounts"))
         conn.execute(text("SELECT id FROM notes"))

@@ -18,16 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exporter.instrumentation.guard import FailureCounter
 from exporter.instrumentation.pool import PoolListener
-from exporter.instrumentation.queries import QueryListener, TableLabels
+from exporter.instrumentation.queries import QueryListener
 from exporter.metrics import Metrics, default_metrics
-
-DEFAULT_MAX_TABLES = 200
 
 
 @dataclass
 class _Attached:
     database: str
     metrics: Metrics
+    pool: PoolListener
+    finalizer: weakref.finalize[Any, Any]
     # (event name, listener) pairs, all registered on the engine itself. The engine is not
     # stored here: this is the value of a weak mapping keyed by the engine.
     listeners: list[tuple[str, Callable[..., Any]]]
@@ -55,12 +55,11 @@ def instrument(
     *,
     metrics: Metrics | None = None,
     tables: MetaData | Iterable[str] | None = None,
-    max_tables: int = DEFAULT_MAX_TABLES,
 ) -> Engine | AsyncEngine:
     """Time every statement and watch the pool of `engine`, labelled `database=<database>`.
 
-    `tables` (an ORM `MetaData` or table names) limits the `table` label to known tables; without
-    it the first `max_tables` table names seen are used and the rest become `other`.
+    `tables` (an ORM `MetaData` or table names) limits the `table` label to known tables;
+    without it any table name is used, up to the metric's label-set cap (`Metrics.limits`).
     Calling it again for the same engine and database does nothing; returns `engine`.
     """
     sync = _sync_engine(engine)
@@ -75,21 +74,30 @@ def instrument(
             return engine
         metrics = metrics or default_metrics()
         failures = FailureCounter(metrics)
-        queries = QueryListener(
-            database, metrics, TableLabels(_known_tables(tables), max_tables), failures
-        )
+        queries = QueryListener(database, metrics, _known_tables(tables), sync.dialect, failures)
         pool = PoolListener(sync, database, metrics, failures)
         listeners: list[tuple[str, Callable[..., Any]]] = [
-            ("before_cursor_execute", queries.before_cursor_execute),
-            ("after_cursor_execute", queries.after_cursor_execute),
-            ("handle_error", queries.handle_error),
+            # Dialect events only: any connection-level listener would move every statement
+            # onto SQLAlchemy's slower event-dispatching path.
+            ("do_execute", queries.do_execute),
+            ("do_executemany", queries.do_executemany),
+            ("do_execute_no_params", queries.do_execute_no_params),
+            ("do_connect", pool.do_connect),
             # Pool events registered on the engine follow it across Engine.dispose().
             ("connect", pool.connect),
+            ("checkout", pool.checkout),
+            ("checkin", pool.checkin),
+            ("detach", pool.detach),
+            ("close", pool.close),
+            ("close_detached", pool.close_detached),
+            ("invalidate", pool.invalidate),
         ]
         for name, fn in listeners:
             event.listen(sync, name, fn)
+        pool.wrap(sync.pool)
         metrics.pools.add(sync, database)
-        _attached[sync] = _Attached(database, metrics, listeners)
+        finalizer = weakref.finalize(sync, pool.release)
+        _attached[sync] = _Attached(database, metrics, pool, finalizer, listeners)
     return engine
 
 
@@ -102,7 +110,10 @@ def uninstrument(engine: Engine | AsyncEngine) -> None:
             return
         for name, fn in attached.listeners:
             event.remove(sync, name, fn)
+        PoolListener.unwrap(sync.pool)
         attached.metrics.pools.remove(sync)
+        attached.finalizer.detach()
+        attached.pool.release()
 
 
 def is_instrumented(engine: Engine | AsyncEngine) -> bool:

@@ -1,24 +1,37 @@
-"""Pool events -> `db_pool_overflow_total{database}`.
+"""Pool events -> connection counts, checkout wait, timeouts, create and use times, overflow.
 
-`QueuePool.overflow()` is open connections minus pool_size (it starts at -pool_size), so an
-overflow *event* is a new connection made while it is above zero. The `connect` event also fires
-when an invalidated connection reconnects; a marker in the record's lifetime info keeps those
-from being counted twice.
+- `db_connections_active` counts checkouts minus returns, by events, so it works for every pool
+  class and sums across worker processes. A checkout is marked on its pool entry with the
+  listener that saw it, so returns of connections checked out before `instrument()` (or
+  after `uninstrument()`) are ignored.
+- `QueuePool.overflow()` is open connections minus pool_size (it starts at -pool_size), so an
+  overflow *event* is a new connection made while it is above zero. `connect` also fires when
+  an invalidated connection reconnects; a marker in the entry's lifetime info keeps those from
+  being counted twice.
+- SQLAlchemy raises its pool `TimeoutError` without firing `handle_error`, and no event fires
+  before a checkout starts, so the wait is timed by wrapping this pool's `connect()` (an
+  instance attribute, removed again by `unwrap`). `Engine.dispose()` swaps in a new pool; its
+  first connection wraps it (the checkout that made that connection goes untimed).
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
-from prometheus_client.metrics import Counter
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection, QueuePool
 
 from exporter.instrumentation.guard import FailureCounter
 from exporter.metrics import Metrics
 
 _SEEN = "db_exporter.seen"
+_CREATE_START = "db_exporter.create_start"
+_CHECKED_OUT = "db_exporter.checked_out"
+_WRAPPER_MARK = "__db_exporter_wrapper__"
 
 
 class PoolListener:
@@ -26,18 +39,159 @@ class PoolListener:
         self, engine: Engine, database: str, metrics: Metrics, failures: FailureCounter
     ) -> None:
         self._engine = weakref.ref(engine)  # a strong reference would keep the engine alive
-        self._overflow: Counter = metrics.pool_overflow.labels(database)
         self._failures = failures
+        self._active = metrics.connections_active.labels(database)
+        self._overflow = metrics.pool_overflow.labels(database)
+        self._discarded = metrics.pool_overflow_discarded.labels(database)
+        self._wait = metrics.pool_checkout_wait.labels(database)
+        self._timeouts = metrics.pool_timeouts.labels(database)
+        self._created = metrics.connections_created.labels(database)
+        self._closed = metrics.connections_closed.labels(database)
+        self._invalidated = metrics.connections_invalidated.labels(database)
+        self._create_time = metrics.connection_create_time.labels(database)
+        self._use_time = metrics.connection_use_time.labels(database)
+        self.outstanding = 0  # checkouts this listener counted and has not seen returned
+
+    # -- checkout timing: a wrapper around Pool.connect ---------------------------------
+
+    def wrap(self, pool: Pool) -> None:
+        if getattr(pool.__dict__.get("connect"), _WRAPPER_MARK, False):
+            return
+        original: Callable[[], PoolProxiedConnection] = pool.connect
+
+        def connect() -> PoolProxiedConnection:
+            start = self._checkout_started()
+            try:
+                connection = original()
+            except sa_exc.TimeoutError:
+                self._checkout_finished(start, timed_out=True)
+                raise
+            self._checkout_finished(start, timed_out=False)
+            return connection
+
+        setattr(connect, _WRAPPER_MARK, True)
+        pool.connect = connect  # type: ignore[method-assign]
+
+    @staticmethod
+    def unwrap(pool: Pool) -> None:
+        if getattr(pool.__dict__.get("connect"), _WRAPPER_MARK, False):
+            del pool.connect
+
+    def _checkout_started(self) -> float | None:
+        try:
+            return perf_counter()
+        except Exception:
+            self._failures.record("pool_checkout_wait")
+            return None
+
+    def _checkout_finished(self, start: float | None, timed_out: bool) -> None:
+        try:
+            if start is not None:
+                self._wait.observe(perf_counter() - start)
+            if timed_out:
+                self._timeouts.inc()
+        except Exception:
+            self._failures.record("pool_checkout_wait")
+
+    # -- connection lifecycle -----------------------------------------------------------
+
+    def do_connect(
+        self, dialect: Any, record: ConnectionPoolEntry | None, cargs: Any, cparams: Any
+    ) -> None:
+        try:
+            info = record.record_info if record is not None else None
+            if info is not None:
+                info[_CREATE_START] = perf_counter()
+        except Exception:
+            self._failures.record("do_connect")
 
     def connect(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         try:
+            self._created.inc()
             info = record.record_info
-            if info is None or _SEEN in info:
+            if info is None:
+                return
+            start = info.pop(_CREATE_START, None)
+            if start is not None:
+                self._create_time.observe(perf_counter() - start)
+            if _SEEN in info:  # a reconnect after invalidation, not a new pool slot
                 return
             info[_SEEN] = True
             engine = self._engine()
-            overflow = getattr(engine.pool, "overflow", None) if engine is not None else None
-            if overflow is not None and overflow() > 0:
+            if engine is None:
+                return
+            self.wrap(engine.pool)  # a no-op unless Engine.dispose() replaced the pool
+            if isinstance(engine.pool, QueuePool) and engine.pool.overflow() > 0:
                 self._overflow.inc()
         except Exception:
             self._failures.record("pool_connect")
+
+    def checkout(
+        self, dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+    ) -> None:
+        try:
+            info = record.record_info
+            if info is not None:
+                info[_CHECKED_OUT] = (self, perf_counter())
+                self._active.inc()
+                self.outstanding += 1
+        except Exception:
+            self._failures.record("pool_checkout")
+
+    def _returned(self, record: ConnectionPoolEntry) -> bool:
+        """Count a return seen by this listener; False for checkouts it never counted."""
+        info = record.record_info
+        mark = info.pop(_CHECKED_OUT, None) if info is not None else None
+        if mark is None or mark[0] is not self:
+            return False
+        self._active.dec()
+        self.outstanding -= 1
+        self._use_time.observe(perf_counter() - mark[1])
+        return True
+
+    def checkin(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        try:
+            if not self._returned(record):
+                return
+            engine = self._engine()
+            pool = engine.pool if engine is not None else None
+            # Fired before the pool takes the connection back: a full pool closes it.
+            if isinstance(pool, QueuePool) and pool.checkedin() >= pool.size():
+                self._discarded.inc()
+        except Exception:
+            self._failures.record("pool_checkin")
+
+    def detach(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        try:
+            self._returned(record)  # the connection leaves the pool's care for good
+        except Exception:
+            self._failures.record("pool_detach")
+
+    def close(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        try:
+            self._closed.inc()
+        except Exception:
+            self._failures.record("pool_close")
+
+    def close_detached(self, dbapi_connection: Any) -> None:
+        try:
+            self._closed.inc()
+        except Exception:
+            self._failures.record("pool_close_detached")
+
+    def invalidate(
+        self, dbapi_connection: Any, record: ConnectionPoolEntry, exception: BaseException | None
+    ) -> None:
+        try:
+            self._invalidated.inc()
+        except Exception:
+            self._failures.record("pool_invalidate")
+
+    def release(self) -> None:
+        """Forget checkouts that will never be seen returned (uninstrument, engine gone)."""
+        try:
+            if self.outstanding:
+                self._active.dec(self.outstanding)
+                self.outstanding = 0
+        except Exception:
+            self._failures.record("pool_release")

@@ -1,49 +1,51 @@
-"""Cursor events -> `query_duration_seconds{database,operation,table,status}`.
+"""Statement execution -> `query_duration_seconds`, `query_errors_total`, `query_rows_total`.
 
-Timing brackets the DBAPI cursor execute: `before_cursor_execute` stamps the start on the
-connection's info dict and `after_cursor_execute` (success) or `handle_error` (failure; SQLAlchemy
-does not fire `after_cursor_execute` then) observes it and removes the stamp, so no per-query
-state outlives its statement.
+The dialect's `do_execute` / `do_executemany` / `do_execute_no_params` events let a listener
+perform the DBAPI call itself: ours calls the dialect's own implementation and times exactly
+that call, so success and failure (with the driver's SQLSTATE) are seen in one place and no
+per-query state is kept anywhere. Unlike `before/after_cursor_execute`, these events do not
+switch SQLAlchemy's connections onto their slower event-dispatching path. Everything else a
+statement needs (its identity and its metric children) is looked up once per distinct
+statement string and cached.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
-from prometheus_client.metrics import Histogram
-from sqlalchemy.engine import Connection, ExceptionContext
+from prometheus_client.metrics import Counter, Histogram
+from sqlalchemy.engine import Dialect
 
 from exporter.instrumentation.guard import FailureCounter
-from exporter.metrics import Metrics
-from exporter.sql import classify
+from exporter.instrumentation.tracing import current_exemplar
+from exporter.metrics import OTHER, Metrics
+from exporter.sql import identify
 
-_START = "db_exporter.query_start"
-# A bound on the per-statement label cache; statements built with inlined literals would
-# otherwise grow it without end. Clearing it only costs a few re-classifications.
+# A bound on the per-statement cache; statements built with inlined literals would otherwise
+# grow it without end. Clearing it only costs re-looking-up a few statements.
 MAX_CACHED_STATEMENTS = 10_000
 
 
-class TableLabels:
-    """Maps a statement's table to a bounded `table` label value."""
+@dataclass(slots=True)
+class _Statement:
+    operation: str
+    table: str
+    ok: Histogram
+    rows: Counter
+    error: Histogram | None = None  # made on the first failure: most statements never fail
 
-    def __init__(self, known: frozenset[str] | None, max_tables: int) -> None:
-        self._known = known
-        self._max = max_tables
-        self._seen: set[str] = set()
 
-    def __call__(self, table: str | None) -> str:
-        if table is None:
-            return "other"
-        if self._known is not None:
-            return table if table in self._known else "other"
-        if table in self._seen:
-            return table
-        if len(self._seen) >= self._max:
-            return "other"
-        self._seen.add(table)
-        return table
+def sqlstate_class(exc: BaseException | None) -> str:
+    """`23` for a unique violation (23505), ...; `other` when the driver gave no SQLSTATE.
+
+    psycopg and SQLAlchemy's asyncpg adapter expose `sqlstate`, psycopg2 `pgcode`.
+    """
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if isinstance(code, str) and len(code) == 5 and code[:2].isalnum():
+        return code[:2].upper()
+    return OTHER
 
 
 class QueryListener:
@@ -51,63 +53,114 @@ class QueryListener:
         self,
         database: str,
         metrics: Metrics,
-        table_label: Callable[[str | None], str],
+        known_tables: frozenset[str] | None,
+        dialect: Dialect,
         failures: FailureCounter,
     ) -> None:
         self._database = database
-        self._histogram = metrics.query_duration
-        self._table_label = table_label
+        self._metrics = metrics
+        self._known_tables = known_tables
+        self._dialect = dialect
+        self._postgresql = dialect.name == "postgresql"
         self._failures = failures
-        self._children: dict[tuple[str, str], Histogram] = {}
+        self._statements: dict[str, _Statement] = {}
+        self._errors: dict[tuple[str, str], Counter] = {}
 
-    def _child(self, statement: str, status: str) -> Histogram:
-        key = (statement, status)
-        child = self._children.get(key)
-        if child is None:
-            operation, table = classify(statement)
-            child = self._histogram.labels(
-                self._database, operation, self._table_label(table), status
+    def _statement(self, sql: str) -> _Statement:
+        entry = self._statements.get(sql)
+        if entry is None:
+            identity = identify(sql, self._postgresql)
+            table = identity.table
+            known = self._known_tables
+            if table is None or (known is not None and table not in known):
+                table = OTHER
+            labels = (self._database, identity.operation, table)
+            ok = self._metrics.budget("query_duration_seconds").admit((*labels, "ok"), 2)
+            rows = self._metrics.budget("query_rows_total").admit(labels, 2)
+            entry = _Statement(
+                identity.operation,
+                table,
+                self._metrics.query_duration.labels(*ok),
+                self._metrics.query_rows.labels(*rows),
             )
-            if len(self._children) >= MAX_CACHED_STATEMENTS:
-                self._children.clear()
-            self._children[key] = child
-        return child
+            if len(self._statements) >= MAX_CACHED_STATEMENTS:
+                self._statements.clear()
+            self._statements[sql] = entry
+        return entry
 
-    def before_cursor_execute(
-        self,
-        conn: Connection,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
-    ) -> None:
+    # -- the dialect events: run the statement, time it, never fail it ----------------------
+
+    def do_execute(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        start = self._started()
         try:
-            conn.info[_START] = perf_counter()
+            self._dialect.do_execute(cursor, statement, parameters, context)
+        except Exception as exc:
+            self._failed(statement, start, exc)
+            raise
+        self._succeeded(statement, start, cursor, parameters, batch=False)
+        return True  # executed: SQLAlchemy must not run it again
+
+    def do_executemany(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        start = self._started()
+        try:
+            self._dialect.do_executemany(cursor, statement, parameters, context)
+        except Exception as exc:
+            self._failed(statement, start, exc)
+            raise
+        self._succeeded(statement, start, cursor, parameters, batch=True)
+        return True
+
+    def do_execute_no_params(self, cursor: Any, statement: str, context: Any) -> bool:
+        start = self._started()
+        try:
+            self._dialect.do_execute_no_params(cursor, statement, context)
+        except Exception as exc:
+            self._failed(statement, start, exc)
+            raise
+        self._succeeded(statement, start, cursor, None, batch=False)
+        return True
+
+    # -- bookkeeping, each step guarded ---------------------------------------------------
+
+    def _started(self) -> float | None:
+        try:
+            return perf_counter()
         except Exception:
-            self._failures.record("before_cursor_execute")
+            self._failures.record("query_start")
+            return None
 
-    def after_cursor_execute(
-        self,
-        conn: Connection,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
+    def _succeeded(
+        self, statement: str, start: float | None, cursor: Any, parameters: Any, batch: bool
     ) -> None:
         try:
-            start = conn.info.pop(_START, None)
+            if start is None:
+                return
+            elapsed = perf_counter() - start
+            entry = self._statement(statement)
+            entry.ok.observe(elapsed, current_exemplar())
+            # Rows as the driver counts them; a batch whose driver does not (-1) counts its
+            # parameter sets.
+            rows = cursor.rowcount
+            if rows < 0 and batch:
+                rows = len(parameters)
+            if rows > 0:
+                entry.rows.inc(rows)
+        except Exception:
+            self._failures.record("query_succeeded")
+
+    def _failed(self, statement: str, start: float | None, exc: BaseException) -> None:
+        try:
+            entry = self._statement(statement)
             if start is not None:
-                self._child(statement, "ok").observe(perf_counter() - start)
+                if entry.error is None:
+                    labels = (self._database, entry.operation, entry.table, "error")
+                    admitted = self._metrics.budget("query_duration_seconds").admit(labels, 2)
+                    entry.error = self._metrics.query_duration.labels(*admitted)
+                entry.error.observe(perf_counter() - start, current_exemplar())
+            key = (entry.operation, sqlstate_class(exc))
+            errors = self._errors.get(key)
+            if errors is None:
+                errors = self._errors[key] = self._metrics.query_errors.labels(self._database, *key)
+            errors.inc()
         except Exception:
-            self._failures.record("after_cursor_execute")
-
-    def handle_error(self, context: ExceptionContext) -> None:
-        try:
-            conn = context.connection
-            start = conn.info.pop(_START, None) if conn is not None else None
-            if start is not None and context.statement is not None:
-                self._child(context.statement, "error").observe(perf_counter() - start)
-        except Exception:
-            self._failures.record("handle_error")
+            self._failures.record("query_failed")

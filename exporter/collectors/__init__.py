@@ -1,0 +1,27 @@
+"""Database-side collectors: one module per sampler, this registry, and a runner
+(`exporter.collectors.runner`) that schedules them.
+
+Each collector's defaults (enabled, interval, timeouts, options) are its settings model's
+defaults in `exporter.settings.CollectorsSettings`; a name unknown there fails at start-up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exporter.collectors.base import Collector
+from exporter.collectors.database import DatabaseCollector
+from exporter.collectors.indexes import IndexesCollector
+from exporter.collectors.tables import TablesCollector
+from exporter.settings import CollectorsSettings
+
+COLLECTORS: dict[str, type[Collector[Any]]] = {
+    cls.name: cls for cls in (IndexesCollector, TablesCollector, DatabaseCollector)
+}
+
+# Collector name -> whether it runs when the config does not say.
+DEFAULT_ENABLED: dict[str, bool] = {
+    name: bool(getattr(CollectorsSettings(), name).enabled) for name in COLLECTORS
+}
+
+__all__ = ["COLLECTORS", "DEFAULT_ENABLED", "Collector"]

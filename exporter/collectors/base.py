@@ -1,0 +1,70 @@
+"""What a collector is: a name, its SQL as module constants, and one async `collect()`.
+
+A collector is built once per database with that database's `datname` label value and its own
+settings, and `collect(conn, server_version)` returns fresh metric families built from one run's
+rows. It never opens connections, sets timeouts or catches errors: the runner does all three.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import datetime
+from itertools import chain, zip_longest
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from prometheus_client.metrics_core import Metric
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from exporter.settings import CollectorSettings
+
+S = TypeVar("S", bound=CollectorSettings)
+
+
+class Collector(ABC, Generic[S]):
+    name: ClassVar[str]
+    # Used only when the config has no section for this collector's name.
+    default_settings: ClassVar[CollectorSettings] = CollectorSettings()
+
+    def __init__(self, datname: str, settings: S) -> None:
+        self.datname = datname
+        self.settings = settings
+
+    @abstractmethod
+    async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
+        """Run the collector's queries on `conn`; return the families for this run."""
+
+
+def number(value: Any) -> float:
+    """A column value as a sample value: NULL becomes 0."""
+    return 0.0 if value is None else float(value)
+
+
+def timestamp(value: datetime | None) -> float:
+    """A timestamptz column as Unix seconds: NULL (never happened) becomes 0."""
+    return 0.0 if value is None else value.timestamp()
+
+
+class Ranked(Protocol):
+    """What `select()` ranks by."""
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+    @property
+    def size(self) -> float: ...
+    @property
+    def scans(self) -> float: ...
+
+
+def select(items: Sequence[Ranked], forced: set[int], cap: int) -> list[int]:
+    """Positions of the items (indexes, tables) that get series of their own: every forced one,
+    then the largest and the most scanned, alternately, until `cap` are chosen."""
+    chosen = set(forced)
+    by_size = sorted(range(len(items)), key=lambda i: (-items[i].size, items[i].labels))
+    by_scans = sorted(range(len(items)), key=lambda i: (-items[i].scans, items[i].labels))
+    for position in chain.from_iterable(zip_longest(by_size, by_scans)):
+        if len(chosen) >= cap:
+            break
+        if position is not None:
+            chosen.add(position)
+    return sorted(chosen, key=lambda i: items[i].labels)

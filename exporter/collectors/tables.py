@@ -1,0 +1,127 @@
+"""Tables: sequential vs index scans, live and dead rows, (auto)vacuum and analyze, sizes.
+
+Per-table series (labels `datname, schemaname, relname`) use postgres_exporter's
+`pg_stat_user_tables_*` names where it has them; sizes are split into the heap
+(`pg_table_size_bytes`, main fork), its indexes and its TOAST table (with the TOAST index).
+Vacuum and analyze times are Unix timestamps (0: never), so an age is `time() - x`.
+
+The sizes open each table, so a table held `ACCESS EXCLUSIVE` by a migration makes this
+collector fail after `lock_timeout_seconds` (the others are unaffected). At most
+`max_table_series` tables get series, chosen alternately by total size and by scans;
+`pg_table_series_omitted` counts the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from exporter.collectors.base import Collector, number, select, timestamp
+from exporter.settings import TablesCollectorSettings
+
+TABLES_SQL = """
+SELECT s.schemaname, s.relname,
+       s.seq_scan, s.seq_tup_read, s.idx_scan, s.idx_tup_fetch,
+       s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.n_live_tup, s.n_dead_tup,
+       s.vacuum_count, s.autovacuum_count, s.analyze_count, s.autoanalyze_count,
+       s.last_vacuum, s.last_autovacuum, s.last_analyze, s.last_autoanalyze,
+       pg_relation_size(s.relid) AS table_bytes,
+       pg_indexes_size(s.relid) AS indexes_bytes,
+       CASE WHEN c.reltoastrelid = 0 THEN 0
+            ELSE pg_total_relation_size(c.reltoastrelid) END AS toast_bytes
+FROM pg_stat_user_tables s
+JOIN pg_class c ON c.oid = s.relid
+"""
+
+LABELS = ["datname", "schemaname", "relname"]
+
+COUNTERS = (
+    ("seq_scan", "Sequential scans initiated on this table."),
+    ("seq_tup_read", "Live rows fetched by sequential scans."),
+    ("idx_scan", "Index scans initiated on this table."),
+    ("idx_tup_fetch", "Live rows fetched by index scans."),
+    ("n_tup_ins", "Rows inserted."),
+    ("n_tup_upd", "Rows updated (including HOT updates)."),
+    ("n_tup_del", "Rows deleted."),
+    ("vacuum_count", "Times this table was vacuumed manually."),
+    ("autovacuum_count", "Times this table was vacuumed by autovacuum."),
+    ("analyze_count", "Times this table was analyzed manually."),
+    ("autoanalyze_count", "Times this table was analyzed by autovacuum."),
+)
+GAUGES = (
+    ("n_live_tup", "pg_stat_user_tables_n_live_tup", "Estimated live rows."),
+    ("n_dead_tup", "pg_stat_user_tables_n_dead_tup", "Estimated dead rows."),
+    ("table_bytes", "pg_table_size_bytes", "Size of the table's heap (main fork)."),
+    ("indexes_bytes", "pg_table_indexes_size_bytes", "Size of all the table's indexes."),
+    ("toast_bytes", "pg_table_toast_size_bytes", "Size of the table's TOAST table and index."),
+)
+TIMESTAMPS = ("last_vacuum", "last_autovacuum", "last_analyze", "last_autoanalyze")
+
+
+@dataclass(frozen=True)
+class Table:
+    labels: tuple[str, str, str]
+    row: Any
+    size: float
+    scans: float
+
+
+class TablesCollector(Collector[TablesCollectorSettings]):
+    name = "tables"
+
+    async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
+        rows = (await conn.execute(text(TABLES_SQL))).all()
+        return await asyncio.to_thread(self.families, rows)
+
+    def families(self, rows: Sequence[Any]) -> list[Metric]:
+        tables = [
+            Table(
+                (self.datname, r.schemaname, r.relname),
+                r,
+                number(r.table_bytes) + number(r.indexes_bytes) + number(r.toast_bytes),
+                number(r.seq_scan) + number(r.idx_scan),
+            )
+            for r in rows
+        ]
+        chosen = select(tables, set(), self.settings.max_table_series)
+        counters = [
+            (column, CounterMetricFamily(f"pg_stat_user_tables_{column}", doc, labels=LABELS))
+            for column, doc in COUNTERS
+        ]
+        gauges = [
+            (column, GaugeMetricFamily(name, doc, labels=LABELS)) for column, name, doc in GAUGES
+        ]
+        times = [
+            (
+                column,
+                GaugeMetricFamily(
+                    f"pg_stat_user_tables_{column}_timestamp_seconds",
+                    f"Unix time of the table's {column.replace('_', ' ')} (0: never).",
+                    labels=LABELS,
+                ),
+            )
+            for column in TIMESTAMPS
+        ]
+        for position in chosen:
+            table = tables[position]
+            labels = list(table.labels)
+            for column, family in counters + gauges:
+                family.add_metric(labels, number(getattr(table.row, column)))
+            for column, family in times:
+                family.add_metric(labels, timestamp(getattr(table.row, column)))
+        omitted = GaugeMetricFamily(
+            "pg_table_series_omitted",
+            "Tables without per-table series because of the max_table_series cap.",
+            labels=["datname"],
+        )
+        omitted.add_metric([self.datname], len(tables) - len(chosen))
+        families: list[Metric] = [f for _, f in counters + gauges + times]
+        families.append(omitted)
+        return families

@@ -1,0 +1,120 @@
+"""A private PostgreSQL cluster for tests that must stop, restart or configure the server.
+
+Binaries: the machine's PostgreSQL (`/usr/lib/postgresql/*/bin`, newest first) or, on a fresh
+machine, the ones the `pgserver` wheel ships. As root, the server runs as an existing
+unprivileged user (`postgres` or `pgserver`), as PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+
+
+def binary_dirs() -> list[Path]:
+    """Every usable PostgreSQL bin directory, the machine's newest first, pgserver's last."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    spec = importlib.util.find_spec("pgserver")  # located, not imported (its import warns)
+    if spec is not None and spec.submodule_search_locations:
+        found.append(Path(spec.submodule_search_locations[0]) / "pginstall" / "bin")
+    return [d for d in found if (d / "initdb").exists() and (d / "pg_ctl").exists()]
+
+
+def server_version(bindir: Path) -> int:
+    """The major version of the binaries in `bindir`."""
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True)
+    return int(out.stdout.split()[-1].split(".")[0])
+
+
+def _server_user() -> str | None:
+    """None when not root (run as ourselves); else an existing unprivileged user."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "pgserver"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    pytest.skip("running as root and no unprivileged user (postgres, pgserver) to run a cluster")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateCluster:
+    def __init__(self, bindir: Path, directory: Path, user: str | None, port: int) -> None:
+        self.bindir = bindir
+        self.directory = directory
+        self.data = directory / "data"
+        self.user = user
+        self.port = port
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        self.version = server_version(bindir)
+
+    def _run(self, *args: str) -> None:
+        command = [str(self.bindir / args[0]), *args[1:]]
+        if self.user is not None:
+            command = ["runuser", "-u", self.user, "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[:2])} failed: {result.stderr or result.stdout}")
+
+    def init(self, *settings: str) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        lines = [
+            "listen_addresses = '127.0.0.1'",
+            f"port = {self.port}",
+            f"unix_socket_directories = '{self.directory}'",
+            "fsync = off",
+            *settings,
+        ]
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write("\n".join(lines) + "\n")
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.directory / "log"), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+
+@contextmanager
+def private_cluster(*settings: str, bindir: Path | None = None) -> Iterator[PrivateCluster]:
+    """A started cluster (extra postgresql.conf lines in `settings`), removed afterwards."""
+    dirs = [bindir] if bindir is not None else binary_dirs()
+    if not dirs:
+        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin or pgserver)")
+    user = _server_user()
+    directory = Path(tempfile.mkdtemp(prefix="dbx-cluster-"))
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(directory, entry.pw_uid, entry.pw_gid)
+    cluster = PrivateCluster(dirs[0], directory, user, _free_port())
+    try:
+        cluster.init(*settings)
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            with suppress(RuntimeError):  # already stopped by the test
+                cluster.stop("immediate")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,465 @@
+"""The collector runner: schedules, timeouts, isolation, recovery, and what `/metrics` serves."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import pytest
+from aiohttp.test_utils import TestClient
+from collector_helpers import dsn, execute, wait_for
+from pg_cluster import private_cluster
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from exporter import Metrics, create_app, instrument, uninstrument
+from exporter.collectors import COLLECTORS, DEFAULT_ENABLED, Collector
+from exporter.collectors.exposition import SnapshotStore, render
+from exporter.collectors.indexes import IndexesCollector
+from exporter.collectors.runner import CollectorRunner, DatabaseWorker
+from exporter.dsn import async_url, sync_url
+from exporter.settings import (
+    CollectorSettings,
+    CollectorsSettings,
+    ConfigError,
+    DatabaseSettings,
+    settings_from_data,
+)
+
+Client = Callable[..., Awaitable[TestClient[Any, Any]]]
+EXPORTER_CONNECTIONS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'db-exporter'"
+)
+
+
+class Constant(Collector[CollectorSettings]):
+    """Asks the database for a number: a collector that succeeds whenever the database works."""
+
+    name = "constant"
+    default_settings: ClassVar[CollectorSettings] = CollectorSettings(interval_seconds=0.2)
+
+    async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
+        family = GaugeMetricFamily("test_constant", "A constant.", labels=["datname"])
+        family.add_metric([self.datname], (await conn.execute(text("SELECT 42"))).scalar_one())
+        return [family]
+
+
+class Broken(Collector[CollectorSettings]):
+    name = "broken"
+    default_settings: ClassVar[CollectorSettings] = CollectorSettings(interval_seconds=0.2)
+
+    async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
+        raise RuntimeError("a bug in the collector")
+
+
+class Sleepy(Collector[CollectorSettings]):
+    name = "sleepy"
+    default_settings: ClassVar[CollectorSettings] = CollectorSettings(timeout_seconds=0.3)
+
+    async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
+        await conn.execute(text("SELECT pg_sleep(5)"))
+        return []
+
+
+def database(name: str, url: URL | str, **extra: Any) -> DatabaseSettings:
+    return DatabaseSettings(
+        name=name,
+        dsn=url if isinstance(url, str) else dsn(url),
+        check_interval_seconds=0.2,
+        **extra,
+    )
+
+
+def value(metrics: Metrics, name: str, labels: dict[str, str]) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def status(metrics: Metrics, collector: str, database: str = "main") -> tuple[Any, ...]:
+    labels = {"collector": collector, "database": database}
+    return (
+        value(metrics, "exporter_collector_success", labels),
+        value(metrics, "exporter_collector_last_success_timestamp_seconds", labels),
+    )
+
+
+# --- configuration and registry -------------------------------------------------------------
+
+
+def test_registry_and_settings_name_the_same_collectors() -> None:
+    assert set(COLLECTORS) == set(CollectorsSettings.model_fields)
+    assert DEFAULT_ENABLED == {"indexes": True, "tables": True, "database": True}
+
+
+def test_unknown_collector_name_is_one_clear_line() -> None:
+    data = {
+        "databases": [{"name": "main", "dsn": "postgresql://db/app", "collectors": {"indxes": {}}}]
+    }
+    with pytest.raises(ConfigError) as error:
+        settings_from_data(data, "exporter.yaml")
+    assert str(error.value) == (
+        "exporter.yaml: databases[0].collectors: unknown collector 'indxes' "
+        "(known: indexes, tables, database)"
+    )
+
+
+def test_unknown_collector_option_names_its_path() -> None:
+    data = {
+        "databases": [
+            {"name": "main", "dsn": "postgresql://db/app", "collectors": {"indexes": {"cap": 1}}}
+        ]
+    }
+    with pytest.raises(ConfigError) as error:
+        settings_from_data(data, "exporter.yaml")
+    assert str(error.value) == "exporter.yaml: databases[0].collectors.indexes.cap: unknown key"
+
+
+def test_collector_options_are_typed() -> None:
+    data = {
+        "databases": [
+            {
+                "name": "main",
+                "dsn": "postgresql://db/app",
+                "collectors": {"indexes": {"enabled": False, "max_index_series": 10}},
+            }
+        ]
+    }
+    indexes = settings_from_data(data, "x").databases[0].collectors.indexes
+    assert (indexes.enabled, indexes.max_index_series, indexes.interval_seconds) == (False, 10, 60)
+
+
+# --- pre-rendered exposition ----------------------------------------------------------------
+
+
+def families() -> list[Metric]:
+    counter = CounterMetricFamily("test_things", "Things.\nWith a \\ backslash.", labels=["a", "b"])
+    counter.add_metric(["x", 'quote " newline \n backslash \\'], 3)
+    counter.add_metric(["y", "z"], 1e21)
+    gauge = GaugeMetricFamily("test_level", "A level.", labels=["b", "a"])
+    gauge.add_metric(["1", "2"], float("nan"))
+    gauge.add_metric(["3", "4"], -0.5)
+    plain = GaugeMetricFamily("test_plain", "No labels.", value=float("inf"))
+    return [counter, gauge, plain]
+
+
+class _Fixed:
+    def __init__(self, fams: list[Metric]) -> None:
+        self.fams = fams
+
+    def collect(self) -> list[Metric]:
+        return self.fams
+
+
+def test_prerendered_text_is_exactly_what_prometheus_client_prints() -> None:
+    registry = CollectorRegistry()
+    registry.register(_Fixed(families()))  # type: ignore[arg-type]
+    rendered = [render(f) for f in families()]
+    text_format = "".join(f.header(False) + f.body.decode() for f in rendered)
+    openmetrics = "".join(f.header(True) + f.body.decode() for f in rendered) + "# EOF\n"
+    assert text_format.encode() == generate_latest(registry)
+    assert openmetrics.encode() == generate_openmetrics(registry)
+
+
+def test_store_merges_databases_under_one_header_and_withdraws_them() -> None:
+    store = SnapshotStore()
+    for db in ("a", "b"):
+        gauge = GaugeMetricFamily("test_level", "A level.", labels=["datname"])
+        gauge.add_metric([db], 1)
+        store.put(db, "levels", [gauge])
+    body = store.exposition(openmetrics=False).decode()
+    assert body == (
+        "# HELP test_level A level.\n# TYPE test_level gauge\n"
+        'test_level{datname="a"} 1.0\ntest_level{datname="b"} 1.0\n'
+    )
+    registry = CollectorRegistry()
+    registry.register(store)
+    assert registry.get_sample_value("test_level", {"datname": "b"}) == 1
+    store.drop("a")
+    assert registry.get_sample_value("test_level", {"datname": "a"}) is None
+    assert 'datname="a"' not in store.exposition(openmetrics=False).decode()
+
+
+# --- /metrics with collectors ---------------------------------------------------------------
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 15) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition never became true")
+        await asyncio.sleep(0.05)
+
+
+async def test_metrics_serves_collector_series_for_several_databases(
+    aiohttp_client: Client, registry: CollectorRegistry, fresh_database: URL
+) -> None:
+    execute(fresh_database, "CREATE TABLE t (id int PRIMARY KEY)")
+    metrics = Metrics(registry)
+    databases = [database("main", fresh_database), database("replica", fresh_database)]
+    client = await aiohttp_client(create_app(metrics, databases))
+    await wait_until(
+        lambda: (
+            status(metrics, "indexes", "main")[0] == 1
+            and status(metrics, "indexes", "replica")[0] == 1
+        )
+    )
+    labels = {"schemaname": "public", "relname": "t", "indexrelname": "t_pkey"}
+    body = await (await client.get("/metrics")).text()
+    assert body.count("# TYPE pg_index_size_bytes gauge") == 1
+    assert body.count("# TYPE pg_stat_user_indexes_idx_scan_total counter") == 1
+    parsed = {f.name: f for f in text_string_to_metric_families(body)}
+    scans = {s.labels["datname"]: s.value for s in parsed["pg_stat_user_indexes_idx_scan"].samples}
+    assert scans == {"main": 0, "replica": 0}
+    assert parsed["exporter_collector_duration_seconds"].samples[0].value > 0
+    assert value(metrics, "db_up", {"database": "main"}) == 1
+    # The registry still sees the collectors' families (for other expositions and tests).
+    size = value(metrics, "pg_index_size_bytes", {"datname": "main", **labels})
+    assert size == 8192
+
+    response = await client.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    om = await response.text()
+    assert om.endswith("# EOF\n")
+    assert om.count("# EOF") == 1
+    assert om.count("# TYPE pg_stat_user_indexes_idx_scan counter") == 1
+    assert 'pg_stat_user_indexes_idx_scan_total{datname="replica"' in om
+
+    # A filtered scrape goes through prometheus_client itself and still finds them.
+    filtered = await (await client.get("/metrics?name[]=pg_index_size_bytes")).text()
+    assert filtered.count("pg_index_size_bytes{") == 2
+    assert "db_up" not in filtered
+
+
+async def test_disabled_collector_does_not_run(
+    aiohttp_client: Client, registry: CollectorRegistry, database_url: URL
+) -> None:
+    metrics = Metrics(registry)
+    db = database("main", database_url, collectors={"indexes": {"enabled": False}})
+    client = await aiohttp_client(create_app(metrics, [db]))
+    await wait_until(lambda: value(metrics, "db_up", {"database": "main"}) == 1)
+    body = await (await client.get("/metrics")).text()
+    assert "pg_index_size_bytes" not in body
+    assert status(metrics, "indexes") == (None, None)
+
+
+# --- isolation and timeouts -----------------------------------------------------------------
+
+
+@contextmanager
+def held_in_transaction(url: URL, statement: str) -> Iterator[None]:
+    """Another session ran `statement` in a transaction it keeps open (holding its locks)."""
+    engine = create_engine(sync_url(url))
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.execute(text(statement))
+            yield
+    finally:
+        engine.dispose()
+
+
+def worker(
+    url: URL, metrics: Metrics, *classes: type[Collector[Any]], **extra: Any
+) -> DatabaseWorker:
+    store = SnapshotStore()
+    metrics.registry.register(store)
+    return DatabaseWorker(
+        database("main", url, **extra), metrics, store, {c.name: c for c in classes}
+    )
+
+
+async def test_a_locked_relation_fails_only_the_collector_that_needs_it(
+    registry: CollectorRegistry, fresh_database: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    execute(fresh_database, "CREATE TABLE t (id int PRIMARY KEY)")
+    metrics = Metrics(registry)
+    w = worker(
+        fresh_database,
+        metrics,
+        IndexesCollector,
+        Constant,
+        collectors={"indexes": {"lock_timeout_seconds": 0.2, "timeout_seconds": 5}},
+    )
+    try:
+        assert await w.check()
+        indexes, constant = w.jobs
+        # REINDEX holds ACCESS EXCLUSIVE on the index until its transaction ends; the
+        # collector's pg_relation_size() of that index waits for it, up to lock_timeout.
+        reindex = "REINDEX INDEX t_pkey"
+        with held_in_transaction(fresh_database, reindex), caplog.at_level(logging.WARNING):
+            started = asyncio.get_running_loop().time()
+            assert not await w.run_collector(indexes)
+            assert asyncio.get_running_loop().time() - started < 2
+            assert await w.run_collector(constant)
+            assert await w.check()
+        assert status(metrics, "indexes")[0] == 0
+        assert status(metrics, "constant")[0] == 1
+        assert value(metrics, "test_constant", {"datname": "main"}) == 42
+        [line] = [r.getMessage() for r in caplog.records if "indexes" in r.getMessage()]
+        assert line == (
+            "collector indexes on database main failed: LockNotAvailableError: "
+            "canceling statement due to lock timeout (SQLSTATE 55P03)"
+        )
+        # Once the lock is gone the collector recovers on its own connection.
+        assert await w.run_collector(indexes)
+        assert status(metrics, "indexes")[0] == 1
+    finally:
+        await w.close()
+
+
+async def test_a_table_held_access_exclusive_fails_only_the_tables_collector(
+    aiohttp_client: Client,
+    registry: CollectorRegistry,
+    fresh_database: URL,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    execute(fresh_database, "CREATE TABLE t (id int PRIMARY KEY)")
+    metrics = Metrics(registry)
+    fast = {"interval_seconds": 0.2, "lock_timeout_seconds": 0.2}
+    db = database(
+        "main", fresh_database, collectors={n: fast for n in ("indexes", "tables", "database")}
+    )
+    with held_in_transaction(fresh_database, "LOCK TABLE t IN ACCESS EXCLUSIVE MODE"):
+        client = await aiohttp_client(create_app(metrics, [db]))
+        await wait_until(
+            lambda: (
+                status(metrics, "indexes")[0] == 1
+                and status(metrics, "database")[0] == 1
+                and metrics.registry.get_sample_value(
+                    "exporter_collector_duration_seconds",
+                    {"collector": "tables", "database": "main"},
+                )
+                is not None
+            )
+        )
+        assert status(metrics, "tables") == (0, 0)
+        assert (
+            "collector tables on database main failed: LockNotAvailableError: "
+            "canceling statement due to lock timeout (SQLSTATE 55P03)"
+        ) in [r.getMessage() for r in caplog.records]
+        body = await (await client.get("/metrics")).text()
+        assert "pg_stat_user_tables_seq_scan_total" not in body
+        assert 'pg_index_size_bytes{datname="main",indexrelname="t_pkey"' in body
+    await wait_until(lambda: status(metrics, "tables")[0] == 1)  # the lock is gone
+
+
+async def test_a_failing_or_slow_collector_never_blanks_the_others(
+    registry: CollectorRegistry, database_url: URL
+) -> None:
+    metrics = Metrics(registry)
+    w = worker(database_url, metrics, Broken, Sleepy, Constant)
+    try:
+        assert await w.check()
+        broken, sleepy, constant = w.jobs
+        assert await w.run_collector(constant)
+        assert not await w.run_collector(broken)
+        assert broken.failure == "RuntimeError: a bug in the collector"
+        assert not await w.run_collector(sleepy)
+        assert sleepy.failure is not None
+        assert "statement timeout (SQLSTATE 57014)" in sleepy.failure
+        assert await w.run_collector(constant)
+        assert status(metrics, "constant")[0] == 1
+        assert value(metrics, "test_constant", {"datname": "main"}) == 42
+        assert [status(metrics, n)[0] for n in ("broken", "sleepy")] == [0, 0]
+        assert status(metrics, "broken")[1] == 0  # never succeeded
+    finally:
+        await w.close()
+
+
+async def test_the_runner_keeps_going_while_one_collector_always_fails(
+    registry: CollectorRegistry, database_url: URL
+) -> None:
+    metrics = Metrics(registry)
+    runner = CollectorRunner([database("main", database_url)], metrics, {
+        c.name: c for c in (Broken, Constant)
+    })  # fmt: skip
+    await runner.start()
+    try:
+        await wait_until(lambda: (status(metrics, "constant")[1] or 0) > 0)
+        first = status(metrics, "constant")[1]
+        await wait_until(lambda: status(metrics, "constant")[1] != first)  # ran again
+        assert status(metrics, "broken")[0] == 0
+        assert runner.states()["main"].ok is True
+    finally:
+        await runner.stop()
+
+
+async def test_collector_statements_are_not_counted_as_the_applications(
+    registry: CollectorRegistry, database_url: URL
+) -> None:
+    metrics = Metrics(registry)
+    app_engine = create_async_engine(async_url(database_url))
+    instrument(app_engine, database="main", metrics=metrics)
+    runner = CollectorRunner([database("main", database_url)], metrics)
+    try:
+        await runner.start()
+        await wait_until(lambda: status(metrics, "indexes")[0] == 1)
+        counted = sum(
+            s.value
+            for f in registry.collect()
+            for s in f.samples
+            if s.name == "query_duration_seconds_count"
+        )
+        assert counted == 0
+    finally:
+        await runner.stop()
+        uninstrument(app_engine)
+        await app_engine.dispose()
+
+
+# --- the database stops and comes back ------------------------------------------------------
+
+
+async def test_restart_db_up_drops_and_recovers_without_leaking_connections(
+    aiohttp_client: Client, registry: CollectorRegistry
+) -> None:
+    with private_cluster() as cluster:
+        url = make_url(cluster.url)
+        metrics = Metrics(registry)
+        db = database("main", url, collectors={"indexes": {"interval_seconds": 0.2}})
+        client = await aiohttp_client(create_app(metrics, [db]))
+        up = {"database": "main"}
+        await wait_until(lambda: status(metrics, "indexes")[0] == 1)
+        assert value(metrics, "db_up", up) == 1
+
+        stop = asyncio.create_task(asyncio.to_thread(cluster.stop, "fast"))
+        answered = 0
+        while not stop.done() or value(metrics, "db_up", up) != 0:
+            response = await client.get("/metrics")  # answers throughout
+            assert response.status == 200
+            answered += 1
+            await asyncio.sleep(0.05)
+        await stop
+        assert answered > 0
+        await wait_until(lambda: status(metrics, "indexes")[0] == 0, within=1)
+        body = await (await client.get("/metrics")).text()
+        assert 'db_up{database="main"} 0.0' in body
+        assert "pg_index_size_bytes" not in body  # no stale series while it is down
+        assert (await client.get("/readyz")).status == 503
+
+        await asyncio.to_thread(cluster.start)
+        await wait_until(lambda: value(metrics, "db_up", up) == 1, within=2 * 0.2 + 5)
+        await wait_until(lambda: status(metrics, "indexes")[0] == 1, within=5)
+        assert (await client.get("/readyz")).status == 200
+        assert execute(url, EXPORTER_CONNECTIONS) == [(1,)]
+
+
+async def test_stopping_the_runner_closes_its_connection(
+    registry: CollectorRegistry, database_url: URL, fresh_database: URL
+) -> None:
+    metrics = Metrics(registry)
+    runner = CollectorRunner([database("main", fresh_database)], metrics)
+    await runner.start()
+    await wait_until(lambda: status(metrics, "indexes")[0] == 1)
+    in_db = EXPORTER_CONNECTIONS + f" AND datname = '{fresh_database.database}'"
+    assert execute(database_url, in_db) == [(1,)]
+    await runner.stop()
+    wait_for(database_url, in_db, 0)

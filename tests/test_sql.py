@@ -1,0 +1,82 @@
+"""Statement identity: pglast fingerprints for PostgreSQL, a scanner for the rest."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.sql import identify
+
+
+@pytest.mark.parametrize(
+    ("sql", "operation", "table"),
+    [
+        ("SELECT 1", "SELECT", None),
+        ("select owner from accounts where id = %(id)s", "SELECT", "accounts"),
+        ("SELECT a, (SELECT max(x) FROM b) FROM public.users JOIN c ON true", "SELECT", "users"),
+        ("SELECT * FROM (SELECT * FROM inner_t) sub", "SELECT", "inner_t"),
+        ("(SELECT 1 FROM t) UNION (SELECT 2 FROM u)", "SELECT", "t"),
+        ('INSERT INTO s."Users" (a) VALUES ($1) RETURNING id', "INSERT", "Users"),
+        ("UPDATE ONLY balances SET amount = 1", "UPDATE", "balances"),
+        ("DELETE FROM ledger_entries WHERE id = %s", "DELETE", "ledger_entries"),
+        ("WITH x AS (SELECT * FROM a) UPDATE b SET c = 1 FROM x", "UPDATE", "b"),
+        ("BEGIN", "BEGIN", None),
+        ("SET search_path TO app", "SET", None),
+        ("garbage ((", "OTHER", None),
+        ("", "OTHER", None),
+    ],
+)
+def test_operation_and_primary_table(sql: str, operation: str, table: str | None) -> None:
+    identity = identify(sql)
+    assert (identity.operation, identity.table) == (operation, table)
+
+
+def test_literals_and_placeholders_share_a_fingerprint() -> None:
+    literal = identify("SELECT owner FROM accounts WHERE id = 42 AND name = 'alice'")
+    pyformat = identify("SELECT owner FROM accounts WHERE id = %(id)s AND name = %(n)s")
+    dollar = identify("select owner from accounts where id = $1 and name = $2")
+    assert literal.fingerprint == pyformat.fingerprint == dollar.fingerprint
+    assert len(literal.fingerprint) == 16
+    assert identify("SELECT owner FROM accounts WHERE id = 1 OR 2 = 2").fingerprint != (
+        literal.fingerprint
+    )
+
+
+def test_normalized_text_masks_every_literal() -> None:
+    identity = identify("SELECT * FROM users WHERE email = 'ceo@example.com' AND pin = 1234")
+    assert identity.normalized == "SELECT * FROM users WHERE email = $1 AND pin = $2"
+    assert "ceo@example.com" not in identity.normalized
+
+
+def test_percent_signs_survive_placeholder_translation() -> None:
+    identity = identify("SELECT 100 %% 7, %s FROM t")
+    assert (identity.operation, identity.table) == ("SELECT", "t")
+
+
+def test_other_dialects_and_unparsable_sql_use_the_fallback() -> None:
+    mysql = identify("SELECT `x` FROM `shop`.`orders` WHERE id = 7 AND note = 'hi'", False)
+    assert (mysql.operation, mysql.table) == ("SELECT", "orders")
+    assert mysql.normalized == "SELECT `x` FROM `shop`.`orders` WHERE id = ? AND note = ?"
+    assert (
+        mysql.fingerprint
+        == identify(
+            "select `x` from `shop`.`orders` where id = 8 and note = 'x'", False
+        ).fingerprint
+    )
+
+    broken = identify("SELEC secret_col FROM t WHERE v = 'topsecret'")
+    assert broken.operation == "OTHER"
+    assert "topsecret" not in broken.normalized
+    assert len(broken.fingerprint) == 16
+
+
+@pytest.mark.parametrize(
+    "sql", ["\x00\x01", "SELECT '\udcff'", "'" * 1001, "(" * 5000, "SELECT 1;" * 100]
+)
+def test_identify_never_raises(sql: str) -> None:
+    identity = identify(sql)
+    assert identity.operation in {"SELECT", "OTHER"}
+
+
+def test_identities_are_cached() -> None:
+    sql = "SELECT id FROM cache_probe WHERE id = $1"
+    assert identify(sql) is identify(sql)
