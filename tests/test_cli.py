@@ -151,7 +151,10 @@ def test_demo_serves_live_data_and_stops_cleanly() -> None:
         assert values["query_duration_seconds_count"] > 0
         assert values["db_pool_overflow_total"] > 0
         assert seen_active > 0
-        assert get(f"{url}/readyz")[0] == 200
+        deadline = time.monotonic() + 20
+        while get(f"{url}/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert get(f"{url}/readyz")[0] == 200, "".join(demo.output)
         assert Path(directory).exists()
 
         assert demo.stop(signal.SIGINT) == 0

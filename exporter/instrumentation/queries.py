@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
-from prometheus_client.metrics import Counter, Histogram
+from prometheus_client.metrics import Counter
 from sqlalchemy.engine import Dialect
 
 from exporter.instrumentation.guard import FailureCounter
 from exporter.instrumentation.tracing import current_exemplar
-from exporter.metrics import OTHER, Metrics
+from exporter.metrics import OTHER, Metrics, StatementSeries
 from exporter.sql import identify
 
 # A bound on the per-statement cache; statements built with inlined literals would otherwise
@@ -32,9 +32,8 @@ MAX_CACHED_STATEMENTS = 10_000
 class _Statement:
     operation: str
     table: str
-    ok: Histogram
-    rows: Counter
-    error: Histogram | None = None  # made on the first failure: most statements never fail
+    ok: StatementSeries
+    error: StatementSeries | None = None  # made on the first failure: most statements never do
 
 
 def sqlstate_class(exc: BaseException | None) -> str:
@@ -74,15 +73,9 @@ class QueryListener:
             known = self._known_tables
             if table is None or (known is not None and table not in known):
                 table = OTHER
-            labels = (self._database, identity.operation, table)
-            ok = self._metrics.budget("query_duration_seconds").admit((*labels, "ok"), 2)
-            rows = self._metrics.budget("query_rows_total").admit(labels, 2)
-            entry = _Statement(
-                identity.operation,
-                table,
-                self._metrics.query_duration.labels(*ok),
-                self._metrics.query_rows.labels(*rows),
-            )
+            labels = (self._database, identity.operation, table, "ok")
+            ok = self._metrics.budget("query_duration_seconds").admit(labels)
+            entry = _Statement(identity.operation, table, self._metrics.statement_series(ok))
             if len(self._statements) >= MAX_CACHED_STATEMENTS:
                 self._statements.clear()
             self._statements[sql] = entry
@@ -136,15 +129,12 @@ class QueryListener:
             if start is None:
                 return
             elapsed = perf_counter() - start
-            entry = self._statement(statement)
-            entry.ok.observe(elapsed, current_exemplar())
             # Rows as the driver counts them; a batch whose driver does not (-1) counts its
             # parameter sets.
             rows = cursor.rowcount
             if rows < 0 and batch:
                 rows = len(parameters)
-            if rows > 0:
-                entry.rows.inc(rows)
+            self._statement(statement).ok.record(elapsed, rows, current_exemplar)
         except Exception:
             self._failures.record("query_succeeded")
 
@@ -154,9 +144,9 @@ class QueryListener:
             if start is not None:
                 if entry.error is None:
                     labels = (self._database, entry.operation, entry.table, "error")
-                    admitted = self._metrics.budget("query_duration_seconds").admit(labels, 2)
-                    entry.error = self._metrics.query_duration.labels(*admitted)
-                entry.error.observe(perf_counter() - start, current_exemplar())
+                    admitted = self._metrics.budget("query_duration_seconds").admit(labels)
+                    entry.error = self._metrics.statement_series(admitted)
+                entry.error.record(perf_counter() - start, 0, current_exemplar)
             key = (entry.operation, sqlstate_class(exc))
             errors = self._errors.get(key)
             if errors is None:
