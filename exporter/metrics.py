@@ -34,6 +34,8 @@ from prometheus_client.values import ValueClass
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import QueuePool
 
+from exporter.settings import InstrumentationSettings
+
 # Statement latencies span sub-millisecond point reads to multi-second reports.
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -59,10 +61,16 @@ def package_version() -> str:
 @dataclass
 class LabelLimits:
     """The most label sets one metric may have; further ones are folded into `table="other"`
-    and counted in `exporter_label_overflow_total{metric}`."""
+    and counted in `exporter_label_overflow_total{metric}`. From the config:
+    `LabelLimits(s.instrumentation.max_label_sets, s.instrumentation.max_label_sets_per_metric)`.
+    """
 
     default: int = 2000
     per_metric: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: InstrumentationSettings) -> LabelLimits:
+        return cls(settings.max_label_sets, dict(settings.max_label_sets_per_metric))
 
     def cap(self, metric: str) -> int:
         return self.per_metric.get(metric, self.default)

@@ -107,10 +107,35 @@ class DatabaseSettings(_Strict):
         return value
 
 
+# --- In-process instrumentation (exporter.instrument()) ------------------------------------
+
+# Metrics whose label sets grow with the application's statements, and so carry a cap.
+CAPPED_METRICS = ("query_duration_seconds",)
+
+
+class InstrumentationSettings(_Strict):
+    # The most label sets a capped metric may have; further ones fold into table="other"
+    # and are counted in exporter_label_overflow_total{metric}.
+    max_label_sets: int = Field(default=2000, ge=1)
+    # Per-metric overrides of max_label_sets, by metric name.
+    max_label_sets_per_metric: dict[str, int] = {}
+
+    @field_validator("max_label_sets_per_metric")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, cap in value.items():
+            if name not in CAPPED_METRICS:
+                raise ValueError(f"{name!r} has no cap (capped: {', '.join(CAPPED_METRICS)})")
+            if cap < 1:
+                raise ValueError(f"{name}: the cap must be at least 1")
+        return value
+
+
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     databases: tuple[DatabaseSettings, ...] = ()
+    instrumentation: InstrumentationSettings = InstrumentationSettings()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

@@ -8,6 +8,7 @@ import pytest
 
 from exporter.cli import main
 from exporter.dsn import DsnError, async_url, masked, parse_dsn, sync_url
+from exporter.metrics import LabelLimits
 from exporter.settings import ConfigError, load_settings, settings_from_data
 
 REPO = Path(__file__).resolve().parent.parent
@@ -173,3 +174,24 @@ def test_dsn_errors_and_masking() -> None:
     with pytest.raises(DsnError, match="not a database URL"):
         parse_dsn("not a url")
     assert masked(parse_dsn(f"postgresql://u:{SECRET}@h/db")) == "postgresql://u:***@h/db"
+
+
+def test_label_caps_come_from_the_config(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(
+            tmp_path,
+            "instrumentation:\n  max_label_sets: 300\n"
+            "  max_label_sets_per_metric: {query_duration_seconds: 900}\n",
+        )
+    )
+    limits = LabelLimits.from_settings(settings.instrumentation)
+    assert limits.cap("query_duration_seconds") == 900
+    assert limits.cap("anything_else") == 300
+
+
+def test_a_cap_for_a_metric_without_one_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "instrumentation:\n  max_label_sets_per_metric: {db_up: 5}\n")
+    with pytest.raises(
+        ConfigError, match=r"instrumentation.max_label_sets_per_metric: 'db_up' has no cap"
+    ):
+        load_settings(path)
