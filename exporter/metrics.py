@@ -333,6 +333,25 @@ class Metrics:
             self._statements = StatementFamilies(self._bounds)
             registry.register(self._statements)
 
+        # The slow-query log
+        self.slow_queries = Counter(
+            "slow_queries",
+            "Statements at or above the slow-query threshold.",
+            ["database", "operation", "table"],
+            registry=registry,
+        )
+        self.slow_query_log_dropped = Counter(
+            "slow_query_log_dropped",
+            "Slow-query records dropped because the writer's queue was full.",
+            registry=registry,
+        )
+        self.n_plus_one = Counter(
+            "db_n_plus_one",
+            "N+1 warnings: the same statement repeated within one request or task.",
+            ["database", "table"],
+            registry=registry,
+        )
+
         # Connection pool
         self.connections_active = Gauge(
             "db_connections_active",

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
@@ -20,6 +21,9 @@ from exporter.collectors.exposition import prerendered
 from exporter.collectors.runner import CollectorRunner
 from exporter.metrics import Metrics, default_metrics
 from exporter.settings import DEFAULT_LISTEN, DatabaseSettings, Settings, parse_listen
+from exporter.slowlog import SlowQueryLog, default_slow_log
+from exporter.slowlog.web import UNUSED_INDEXES
+from exporter.slowlog.web import add_routes as add_slow_query_routes
 
 METRICS = web.AppKey("metrics", Metrics)
 SCRAPED = web.AppKey("scraped", CollectorRegistry)
@@ -81,8 +85,39 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
+def _unused_indexes(app: web.Application) -> Callable[[], list[dict[str, Any]]]:
+    """Reads the unused-index candidates (and their sizes) from the collectors' snapshot."""
+
+    def read() -> list[dict[str, Any]]:
+        runner = app.get(RUNNER)
+        if runner is None:
+            return []
+        sizes: dict[tuple[tuple[str, str], ...], float] = {}
+        unused: list[dict[str, str]] = []
+        for family in runner.store.collect():
+            for sample in family.samples:
+                if family.name == "pg_index_size_bytes":
+                    sizes[tuple(sorted(sample.labels.items()))] = sample.value
+                elif family.name == "pg_index_unused" and sample.value == 1:
+                    unused.append(sample.labels)
+        return [
+            {
+                "database": labels["datname"],
+                "schema": labels["schemaname"],
+                "table": labels["relname"],
+                "index": labels["indexrelname"],
+                "size_bytes": sizes.get(tuple(sorted(labels.items())), 0.0),
+            }
+            for labels in unused
+        ]
+
+    return read
+
+
 def create_app(
-    metrics: Metrics | None = None, databases: Sequence[DatabaseSettings] = ()
+    metrics: Metrics | None = None,
+    databases: Sequence[DatabaseSettings] = (),
+    slow_log: SlowQueryLog | None = None,
 ) -> web.Application:
     app = web.Application()
     app[METRICS] = metrics or default_metrics()
@@ -92,6 +127,8 @@ def create_app(
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_slow_query_routes(app, slow_log or default_slow_log(metrics=app[METRICS]))
+    app[UNUSED_INDEXES] = _unused_indexes(app)
     return app
 
 
@@ -100,7 +137,7 @@ class ListenError(OSError):
 
 
 class Exporter:
-    """Serves `/metrics`, `/healthz` and `/readyz` on its own port.
+    """Serves `/metrics`, `/healthz`, `/readyz`, `/slow-queries` and `/` on its own port.
 
     In an asyncio application: `await exporter.start()` / `await exporter.stop()` in the running
     loop. In a synchronous one: `exporter.start_in_thread()` / `exporter.stop_in_thread()`, which
@@ -113,9 +150,10 @@ class Exporter:
         listen: str = DEFAULT_LISTEN,
         databases: Sequence[DatabaseSettings] = (),
         metrics: Metrics | None = None,
+        slow_log: SlowQueryLog | None = None,
     ) -> None:
         self.host, self.port = parse_listen(listen)
-        self._app = create_app(metrics, databases)
+        self._app = create_app(metrics, databases, slow_log)
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None

@@ -131,11 +131,55 @@ class InstrumentationSettings(_Strict):
         return value
 
 
+# --- The slow-query log (exporter/slowlog/) ------------------------------------------------
+
+
+class PlanSettings(_Strict):
+    # Capture EXPLAIN (FORMAT JSON) for slow SELECTs, on a connection of the exporter's own.
+    enabled: bool = True
+    # EXPLAIN ANALYZE runs the statement again: off unless asked for.
+    analyze: bool = False
+    # Plans for INSERT/UPDATE/DELETE too (inside a transaction that is rolled back).
+    non_select: bool = False
+    # At most one plan per fingerprint per this many seconds.
+    min_interval_seconds: float = Field(default=600.0, ge=0)
+    # statement_timeout of the EXPLAIN itself.
+    timeout_seconds: float = Field(default=2.0, gt=0)
+
+
+class SlowQuerySettings(_Strict):
+    # A statement at or above this wall time is slow. Per-database overrides below.
+    threshold_ms: float = Field(default=100.0, ge=0)
+    threshold_ms_per_database: dict[str, float] = {}
+    # Logged SQL is the normalised statement (literals masked), cut past this many characters.
+    max_sql_length: int = Field(default=2000, ge=80)
+    # Bind parameters are logged as type and length only, unless this is turned on.
+    include_parameter_values: bool = False
+    # Sinks: JSON lines on stdout, optionally a rotating file; the last `ring_buffer_size`
+    # records are always kept in memory for /slow-queries and /.
+    stdout: bool = True
+    file: str | None = None
+    file_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    file_backups: int = Field(default=5, ge=0)
+    ring_buffer_size: int = Field(default=1000, ge=1)
+    # Records wait here for the writer; when it is full they are dropped and counted.
+    queue_size: int = Field(default=10_000, ge=1)
+    # Per-fingerprint aggregates kept (the least recently seen are forgotten first).
+    max_fingerprints: int = Field(default=1000, ge=1)
+    # The same fingerprint this many times within one context (request, task): an N+1 warning.
+    n_plus_one_threshold: int = Field(default=10, ge=2)
+    plans: PlanSettings = PlanSettings()
+
+    def threshold_seconds(self, database: str) -> float:
+        return self.threshold_ms_per_database.get(database, self.threshold_ms) / 1000
+
+
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     databases: tuple[DatabaseSettings, ...] = ()
     instrumentation: InstrumentationSettings = InstrumentationSettings()
+    slow_queries: SlowQuerySettings = SlowQuerySettings()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

@@ -10,7 +10,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
@@ -20,6 +20,7 @@ from exporter.instrumentation.guard import FailureCounter
 from exporter.instrumentation.pool import PoolListener
 from exporter.instrumentation.queries import QueryListener
 from exporter.metrics import Metrics, default_metrics
+from exporter.slowlog import SlowQueryLog, default_slow_log
 
 
 @dataclass
@@ -55,11 +56,13 @@ def instrument(
     *,
     metrics: Metrics | None = None,
     tables: MetaData | Iterable[str] | None = None,
+    slow_log: SlowQueryLog | Literal[False] | None = None,
 ) -> Engine | AsyncEngine:
     """Time every statement and watch the pool of `engine`, labelled `database=<database>`.
 
     `tables` (an ORM `MetaData` or table names) limits the `table` label to known tables;
     without it any table name is used, up to the metric's label-set cap (`Metrics.limits`).
+    Slow statements go to `slow_log` (default: the process-wide one; `False`: none).
     Calling it again for the same engine and database does nothing; returns `engine`.
     """
     sync = _sync_engine(engine)
@@ -73,8 +76,12 @@ def instrument(
                 )
             return engine
         metrics = metrics or default_metrics()
+        if slow_log is None:
+            slow_log = default_slow_log(metrics=metrics)
         failures = FailureCounter(metrics)
-        queries = QueryListener(database, metrics, _known_tables(tables), sync.dialect, failures)
+        queries = QueryListener(
+            database, metrics, _known_tables(tables), sync.dialect, failures, slow_log or None
+        )
         pool = PoolListener(sync, database, metrics, failures)
         listeners: list[tuple[str, Callable[..., Any]]] = [
             # Dialect events only: any connection-level listener would move every statement

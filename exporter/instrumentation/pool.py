@@ -32,6 +32,7 @@ _SEEN = "db_exporter.seen"
 _CREATE_START = "db_exporter.create_start"
 _CHECKED_OUT = "db_exporter.checked_out"
 _WRAPPER_MARK = "__db_exporter_wrapper__"
+POOL_WAIT = "db_exporter.pool_wait"  # this checkout's wait, on the checked-out connection
 
 
 class PoolListener:
@@ -64,9 +65,9 @@ class PoolListener:
             try:
                 connection = original()
             except sa_exc.TimeoutError:
-                self._checkout_finished(start, timed_out=True)
+                self._checkout_finished(start, None)
                 raise
-            self._checkout_finished(start, timed_out=False)
+            self._checkout_finished(start, connection)
             return connection
 
         setattr(connect, _WRAPPER_MARK, True)
@@ -84,11 +85,17 @@ class PoolListener:
             self._failures.record("pool_checkout_wait")
             return None
 
-    def _checkout_finished(self, start: float | None, timed_out: bool) -> None:
+    def _checkout_finished(
+        self, start: float | None, connection: PoolProxiedConnection | None
+    ) -> None:
+        """`connection` is None when the checkout timed out."""
         try:
             if start is not None:
-                self._wait.observe(perf_counter() - start)
-            if timed_out:
+                waited = perf_counter() - start
+                self._wait.observe(waited)
+                if connection is not None:
+                    connection.info[POOL_WAIT] = waited
+            if connection is None:
                 self._timeouts.inc()
         except Exception:
             self._failures.record("pool_checkout_wait")

@@ -11,6 +11,7 @@ statement string and cached.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -19,9 +20,15 @@ from prometheus_client.metrics import Counter
 from sqlalchemy.engine import Dialect
 
 from exporter.instrumentation.guard import FailureCounter
+from exporter.instrumentation.pool import POOL_WAIT
 from exporter.instrumentation.tracing import current_exemplar
 from exporter.metrics import OTHER, Metrics, StatementSeries
-from exporter.sql import identify
+from exporter.slowlog.callsite import call_site
+from exporter.slowlog.context import QueryContext
+from exporter.slowlog.context import current as current_context
+from exporter.slowlog.log import SlowQueryLog
+from exporter.slowlog.record import SlowQuery, redact
+from exporter.sql import QueryIdentity, identify
 
 # A bound on the per-statement cache; statements built with inlined literals would otherwise
 # grow it without end. Clearing it only costs re-looking-up a few statements.
@@ -30,10 +37,15 @@ MAX_CACHED_STATEMENTS = 10_000
 
 @dataclass(slots=True)
 class _Statement:
-    operation: str
-    table: str
+    identity: QueryIdentity
+    table: str  # the label value: the identity's table, or "other"
     ok: StatementSeries
     error: StatementSeries | None = None  # made on the first failure: most statements never do
+    slow: Counter | None = None  # made when it is first slow
+
+    @property
+    def operation(self) -> str:
+        return self.identity.operation
 
 
 def sqlstate_class(exc: BaseException | None) -> str:
@@ -55,6 +67,7 @@ class QueryListener:
         known_tables: frozenset[str] | None,
         dialect: Dialect,
         failures: FailureCounter,
+        slow_log: SlowQueryLog | None = None,
     ) -> None:
         self._database = database
         self._metrics = metrics
@@ -64,6 +77,9 @@ class QueryListener:
         self._failures = failures
         self._statements: dict[str, _Statement] = {}
         self._errors: dict[tuple[str, str], Counter] = {}
+        self._slow_log = slow_log
+        self._slow_threshold = slow_log.threshold_seconds(database) if slow_log else math.inf
+        self._n_plus_one: dict[str, Counter] = {}
 
     def _statement(self, sql: str) -> _Statement:
         entry = self._statements.get(sql)
@@ -75,7 +91,7 @@ class QueryListener:
                 table = OTHER
             labels = (self._database, identity.operation, table, "ok")
             ok = self._metrics.budget("query_duration_seconds").admit(labels)
-            entry = _Statement(identity.operation, table, self._metrics.statement_series(ok))
+            entry = _Statement(identity, table, self._metrics.statement_series(ok))
             if len(self._statements) >= MAX_CACHED_STATEMENTS:
                 self._statements.clear()
             self._statements[sql] = entry
@@ -88,9 +104,9 @@ class QueryListener:
         try:
             self._dialect.do_execute(cursor, statement, parameters, context)
         except Exception as exc:
-            self._failed(statement, start, exc)
+            self._failed(statement, start, exc, parameters, False, context)
             raise
-        self._succeeded(statement, start, cursor, parameters, batch=False)
+        self._succeeded(statement, start, cursor, parameters, False, context)
         return True  # executed: SQLAlchemy must not run it again
 
     def do_executemany(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
@@ -98,9 +114,9 @@ class QueryListener:
         try:
             self._dialect.do_executemany(cursor, statement, parameters, context)
         except Exception as exc:
-            self._failed(statement, start, exc)
+            self._failed(statement, start, exc, parameters, True, context)
             raise
-        self._succeeded(statement, start, cursor, parameters, batch=True)
+        self._succeeded(statement, start, cursor, parameters, True, context)
         return True
 
     def do_execute_no_params(self, cursor: Any, statement: str, context: Any) -> bool:
@@ -108,9 +124,9 @@ class QueryListener:
         try:
             self._dialect.do_execute_no_params(cursor, statement, context)
         except Exception as exc:
-            self._failed(statement, start, exc)
+            self._failed(statement, start, exc, None, False, context)
             raise
-        self._succeeded(statement, start, cursor, None, batch=False)
+        self._succeeded(statement, start, cursor, None, False, context)
         return True
 
     # -- bookkeeping, each step guarded ---------------------------------------------------
@@ -123,7 +139,13 @@ class QueryListener:
             return None
 
     def _succeeded(
-        self, statement: str, start: float | None, cursor: Any, parameters: Any, batch: bool
+        self,
+        statement: str,
+        start: float | None,
+        cursor: Any,
+        parameters: Any,
+        batch: bool,
+        context: Any,
     ) -> None:
         try:
             if start is None:
@@ -134,19 +156,38 @@ class QueryListener:
             rows = cursor.rowcount
             if rows < 0 and batch:
                 rows = len(parameters)
-            self._statement(statement).ok.record(elapsed, rows, current_exemplar)
+            entry = self._statement(statement)
+            entry.ok.record(elapsed, rows, current_exemplar)
+            if elapsed >= self._slow_threshold:
+                self._slow(entry, elapsed, rows, parameters, batch, context, None)
+            if self._slow_log is not None:
+                scope = current_context.get()
+                if scope is not None and entry.identity.operation == "SELECT":
+                    self._count_in_scope(scope, entry, elapsed, parameters, batch, context)
         except Exception:
             self._failures.record("query_succeeded")
 
-    def _failed(self, statement: str, start: float | None, exc: BaseException) -> None:
+    def _failed(
+        self,
+        statement: str,
+        start: float | None,
+        exc: BaseException,
+        parameters: Any,
+        batch: bool,
+        context: Any,
+    ) -> None:
         try:
             entry = self._statement(statement)
             if start is not None:
+                elapsed = perf_counter() - start
                 if entry.error is None:
                     labels = (self._database, entry.operation, entry.table, "error")
                     admitted = self._metrics.budget("query_duration_seconds").admit(labels)
                     entry.error = self._metrics.statement_series(admitted)
-                entry.error.record(perf_counter() - start, 0, current_exemplar)
+                entry.error.record(elapsed, 0, current_exemplar)
+                if elapsed >= self._slow_threshold:
+                    code = getattr(exc, "sqlstate", None) or sqlstate_class(exc)
+                    self._slow(entry, elapsed, None, parameters, batch, context, str(code))
             key = (entry.operation, sqlstate_class(exc))
             errors = self._errors.get(key)
             if errors is None:
@@ -154,3 +195,86 @@ class QueryListener:
             errors.inc()
         except Exception:
             self._failures.record("query_failed")
+
+    # -- the slow-query log: only for slow statements and inside a context -------------------
+
+    def _record(
+        self,
+        entry: _Statement,
+        seconds: float,
+        rows: int | None,
+        parameters: Any,
+        batch: bool,
+        context: Any,
+        sqlstate: str | None,
+    ) -> SlowQuery:
+        assert self._slow_log is not None
+        scope = current_context.get()
+        return SlowQuery(
+            database=self._database,
+            seconds=seconds,
+            identity=entry.identity,
+            call_site=call_site(),
+            parameters=redact(parameters, self._slow_log.settings.include_parameter_values, batch),
+            context=scope.fields if scope is not None else {},
+            trace=current_exemplar(),
+            rows=rows,
+            pool_wait_seconds=_pool_wait(context),
+            sqlstate=sqlstate,
+        )
+
+    def _slow(
+        self,
+        entry: _Statement,
+        seconds: float,
+        rows: int | None,
+        parameters: Any,
+        batch: bool,
+        context: Any,
+        sqlstate: str | None,
+    ) -> None:
+        try:
+            if entry.slow is None:
+                entry.slow = self._metrics.slow_queries.labels(
+                    self._database, entry.operation, entry.table
+                )
+            entry.slow.inc()
+            record = self._record(entry, seconds, rows, parameters, batch, context, sqlstate)
+            assert self._slow_log is not None
+            self._slow_log.submit(record)
+        except Exception:
+            self._failures.record("slow_query")
+
+    def _count_in_scope(
+        self,
+        scope: QueryContext,
+        entry: _Statement,
+        seconds: float,
+        parameters: Any,
+        batch: bool,
+        context: Any,
+    ) -> None:
+        """N+1: the same SELECT repeated within one request or task."""
+        assert self._slow_log is not None
+        fingerprint = entry.identity.fingerprint
+        repeats = scope.counts.get(fingerprint, 0) + 1
+        scope.counts[fingerprint] = repeats
+        if repeats != self._slow_log.settings.n_plus_one_threshold:
+            return
+        counter = self._n_plus_one.get(entry.table)
+        if counter is None:
+            counter = self._n_plus_one[entry.table] = self._metrics.n_plus_one.labels(
+                self._database, entry.table
+            )
+        counter.inc()
+        record = self._record(entry, seconds, None, parameters, batch, context, None)
+        record.kind, record.repeats = "n_plus_one", repeats
+        self._slow_log.submit(record)
+
+
+def _pool_wait(context: Any) -> float | None:
+    """How long the statement's connection waited at checkout (stored by the pool timer)."""
+    connection = getattr(getattr(context, "root_connection", None), "_dbapi_connection", None)
+    info = getattr(connection, "info", None)
+    wait = info.get(POOL_WAIT) if info is not None else None
+    return wait if isinstance(wait, float) else None

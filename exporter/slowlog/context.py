@@ -1,0 +1,57 @@
+"""Caller-provided context for slow-query records and N+1 detection.
+
+    with exporter.context(route="/transfer", request_id=rid):
+        ...   # statements in here carry route and request_id, and are counted for N+1
+
+A context lives in a ContextVar, so it follows asyncio tasks (and SQLAlchemy's greenlets)
+and threads independently. Nested contexts add to the outer one's fields and share its N+1
+counts, so one request is one scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class QueryContext:
+    fields: dict[str, str]
+    counts: dict[str, int] = field(default_factory=dict)  # fingerprint -> executions
+
+
+current: ContextVar[QueryContext | None] = ContextVar("db_exporter_query_context", default=None)
+
+
+@contextmanager
+def context(**fields: Any) -> Iterator[QueryContext]:
+    """Attach `fields` (stringified) to the slow-query records of statements run inside."""
+    outer = current.get()
+    values = {name: str(value) for name, value in fields.items()}
+    if outer is not None:
+        scope = QueryContext({**outer.fields, **values}, outer.counts)
+    else:
+        scope = QueryContext(values)
+    token = current.set(scope)
+    try:
+        yield scope
+    finally:
+        current.reset(token)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def aiohttp_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp middleware: each request is one context, with its route (the resource's
+    pattern, e.g. `/users/{id}`, never the raw path) and method."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    with context(route=route, method=request.method):
+        return await handler(request)

@@ -1,0 +1,129 @@
+"""The slow-query log: records go into a bounded queue on the query path, and a writer thread
+turns them into JSON lines for the sinks, the ring buffer and the per-fingerprint aggregates.
+
+Submitting never blocks and never does I/O: when the queue is full the record is dropped and
+counted in `slow_query_log_dropped_total`, so nothing is lost silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from exporter.metrics import Metrics
+from exporter.settings import SlowQuerySettings
+from exporter.slowlog.aggregates import Aggregates
+from exporter.slowlog.record import SlowQuery
+from exporter.slowlog.sinks import FileSink, RingBuffer, Sink, StdoutSink
+
+log = logging.getLogger("exporter.slowlog")
+
+_STOP = object()
+PlanHook = Callable[[SlowQuery, dict[str, Any]], None]
+
+
+class SlowQueryLog:
+    def __init__(self, settings: SlowQuerySettings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.aggregates = Aggregates(settings.max_fingerprints)
+        self.ring = RingBuffer(settings.ring_buffer_size)
+        self._metrics = metrics
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_size)
+        self._sinks: list[Sink] = []
+        if settings.stdout:
+            self._sinks.append(StdoutSink())
+        if settings.file:
+            self._sinks.append(
+                FileSink(settings.file, settings.file_max_bytes, settings.file_backups)
+            )
+        self._dropped = metrics.slow_query_log_dropped
+        self._plan_hook: PlanHook | None = None
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._failed_sinks: set[str] = set()
+
+    def threshold_seconds(self, database: str) -> float:
+        return self.settings.threshold_seconds(database)
+
+    def on_record(self, hook: PlanHook) -> None:
+        """Called on the writer thread with each record (the plan capture uses it)."""
+        self._plan_hook = hook
+
+    # -- the query path --------------------------------------------------------------------
+
+    def submit(self, record: SlowQuery) -> None:
+        if self._thread is None:
+            self._start()
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self._dropped.inc()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._write_forever, name="db-exporter-slowlog", daemon=True
+                )
+                self._thread.start()
+
+    # -- the writer thread -----------------------------------------------------------------
+
+    def _write_forever(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is _STOP:
+                    return
+                self._write(item)
+            except Exception:  # a bug here must not kill the writer
+                log.exception("slow-query record could not be written")
+            finally:
+                self._queue.task_done()
+
+    def _write(self, record: SlowQuery) -> None:
+        data = record.as_dict(self.settings.max_sql_length)
+        line = json.dumps(data, ensure_ascii=True, default=str)
+        for sink in self._sinks:
+            try:
+                sink.write(line)
+            except Exception as exc:  # e.g. a full disk: keep the other sinks going
+                name = type(sink).__name__
+                if name not in self._failed_sinks:
+                    self._failed_sinks.add(name)
+                    log.warning("slow-query sink %s failed: %s", name, exc)
+        self.ring.append(data)
+        if record.kind == "slow_query":
+            self.aggregates.add(data)
+            if self._plan_hook is not None:
+                self._plan_hook(record, data)
+
+    # -- readers ---------------------------------------------------------------------------
+
+    def records(
+        self, database: str | None = None, since: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The most recent records first; `since` is an ISO timestamp (as in the records)."""
+        rows = self.ring.snapshot()
+        if database is not None:
+            rows = [r for r in rows if r["database"] == database]
+        if since is not None:
+            rows = [r for r in rows if r["time"] >= since]
+        return rows[::-1][:limit]
+
+    def flush(self) -> None:
+        """Wait until every submitted record has been written (tests, shutdown)."""
+        if self._thread is not None:
+            self._queue.join()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=5)
+            self._thread = None
+        for sink in self._sinks:
+            sink.close()

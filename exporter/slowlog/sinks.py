@@ -1,0 +1,57 @@
+"""Where slow-query records go: JSON lines on stdout, a rotating file, an in-memory ring."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+import threading
+from collections import deque
+from typing import Any, Protocol
+
+
+class Sink(Protocol):
+    def write(self, line: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StdoutSink:
+    def write(self, line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class FileSink:
+    """JSON lines in a file that rotates at `max_bytes`, keeping `backups` old files."""
+
+    def __init__(self, path: str, max_bytes: int, backups: int) -> None:
+        self._handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+        self._handler.setFormatter(logging.Formatter("%(message)s"))
+
+    def write(self, line: str) -> None:
+        self._handler.emit(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+
+    def close(self) -> None:
+        self._handler.close()
+
+
+class RingBuffer:
+    """The most recent records, as dicts, for /slow-queries and the / page."""
+
+    def __init__(self, size: int) -> None:
+        self._records: deque[dict[str, Any]] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def append(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._records.append(record)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._records)

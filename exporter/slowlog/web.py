@@ -1,0 +1,135 @@
+"""`GET /slow-queries` (JSON) and `GET /` (a page for people) over the slow-query log.
+
+Both read memory only: the ring buffer, the per-fingerprint aggregates and, for the list of
+unused indexes, the collectors' last snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from html import escape
+from typing import Any
+
+from aiohttp import web
+
+from exporter.slowlog.log import SlowQueryLog
+
+SLOW_LOG = web.AppKey("slow_log", SlowQueryLog)
+# () -> [{"database", "schema", "table", "index", "size_bytes"}], from the collectors' snapshot
+UnusedIndexes = Callable[[], list[dict[str, Any]]]
+UNUSED_INDEXES: web.AppKey[UnusedIndexes] = web.AppKey("unused_indexes")
+MAX_LIMIT = 1000
+TOP_ON_PAGE = 25
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise web.HTTPBadRequest(
+            text=f'{{"error": "limit must be a whole number from 1 to {MAX_LIMIT}"}}',
+            content_type="application/json",
+        )
+    return int(raw)
+
+
+async def slow_queries(request: web.Request) -> web.Response:
+    """Recent records (newest first) and per-fingerprint aggregates (costliest first).
+    Filters: `database`, `since` (ISO 8601, as in the records), `limit` (default 100)."""
+    log = request.app[SLOW_LOG]
+    limit = _limit(request)
+    database = request.query.get("database")
+    body = {
+        "threshold_ms": log.settings.threshold_ms,
+        "records": log.records(database, request.query.get("since"), limit),
+        "aggregates": log.aggregates.ranked(database)[:limit],
+    }
+    return web.json_response(body)
+
+
+def _call_site(worst: dict[str, Any] | None) -> str:
+    site = (worst or {}).get("call_site")
+    if not site:
+        return "unknown"
+    return f"{site['file']}:{site['line']} in {site['function']}"
+
+
+def _fingerprint_rows(aggregates: list[dict[str, Any]]) -> str:
+    if not aggregates:
+        return '<tr><td colspan="8">No slow queries yet.</td></tr>'
+    rows = []
+    for a in aggregates[:TOP_ON_PAGE]:
+        cells = [
+            escape(a["database"]),
+            f"{a['operation']} {escape(a['table'] or '')}",
+            str(a["count"]),
+            f"{a['total_ms']:.1f}",
+            f"{a['max_ms']:.1f}",
+            escape(_call_site(a["worst"])),
+            escape(a["plan_summary"] or "no plan"),
+            f"<code>{escape(a['sql'][:300])}</code>",
+        ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "\n".join(rows)
+
+
+def _index_rows(indexes: list[dict[str, Any]]) -> str:
+    if not indexes:
+        return (
+            '<tr><td colspan="4">No unused index candidates '
+            "(or the indexes collector has not run yet).</td></tr>"
+        )
+    rows = []
+    for i in sorted(indexes, key=lambda i: i["size_bytes"], reverse=True)[:TOP_ON_PAGE]:
+        cells = [
+            escape(i["database"]),
+            escape(f"{i['schema']}.{i['table']}"),
+            escape(i["index"]),
+            f"{i['size_bytes'] / 2**20:.1f} MiB",
+        ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "\n".join(rows)
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>db-exporter</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 2rem; }}
+th, td {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; vertical-align: top; }}
+th {{ background: #f3f3f3; }} code {{ font-size: .85rem; white-space: pre-wrap; }}
+</style></head><body>
+<h1>db-exporter</h1>
+<p><a href="/metrics">/metrics</a> &middot; <a href="/slow-queries">/slow-queries</a> &middot;
+<a href="/readyz">/readyz</a> &middot; <a href="/healthz">/healthz</a></p>
+<h2>Slowest statements by total time</h2>
+<p>Statements at or above {threshold} ms, grouped by fingerprint.</p>
+<table id="slow-queries"><thead><tr><th>Database</th><th>Statement</th><th>Count</th>
+<th>Total ms</th><th>Max ms</th><th>Call site (slowest)</th><th>Plan</th><th>SQL</th></tr></thead>
+<tbody>
+{fingerprints}
+</tbody></table>
+<h2>Unused indexes</h2>
+<table id="unused-indexes"><thead>
+<tr><th>Database</th><th>Table</th><th>Index</th><th>Size</th></tr>
+</thead><tbody>
+{indexes}
+</tbody></table>
+</body></html>
+"""
+
+
+async def index_page(request: web.Request) -> web.Response:
+    log = request.app[SLOW_LOG]
+    unused = request.app.get(UNUSED_INDEXES)
+    html = PAGE.format(
+        threshold=f"{log.settings.threshold_ms:g}",
+        fingerprints=_fingerprint_rows(log.aggregates.ranked()),
+        indexes=_index_rows(unused() if unused is not None else []),
+    )
+    return web.Response(text=html, content_type="text/html")
+
+
+def add_routes(app: web.Application, log: SlowQueryLog) -> None:
+    app[SLOW_LOG] = log
+    app.router.add_get("/slow-queries", slow_queries)
+    app.router.add_get("/", index_page)

@@ -1,0 +1,311 @@
+"""The slow-query log on a real PostgreSQL: records, call sites, secrets, sinks, N+1, bounds."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tracemalloc
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry, generate_latest
+from sqlalchemy import ForeignKey, create_engine, select, text
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    selectinload,
+)
+
+from exporter import Metrics, create_app, instrument, uninstrument
+from exporter.dsn import async_url, sync_url
+from exporter.settings import SlowQuerySettings
+from exporter.slowlog import SlowQueryLog, context
+from exporter.slowlog.record import SlowQuery
+from exporter.sql import identify
+
+SECRET = "canary-4c7f-secret"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Author(Base):
+    __tablename__ = "authors"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    books: Mapped[list[Book]] = relationship(back_populates="author", lazy="select")
+
+
+class Book(Base):
+    __tablename__ = "books"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"))
+    author: Mapped[Author] = relationship(back_populates="books")
+
+
+def line_of(marker: str) -> int:
+    """The line of this file that carries `marker` in a comment."""
+    for number, line in enumerate(Path(__file__).read_text().splitlines(), start=1):
+        if line.rstrip().endswith(f"# {marker}"):
+            return number
+    raise AssertionError(marker)
+
+
+@pytest.fixture
+def metrics(registry: CollectorRegistry) -> Metrics:
+    return Metrics(registry)
+
+
+@pytest.fixture
+def slow_log(metrics: Metrics, tmp_path: Path) -> Iterator[SlowQueryLog]:
+    settings = SlowQuerySettings(
+        threshold_ms=100, file=str(tmp_path / "slow.jsonl"), n_plus_one_threshold=5
+    )
+    log = SlowQueryLog(settings, metrics)
+    yield log
+    log.close()
+
+
+@pytest.fixture
+def engine(fresh_database: URL, metrics: Metrics, slow_log: SlowQueryLog) -> Iterator[Engine]:
+    password_url = fresh_database.set(password=SECRET)  # trust auth ignores it; it must not leak
+    engine = create_engine(sync_url(password_url))
+    Base.metadata.create_all(engine)
+    instrument(engine, metrics=metrics, slow_log=slow_log)
+    yield engine
+    uninstrument(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+async def async_engine(
+    fresh_database: URL, metrics: Metrics, slow_log: SlowQueryLog
+) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(async_url(fresh_database))
+    instrument(engine, metrics=metrics, slow_log=slow_log)
+    yield engine
+    uninstrument(engine)
+    await engine.dispose()
+
+
+def slow_records(log: SlowQueryLog) -> list[dict[str, Any]]:
+    log.flush()
+    return [r for r in log.records(limit=1000) if r["kind"] == "slow_query"]
+
+
+def test_one_slow_statement_is_one_record_with_its_call_site(
+    engine: Engine, slow_log: SlowQueryLog, registry: CollectorRegistry
+) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))  # fast: no record
+        conn.execute(text("SELECT pg_sleep(0.2)"))  # the slow one
+    (record,) = slow_records(slow_log)
+    assert record["call_site"] == {
+        "file": __file__,
+        "line": line_of("the slow one"),
+        "function": "test_one_slow_statement_is_one_record_with_its_call_site",
+    }
+    assert record["operation"] == "SELECT"
+    assert record["sql"] == "SELECT pg_sleep($1)"  # the literal is masked
+    assert record["fingerprint"] == identify("SELECT pg_sleep(0.2)").fingerprint
+    assert 200 <= record["duration_ms"] < 2000
+    assert record["pool_wait_ms"] >= 0
+    assert record["rows"] == 1
+    labels = {"database": "main", "operation": "SELECT", "table": "other"}
+    assert registry.get_sample_value("slow_queries_total", labels) == 1
+
+
+async def test_async_call_site_is_found_through_the_greenlet(
+    async_engine: AsyncEngine, slow_log: SlowQueryLog
+) -> None:
+    async with async_engine.connect() as conn:
+        await conn.execute(text("SELECT pg_sleep(0.15)"))  # async slow one
+    (record,) = slow_records(slow_log)
+    assert record["call_site"]["file"] == __file__
+    assert record["call_site"]["line"] == line_of("async slow one")
+
+
+async def test_secrets_appear_nowhere(
+    engine: Engine,
+    slow_log: SlowQueryLog,
+    metrics: Metrics,
+    registry: CollectorRegistry,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    aiohttp_client: Any,
+) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_sleep(0.15), :secret AS s"), {"secret": SECRET})
+        conn.execute(text(f"SELECT pg_sleep(0.15), '{SECRET}' AS inline"))
+    records = slow_records(slow_log)
+    assert len(records) == 2
+    assert records[1]["parameters"] == {"secret": {"type": "str", "length": len(SECRET)}}
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(metrics, slow_log=slow_log))
+    places = {
+        "stdout": capsys.readouterr().out,
+        "file": (tmp_path / "slow.jsonl").read_text(),
+        "ring buffer": json.dumps(slow_log.records(limit=1000)),
+        "/slow-queries": await (await client.get("/slow-queries")).text(),
+        "/": await (await client.get("/")).text(),
+        "/metrics": await (await client.get("/metrics")).text(),
+        "registry": generate_latest(registry).decode(),
+    }
+    assert len(places["stdout"].splitlines()) == 2  # one JSON line per record
+    assert all(json.loads(line) for line in places["stdout"].splitlines())
+    for place, content in places.items():
+        assert SECRET not in content, place
+
+
+def test_parameter_values_only_when_allowed(
+    fresh_database: URL, metrics: Metrics, tmp_path: Path
+) -> None:
+    log = SlowQueryLog(
+        SlowQuerySettings(threshold_ms=0, stdout=False, include_parameter_values=True), metrics
+    )
+    engine = create_engine(sync_url(fresh_database))
+    instrument(engine, metrics=metrics, slow_log=log)
+    try:
+        with engine.connect() as conn:
+            conn.execute(
+                text("SELECT :word AS w, :raw AS r"), {"word": "hello", "raw": b"\xff\xfe"}
+            )
+        log.flush()
+        (record,) = [r for r in log.records() if r["sql"].startswith("SELECT $1")]
+        assert record["parameters"] == {"word": "hello", "raw": "<2 bytes>"}
+    finally:
+        uninstrument(engine)
+        engine.dispose()
+        log.close()
+
+
+def test_failed_slow_statement_is_recorded_with_its_sqlstate(
+    engine: Engine, slow_log: SlowQueryLog
+) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SET statement_timeout = '150ms'"))
+        with pytest.raises(Exception, match="statement timeout"):
+            conn.execute(text("SELECT pg_sleep(1)"))
+    (record,) = slow_records(slow_log)
+    assert record["status"] == "error"
+    assert record["sqlstate"] == "57014"  # query_canceled
+
+
+def test_n_plus_one_fires_for_lazy_loads_and_not_for_one_batched_query(
+    engine: Engine, slow_log: SlowQueryLog, registry: CollectorRegistry
+) -> None:
+    with Session(engine) as session:
+        session.add_all([Author(id=i, books=[Book(id=i)]) for i in range(1, 9)])
+        session.commit()
+    with Session(engine) as session, context(route="/authors", request_id="r-1"):
+        for author in session.scalars(select(Author)).all():
+            assert len(author.books) == 1  # one lazy load per author: N+1
+    with Session(engine) as session, context(route="/authors-batched"):
+        authors = session.scalars(select(Author).options(selectinload(Author.books))).all()
+        assert sum(len(a.books) for a in authors) == 8
+    slow_log.flush()
+    warnings = [r for r in slow_log.records() if r["kind"] == "n_plus_one"]
+    assert len(warnings) == 1  # once per context, not once per repeat
+    (warning,) = warnings
+    assert warning["table"] == "books"
+    assert warning["repeats"] == 5
+    assert warning["context"] == {"route": "/authors", "request_id": "r-1"}
+    assert warning["call_site"]["file"] == __file__
+    labels = {"database": "main", "table": "books"}
+    assert registry.get_sample_value("db_n_plus_one_total", labels) == 1
+
+
+def test_huge_and_unparsable_sql_are_recorded_without_errors(
+    engine: Engine, slow_log: SlowQueryLog, registry: CollectorRegistry
+) -> None:
+    huge = "x" * 100_000
+    columns = ", ".join(f"{i} AS column_{i}" for i in range(1000))
+    with engine.connect() as conn:
+        conn.execute(text(f"SELECT pg_sleep(0.15), '{huge}' AS big, {columns}"))
+    slow_log.submit(
+        SlowQuery("main", 0.5, identify("SELEC broken (( 'x' FROM"), None, None, {}, None)
+    )
+    records = slow_records(slow_log)
+    assert len(records) == 2
+    big, broken = sorted(records, key=lambda r: r["operation"], reverse=True)
+    assert big["sql"].endswith("characters in all]")
+    assert len(big["sql"]) < 2100
+    assert huge not in big["sql"]
+    assert broken["operation"] == "OTHER"
+    assert (
+        registry.get_sample_value("exporter_instrumentation_errors_total", {"kind": "slow_query"})
+        is None
+    )
+
+
+def test_a_burst_keeps_memory_bounded_and_the_dropped_count_exact(
+    metrics: Metrics, registry: CollectorRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = SlowQuerySettings(queue_size=500, ring_buffer_size=200, max_fingerprints=50)
+    log = SlowQueryLog(settings, metrics)
+    # Letters, not digits: libpg_query's fingerprint folds numbered tables (partitions) together.
+    names = [f"burst_{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(300)]
+    identities = [identify(f"SELECT 1 FROM {name}") for name in names]
+    tracemalloc.start()
+    try:
+        for i in range(100_000):
+            log.submit(SlowQuery("main", 0.2, identities[i % 300], None, None, {}, None))
+        log.flush()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    written = len(capsys.readouterr().out.splitlines())
+    dropped = registry.get_sample_value("slow_query_log_dropped_total") or 0
+    assert written + dropped == 100_000
+    assert dropped > 0
+    assert len(log.records(limit=1000)) == 200
+    assert len(log.aggregates.ranked()) <= 50
+    assert peak < 20 * 2**20
+    for identity in identities:  # slowly enough that none is dropped
+        log.submit(SlowQuery("main", 0.2, identity, None, None, {}, None))
+        log.flush()
+    assert len(log.aggregates.ranked()) == 50  # the least recently seen were forgotten
+    log.close()
+
+
+async def test_slow_queries_endpoint_filters_and_ranks(
+    engine: Engine, slow_log: SlowQueryLog, metrics: Metrics, aiohttp_client: Any
+) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_sleep(0.15)"))
+        conn.execute(text("SELECT pg_sleep(0.25)"))
+        conn.execute(text("SELECT pg_sleep(0.11), count(*) FROM authors"))
+    slow_log.flush()
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(metrics, slow_log=slow_log))
+    body = await (await client.get("/slow-queries?limit=2")).json()
+    assert len(body["records"]) == 2
+    assert body["records"][0]["table"] == "authors"  # newest first
+    assert body["aggregates"][0]["count"] == 2  # pg_sleep($1): the costliest fingerprint
+    assert body["aggregates"][0]["max_ms"] >= 250
+    assert (await (await client.get("/slow-queries?database=other")).json())["records"] == []
+    bad = await client.get("/slow-queries?limit=0")
+    assert bad.status == 400
+    assert "limit" in (await bad.json())["error"]
+
+
+def test_stdout_lines_are_json_ready_for_log_shippers(
+    engine: Engine, slow_log: SlowQueryLog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_sleep(0.12)"))
+    slow_log.flush()
+    (line,) = capsys.readouterr().out.splitlines()
+    record = json.loads(line)
+    assert set(record) >= {
+        "time", "kind", "database", "duration_ms", "status", "operation", "table",
+        "fingerprint", "sql", "call_site", "parameters", "context",
+    }  # fmt: skip
+    assert record["time"].endswith("+00:00")
+    assert sys.stdout is not None
