@@ -21,7 +21,8 @@ from exporter.dsn import DsnError
 from exporter.embedded import EmbeddedUnavailable
 from exporter.metrics import default_metrics
 from exporter.server import Exporter, ListenError
-from exporter.settings import ConfigError, ServerSettings, Settings, load_settings, parse_listen
+from exporter.settings import ConfigError, Settings, load_settings, parse_listen
+from exporter.slowlog import report
 
 DEMO_LISTEN = "127.0.0.1:9188"
 
@@ -55,9 +56,21 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the standalone sidecar")
     serve.add_argument("--config", required=True, metavar="FILE")
     serve.add_argument("--listen", metavar="HOST:PORT", help="overrides server.listen")
+    serve.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS and basic auth (exporter-toolkit format); overrides server.web_config_file",
+    )
 
     check = commands.add_parser("check-config", help="validate a config file and print it")
     check.add_argument("file", metavar="FILE")
+
+    slowlog = commands.add_parser(
+        "slowlog", help="rank the statements in a slow-query log (JSON lines)"
+    )
+    slowlog.add_argument("file", metavar="FILE", nargs="?", default="-", help="default: stdin")
+    slowlog.add_argument("--top", type=int, default=20, metavar="N")
     return parser
 
 
@@ -81,13 +94,31 @@ async def _serve(settings: Settings) -> None:
         await exporter.stop()
 
 
+def _slowlog(path: str, top: int) -> None:
+    if path == "-":
+        rows, skipped = report.read(sys.stdin)
+    else:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as lines:
+                rows, skipped = report.read(lines)
+        except OSError as exc:
+            raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    print(report.render(rows, skipped, top))
+
+
 def _run(args: argparse.Namespace) -> None:
     if args.command == "check-config":
         _check_config(args.file)
+    elif args.command == "slowlog":
+        _slowlog(args.file, args.top)
     elif args.command == "serve":
         settings = load_settings(args.config)
+        server = settings.server
         if _listen(args.listen) is not None:
-            settings = settings.model_copy(update={"server": ServerSettings(listen=args.listen)})
+            server = server.model_copy(update={"listen": args.listen})
+        if args.web_config_file is not None:
+            server = server.model_copy(update={"web_config_file": args.web_config_file})
+        settings = settings.model_copy(update={"server": server})
         logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
         asyncio.run(_serve(settings))
     elif args.command == "demo":

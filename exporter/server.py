@@ -24,6 +24,7 @@ from exporter.settings import DEFAULT_LISTEN, DatabaseSettings, Settings, parse_
 from exporter.slowlog import SlowQueryLog, default_slow_log
 from exporter.slowlog.web import UNUSED_INDEXES
 from exporter.slowlog.web import add_routes as add_slow_query_routes
+from exporter.webconfig import WebConfig, load_web_config
 
 METRICS = web.AppKey("metrics", Metrics)
 SCRAPED = web.AppKey("scraped", CollectorRegistry)
@@ -118,8 +119,11 @@ def create_app(
     metrics: Metrics | None = None,
     databases: Sequence[DatabaseSettings] = (),
     slow_log: SlowQueryLog | None = None,
+    web_config: WebConfig | None = None,
 ) -> web.Application:
     app = web.Application()
+    if web_config is not None:  # basic auth and response headers, before any route runs
+        web_config.install(app)
     app[METRICS] = metrics or default_metrics()
     app[SCRAPED] = scraped_registry(app[METRICS])
     app[DATABASES] = tuple(databases)
@@ -151,16 +155,24 @@ class Exporter:
         databases: Sequence[DatabaseSettings] = (),
         metrics: Metrics | None = None,
         slow_log: SlowQueryLog | None = None,
+        web_config: WebConfig | None = None,
     ) -> None:
         self.host, self.port = parse_listen(listen)
-        self._app = create_app(metrics, databases, slow_log)
+        self.web_config = web_config
+        self._app = create_app(metrics, databases, slow_log, web_config)
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> Exporter:
-        return cls(listen=settings.server.listen, databases=settings.databases, metrics=metrics)
+        web_config = settings.server.web_config_file
+        return cls(
+            listen=settings.server.listen,
+            databases=settings.databases,
+            metrics=metrics,
+            web_config=load_web_config(web_config) if web_config else None,
+        )
 
     @property
     def address(self) -> str:
@@ -169,13 +181,15 @@ class Exporter:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        scheme = self.web_config.scheme if self.web_config is not None else "http"
+        return f"{scheme}://{self.address}"
 
     async def start(self) -> None:
         """Bind and serve; raises ListenError when the address cannot be bound."""
         runner = web.AppRunner(self._app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
+        tls = self.web_config.tls if self.web_config is not None else None
+        site = web.TCPSite(runner, self.host, self.port, ssl_context=tls)
         try:
             await site.start()
         except BaseException as exc:

@@ -37,6 +37,8 @@ class _Strict(BaseModel):
 
 class ServerSettings(_Strict):
     listen: str = DEFAULT_LISTEN
+    # TLS and basic auth, in exporter-toolkit's web-config format (exporter/webconfig.py).
+    web_config_file: str | None = None
 
     @field_validator("listen")
     @classmethod
@@ -72,12 +74,51 @@ class TablesCollectorSettings(CollectorSettings):
     max_table_series: int = Field(default=500, ge=0)
 
 
+class ActivityCollectorSettings(CollectorSettings):
+    interval_seconds: float = Field(default=15.0, gt=0)
+    # The application's own application_name (set in its DSN or connect_args): its server-side
+    # connections are reported on their own, to compare with its db_connections_active.
+    application_name: str | None = Field(default=None, min_length=1, max_length=63)
+    # application_name label values kept per run (the most connected first); the rest are
+    # reported as "other". db-exporter and `application_name` are always kept.
+    max_application_names: int = Field(default=20, ge=0)
+
+
+class StatementsCollectorSettings(CollectorSettings):
+    # Statements (by queryid) with series of their own: the top_k by total execution time.
+    top_k: int = Field(default=100, ge=1, le=10000)
+
+
+class MigrationsCollectorSettings(CollectorSettings):
+    # Off until it is told where the application's migrations and models are.
+    enabled: bool = False
+    interval_seconds: float = Field(default=300.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    # The Alembic scripts directory (the one holding env.py and versions/), relative to the
+    # working directory or absolute.
+    script_location: str | None = None
+    # The ORM metadata as `module:attribute` (e.g. `models:Base.metadata`), imported at run
+    # time; without it only pending migrations are reported, not schema drift.
+    metadata: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
+    # Missing declared indexes named in db_schema_drift_missing_index (the count is always exact).
+    max_missing_indexes: int = Field(default=20, ge=0)
+
+    @model_validator(mode="after")
+    def _located(self) -> MigrationsCollectorSettings:
+        if self.enabled and self.script_location is None:
+            raise ValueError("script_location is required when the collector is enabled")
+        return self
+
+
 class CollectorsSettings(_Strict):
     """Collector name -> its settings; an unknown name is an error naming the known ones."""
 
     indexes: IndexesCollectorSettings = IndexesCollectorSettings()
     tables: TablesCollectorSettings = TablesCollectorSettings()
     database: CollectorSettings = CollectorSettings(interval_seconds=30)
+    activity: ActivityCollectorSettings = ActivityCollectorSettings()
+    statements: StatementsCollectorSettings = StatementsCollectorSettings()
+    migrations: MigrationsCollectorSettings = MigrationsCollectorSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -90,12 +131,97 @@ class CollectorsSettings(_Strict):
         return data
 
 
+_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class CustomQuerySettings(CollectorSettings):
+    """One query of `databases[].custom_queries`: its rows become one metric family."""
+
+    # The metric name (a counter's `_total` is added on exposition when missing).
+    name: str = Field(pattern=r"^[A-Za-z_:][A-Za-z0-9_:]*$", max_length=200)
+    help: str = Field(min_length=1)
+    type: str = "gauge"
+    # One SELECT (WITH ... SELECT included); it runs in a read-only transaction.
+    sql: str
+    # Columns whose values become labels (beside datname), and columns holding the values.
+    labels: tuple[str, ...] = ()
+    values: tuple[str, ...] = Field(min_length=1)
+    # With several value columns: the label whose value names the column.
+    value_label: str | None = None
+    # Runs only when min_server_version <= server_version_num <= max_server_version.
+    min_server_version: int | None = Field(default=None, ge=0)
+    max_server_version: int | None = Field(default=None, ge=0)
+    # More rows than this fail the run (bounded series).
+    max_rows: int = Field(default=1000, ge=1)
+
+    @property
+    def family_name(self) -> str:
+        """The name prometheus_client exposes it under (`_total` off a counter's name)."""
+        return self.name.removesuffix("_total") if self.type == "counter" else self.name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CustomQuerySettings:
+        def fail(problem: str) -> ValueError:
+            return ValueError(f"custom query {self.name!r}: {problem}")
+
+        if self.type not in ("gauge", "counter"):
+            raise fail(f"type must be gauge or counter, not {self.type!r}")
+        label_names = [*self.labels, *([self.value_label] if self.value_label else [])]
+        for label in label_names:
+            if not _LABEL_NAME.match(label) or label.startswith("__"):
+                raise fail(f"{label!r} is not a valid label name")
+            if label == "datname":
+                raise fail("datname is added by the exporter; it cannot be a label column")
+        for kind, columns in (("label", label_names), ("value", self.values)):
+            repeated = sorted({c for c in columns if columns.count(c) > 1})
+            if repeated:
+                raise fail(f"{kind} columns repeated: {', '.join(repeated)}")
+        overlap = sorted(set(self.labels) & set(self.values))
+        if overlap:
+            raise fail(f"columns both label and value: {', '.join(overlap)}")
+        if len(self.values) > 1 and self.value_label is None:
+            raise fail("several value columns need a value_label to tell them apart")
+        if len(self.values) == 1 and self.value_label is not None:
+            raise fail("value_label needs more than one value column")
+        low, high = self.min_server_version, self.max_server_version
+        if low is not None and high is not None and low > high:
+            raise fail(f"min_server_version {low} is above max_server_version {high}")
+        problem = _select_problem(self.sql)
+        if problem is not None:
+            raise fail(f"sql: {problem}")
+        return self
+
+
+def _select_problem(sql: str) -> str | None:
+    """Why `sql` is not exactly one SELECT statement (PostgreSQL's own parser), or None."""
+    from pglast import parse_sql  # imported here: only configs with custom queries need it
+    from pglast.parser import ParseError
+
+    try:
+        statements = parse_sql(sql)
+    except ParseError as exc:
+        return str(exc)
+    if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
+        return "must be exactly one SELECT statement"
+    return None
+
+
 class DatabaseSettings(_Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", max_length=63)
     dsn: str
     check_interval_seconds: float = Field(default=15.0, gt=0)
     check_timeout_seconds: float = Field(default=5.0, gt=0)
     collectors: CollectorsSettings = CollectorsSettings()
+    # Queries of your own (in the style of sql_exporter), each one its own collector.
+    custom_queries: tuple[CustomQuerySettings, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_custom_queries(self) -> DatabaseSettings:
+        names = [q.family_name for q in self.custom_queries]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"custom query metric names must be unique, repeated: {repeated[0]}")
+        return self
 
     @field_validator("dsn")
     @classmethod
@@ -187,6 +313,20 @@ class Settings(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"database names must be unique, repeated: {', '.join(duplicates)}")
+        return self
+
+    @model_validator(mode="after")
+    def _custom_queries_agree(self) -> Settings:
+        # A metric of several databases is exposed under one HELP/TYPE: they must agree on it.
+        seen: dict[str, tuple[Any, ...]] = {}
+        for db in self.databases:
+            for q in db.custom_queries:
+                shape = (q.type, q.help, q.labels, q.value_label)
+                if seen.setdefault(q.family_name, shape) != shape:
+                    raise ValueError(
+                        f"custom query {q.name!r}: type, help, labels and value_label must be "
+                        "the same in every database that defines it"
+                    )
         return self
 
     def masked(self) -> dict[str, Any]:

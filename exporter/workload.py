@@ -1,9 +1,10 @@
 """The demo's wallet workload: the traffic a real wallet service would send.
 
 Deposits, withdrawals with row locks, transfers between users, reports with joins and
-aggregates, one deliberately slow report, a reconciliation job that holds a connection, now
-and then a withdrawal the database refuses (so `status="error"` has data), and bursts of
-concurrent requests beyond `pool_size` so the pool overflows.
+aggregates, one deliberately slow report, a page with an N+1 query pattern, a reconciliation
+job that holds a connection, now and then a withdrawal the database refuses (so
+`status="error"` has data), and bursts of concurrent requests beyond `pool_size` so the pool
+overflows.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from exporter.slowlog import context
 from models import Balance, LedgerEntry, Transfer, User, session_factory, session_scope
 
 log = logging.getLogger("exporter.workload")
@@ -147,6 +149,19 @@ class WalletWorkload:
             )
             (await session.execute(query)).all()
 
+    async def users_report(self) -> None:
+        """A page that loads each user's balance one query at a time: an N+1 the slow-query
+        log reports (the request context comes from exporter.slowlog.context)."""
+        with context(route="/reports/users"):
+            async with self._sessions() as session:
+                users = (await session.scalars(select(User).order_by(User.id).limit(12))).all()
+                for user in users:
+                    await session.scalar(
+                        select(Balance.amount).where(
+                            Balance.user_id == user.id, Balance.asset == ASSET
+                        )
+                    )
+
     async def slow_report(self) -> None:
         """The report someone wrote without an index in mind: always slow."""
         async with self._engine.connect() as conn:
@@ -214,4 +229,5 @@ class WalletWorkload:
                 )
             group.create_task(self._repeat(self.burst, lambda: self._burst_every))
             group.create_task(self._repeat(self.slow_report, lambda: self._slow_every))
+            group.create_task(self._repeat(self.users_report, lambda: self._slow_every))
             group.create_task(self._repeat(self.reconcile, lambda: 0.1))

@@ -40,6 +40,17 @@ def server_version(bindir: Path) -> int:
     return int(out.stdout.split()[-1].split(".")[0])
 
 
+def with_library(library: str) -> Path | None:
+    """The newest bin directory whose server ships `library` (e.g. pg_stat_statements), or None."""
+    for bindir in binary_dirs():
+        out = subprocess.run(
+            [str(bindir / "pg_config"), "--pkglibdir"], capture_output=True, text=True
+        )
+        if out.returncode == 0 and (Path(out.stdout.strip()) / f"{library}.so").exists():
+            return bindir
+    return None
+
+
 def _server_user() -> str | None:
     """None when not root (run as ourselves); else an existing unprivileged user."""
     if os.geteuid() != 0:

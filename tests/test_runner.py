@@ -96,7 +96,14 @@ def status(metrics: Metrics, collector: str, database: str = "main") -> tuple[An
 
 def test_registry_and_settings_name_the_same_collectors() -> None:
     assert set(COLLECTORS) == set(CollectorsSettings.model_fields)
-    assert DEFAULT_ENABLED == {"indexes": True, "tables": True, "database": True}
+    assert DEFAULT_ENABLED == {
+        "indexes": True,
+        "tables": True,
+        "database": True,
+        "activity": True,
+        "statements": True,
+        "migrations": False,
+    }
 
 
 def test_unknown_collector_name_is_one_clear_line() -> None:
@@ -107,7 +114,7 @@ def test_unknown_collector_name_is_one_clear_line() -> None:
         settings_from_data(data, "exporter.yaml")
     assert str(error.value) == (
         "exporter.yaml: databases[0].collectors: unknown collector 'indxes' "
-        "(known: indexes, tables, database)"
+        "(known: indexes, tables, database, activity, statements, migrations)"
     )
 
 

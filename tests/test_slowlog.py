@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
@@ -309,3 +310,79 @@ def test_stdout_lines_are_json_ready_for_log_shippers(
     }  # fmt: skip
     assert record["time"].endswith("+00:00")
     assert sys.stdout is not None
+
+
+def test_a_slow_select_gets_a_plan_and_a_slow_update_never_runs_explain(
+    engine: Engine, slow_log: SlowQueryLog
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO authors SELECT g FROM generate_series(1, 5000) g"))
+        conn.execute(text("ANALYZE authors"))
+    with engine.begin() as conn:
+        # A parameter and a literal: planned as a generic plan.
+        conn.execute(
+            text("SELECT count(*), pg_sleep(0.15), 42 AS answer FROM authors WHERE id + 0 > :low"),
+            {"low": 3},
+        )
+        conn.execute(text("UPDATE authors SET id = id WHERE pg_sleep(0.15) IS NOT NULL AND id = 1"))
+    slow_log.flush()
+    assert slow_log.plans.attempts == 1  # the SELECT only
+    ranked = {a["operation"]: a for a in slow_log.aggregates.ranked()}
+    select = ranked["SELECT"]
+    assert select["plan"][0]["Plan"]["Node Type"] == "Aggregate"
+    assert "seq scan on authors" in select["plan_summary"]
+    assert select["plan_summary"].endswith("[generic plan: parameter values unknown]")
+    assert ranked["UPDATE"]["plan"] is None
+
+
+def test_plans_are_rate_limited_per_fingerprint(engine: Engine, slow_log: SlowQueryLog) -> None:
+    with engine.connect() as conn:
+        for _ in range(3):
+            conn.execute(text("SELECT pg_sleep(0.11)"))
+    slow_log.flush()
+    assert slow_log.plans.attempts == 1
+    (aggregate,) = slow_log.aggregates.ranked()
+    assert aggregate["count"] == 3
+    assert aggregate["plan_summary"].startswith("Result")
+
+
+def test_slowlog_command_ranks_a_log_file(
+    engine: Engine, slow_log: SlowQueryLog, tmp_path: Path
+) -> None:
+    with engine.connect() as conn:
+        for _ in range(3):
+            conn.execute(text("SELECT pg_sleep(0.11)"))  # ranked first: 3 x 110 ms
+        conn.execute(text("SELECT pg_sleep(0.2), count(*) FROM authors"))
+    slow_log.flush()
+    log_file = tmp_path / "slow.jsonl"
+    mixed = tmp_path / "mixed.log"
+    mixed.write_text("INFO app started\n" + log_file.read_text() + "not json either\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "slowlog", str(mixed)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:5] == ["total", "ms", "count", "p95", "ms"]
+    first, second = lines[2], lines[3]
+    assert first.split()[1] == "3"  # count
+    assert "SELECT pg_sleep($1)" in first
+    assert f"test_slowlog.py:{line_of('ranked first: 3 x 110 ms')}" in first
+    assert "SELECT authors" in second
+    assert lines[-2] == "2 of 2 fingerprints, costliest first"
+    assert lines[-1] == "2 lines were not slow-query records and were skipped"
+
+    piped = subprocess.run(
+        [sys.executable, "-m", "exporter", "slowlog", "-"],
+        input=log_file.read_text(), capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert piped.stdout.splitlines()[2] == first
+
+    missing = subprocess.run(
+        [sys.executable, "-m", "exporter", "slowlog", str(tmp_path / "absent.jsonl")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 2
+    assert (
+        missing.stderr
+        == f"db-exporter: error: {tmp_path / 'absent.jsonl'}: No such file or directory\n"
+    )

@@ -9,14 +9,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from exporter.collectors.activity import ActivityCollector
 from exporter.collectors.base import Collector
 from exporter.collectors.database import DatabaseCollector
 from exporter.collectors.indexes import IndexesCollector
+from exporter.collectors.migrations import MigrationsCollector
+from exporter.collectors.statements import StatementsCollector
 from exporter.collectors.tables import TablesCollector
 from exporter.settings import CollectorsSettings
 
 COLLECTORS: dict[str, type[Collector[Any]]] = {
-    cls.name: cls for cls in (IndexesCollector, TablesCollector, DatabaseCollector)
+    cls.name: cls
+    for cls in (
+        IndexesCollector,
+        TablesCollector,
+        DatabaseCollector,
+        ActivityCollector,
+        StatementsCollector,
+        MigrationsCollector,
+    )
 }
 
 # Collector name -> whether it runs when the config does not say.

@@ -22,7 +22,8 @@ S = TypeVar("S", bound=CollectorSettings)
 
 
 class Collector(ABC, Generic[S]):
-    name: ClassVar[str]
+    # A class attribute; a collector built from configuration (a custom query) sets its own.
+    name: str
     # Used only when the config has no section for this collector's name.
     default_settings: ClassVar[CollectorSettings] = CollectorSettings()
 
@@ -33,6 +34,11 @@ class Collector(ABC, Generic[S]):
     @abstractmethod
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         """Run the collector's queries on `conn`; return the families for this run."""
+
+
+class CollectorError(Exception):
+    """A collector's own, clean failure (a missing grant, a result that does not fit): the run
+    fails with this one-line message, and the connection, which is fine, is kept."""
 
 
 def number(value: Any) -> float:

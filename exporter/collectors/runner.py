@@ -26,7 +26,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from exporter.collectors import COLLECTORS
-from exporter.collectors.base import Collector
+from exporter.collectors.base import Collector, CollectorError
+from exporter.collectors.custom import CustomQueryCollector
 from exporter.collectors.exposition import SnapshotStore
 from exporter.metrics import Metrics
 from exporter.probe import ProbeState, exporter_engine, one_line
@@ -55,6 +56,8 @@ def _milliseconds(seconds: float) -> str:
 
 def _query_error(exc: BaseException) -> bool:
     """True when the server refused the query itself (the connection is fine)."""
+    if isinstance(exc, CollectorError):
+        return True
     if not isinstance(exc, DBAPIError) or exc.connection_invalidated or exc.orig is None:
         return False
     cause = exc.orig.__cause__ or exc.orig
@@ -110,6 +113,10 @@ class DatabaseWorker:
             options: CollectorSettings = getattr(settings.collectors, name, cls.default_settings)
             if options.enabled:
                 self.jobs.append(_Job(cls(settings.name, options), options, metrics, settings.name))
+        for query in settings.custom_queries:
+            if query.enabled:
+                collector = CustomQueryCollector(settings.name, query)
+                self.jobs.append(_Job(collector, query, metrics, settings.name))
 
     @property
     def name(self) -> str:

@@ -78,6 +78,8 @@ def instrument(
         metrics = metrics or default_metrics()
         if slow_log is None:
             slow_log = default_slow_log(metrics=metrics)
+        if slow_log:
+            slow_log.register(database, sync.url)
         failures = FailureCounter(metrics)
         queries = QueryListener(
             database, metrics, _known_tables(tables), sync.dialect, failures, slow_log or None

@@ -11,19 +11,20 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable
 from typing import Any
+
+from sqlalchemy.engine import URL
 
 from exporter.metrics import Metrics
 from exporter.settings import SlowQuerySettings
 from exporter.slowlog.aggregates import Aggregates
+from exporter.slowlog.plans import PlanCapture
 from exporter.slowlog.record import SlowQuery
 from exporter.slowlog.sinks import FileSink, RingBuffer, Sink, StdoutSink
 
 log = logging.getLogger("exporter.slowlog")
 
 _STOP = object()
-PlanHook = Callable[[SlowQuery, dict[str, Any]], None]
 
 
 class SlowQueryLog:
@@ -41,7 +42,7 @@ class SlowQueryLog:
                 FileSink(settings.file, settings.file_max_bytes, settings.file_backups)
             )
         self._dropped = metrics.slow_query_log_dropped
-        self._plan_hook: PlanHook | None = None
+        self.plans = PlanCapture(settings.plans, self.aggregates)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._failed_sinks: set[str] = set()
@@ -49,9 +50,9 @@ class SlowQueryLog:
     def threshold_seconds(self, database: str) -> float:
         return self.settings.threshold_seconds(database)
 
-    def on_record(self, hook: PlanHook) -> None:
-        """Called on the writer thread with each record (the plan capture uses it)."""
-        self._plan_hook = hook
+    def register(self, database: str, url: URL) -> None:
+        """The database an instrumented engine talks to, for plans of its slow statements."""
+        self.plans.register(database, url)
 
     # -- the query path --------------------------------------------------------------------
 
@@ -99,8 +100,7 @@ class SlowQueryLog:
         self.ring.append(data)
         if record.kind == "slow_query":
             self.aggregates.add(data)
-            if self._plan_hook is not None:
-                self._plan_hook(record, data)
+            self.plans.offer(record, data)
 
     # -- readers ---------------------------------------------------------------------------
 
@@ -119,6 +119,7 @@ class SlowQueryLog:
         """Wait until every submitted record has been written (tests, shutdown)."""
         if self._thread is not None:
             self._queue.join()
+        self.plans.flush()
 
     def close(self) -> None:
         if self._thread is not None:

@@ -1,0 +1,911 @@
+#!/usr/bin/env python3
+"""Writes the Grafana dashboards in this folder: `python3 dashboards/build.py`.
+
+The dashboards are data, and every panel needs the same things (the datasource variable, a
+unit, a description, a place on the grid), so they are written from the short definitions
+below rather than edited by hand. `tests/test_dashboards.py` fails when a JSON file differs
+from what this script writes, so edit here and run it again.
+
+Every expression uses only series that db-exporter emits (README, "Metrics"), filters on the
+`job`, `instance` and `database` variables, applies `rate()`/`increase()` only to counters and
+`histogram_quantile()` only to `rate()`s of `_bucket` series summed by `le`. The end-to-end test
+(`tests/test_stack_e2e.py`) evaluates each of them against a real Prometheus scraping the demo
+and requires data from every one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SCHEMA_VERSION = 39  # Grafana 10.3 to 11.x; later versions migrate it on load
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+
+# Label filters. Instrumentation and runner series carry `database`; the collectors' `pg_*`
+# series carry postgres_exporter's `datname` (the same logical name).
+APP = 'job=~"$job", instance=~"$instance", database=~"$database"'
+PG = 'job=~"$job", instance=~"$instance", datname=~"$database"'
+PROC = 'job=~"$job", instance=~"$instance"'
+RATE = "$__rate_interval"
+# Collectors sample every 30-60 s: a shorter rate window shows steps, not rates.
+COLLECTOR_INTERVAL = "2m"
+
+
+@dataclass
+class Target:
+    expr: str
+    legend: str = ""
+    instant: bool = False
+    table: bool = False
+
+
+@dataclass
+class Panel:
+    title: str
+    description: str
+    targets: list[Target]
+    kind: str = "timeseries"
+    unit: str = "short"
+    width: int = 12
+    height: int = 8
+    interval: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    mappings: list[dict[str, Any]] = field(default_factory=list)
+    thresholds: list[tuple[float | None, str]] | None = None
+    overrides: list[dict[str, Any]] = field(default_factory=list)
+    links: list[dict[str, Any]] = field(default_factory=list)
+    transformations: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Dashboard:
+    uid: str
+    title: str
+    description: str
+    file: str
+    database_query: str
+    panels: list[Panel]
+    tags: list[str] = field(default_factory=lambda: ["db-exporter", "postgresql", "sqlalchemy"])
+
+
+UP_DOWN = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "down", "color": "red", "index": 0},
+            "1": {"text": "up", "color": "green", "index": 1},
+        },
+    }
+]
+
+
+def quantile(q: float, metric: str, by: str, selector: str = APP) -> str:
+    return (
+        f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket{{{selector}}}[{RATE}])))"
+    )
+
+
+OVERVIEW = Dashboard(
+    uid="db-exporter-overview",
+    title="db-exporter / Overview",
+    description="Statement throughput, latency, errors and slow queries of SQLAlchemy "
+    "applications instrumented by db-exporter, with database and collector health.",
+    file="overview.json",
+    database_query=f'label_values({{__name__=~"db_up|query_duration_seconds_count", {PROC}}}, '
+    "database)",
+    panels=[
+        Panel(
+            "Database up",
+            "1 when the database answered the exporter's last check (db_up). Down means the "
+            "exporter cannot connect or run SELECT 1 within check_timeout_seconds.",
+            [Target(f"min by (database) (db_up{{{APP}}})", "{{database}}")],
+            kind="stat",
+            unit="none",
+            width=4,
+            height=4,
+            mappings=UP_DOWN,
+            thresholds=[(None, "red"), (1, "green")],
+        ),
+        Panel(
+            "Failing collectors",
+            "Database-side collectors whose last run failed (exporter_collector_success 0), per "
+            "database. 0 is healthy; see the Collector health panels below for which one.",
+            [
+                Target(
+                    f"sum by (database) (1 - exporter_collector_success{{{APP}}})",
+                    "{{database}}",
+                )
+            ],
+            kind="stat",
+            unit="none",
+            width=4,
+            height=4,
+            thresholds=[(None, "green"), (1, "red")],
+        ),
+        Panel(
+            "Statements per second",
+            "Statements executed per second through the instrumented engines (all operations, "
+            "tables and statuses).",
+            [Target(f"sum(rate(query_duration_seconds_count{{{APP}}}[{RATE}]))", "statements")],
+            kind="stat",
+            unit="ops",
+            width=4,
+            height=4,
+        ),
+        Panel(
+            "Statement p95",
+            "95th percentile of statement wall time over every operation and table. The alert "
+            "fires when one operation and table stays above 100 ms.",
+            [Target(quantile(0.95, "query_duration_seconds", "database"), "{{database}}")],
+            kind="stat",
+            unit="s",
+            width=4,
+            height=4,
+            thresholds=[(None, "green"), (0.1, "orange"), (0.5, "red")],
+        ),
+        Panel(
+            "Failed statements",
+            'Share of statements that failed (status="error"). The SQLSTATE classes are in '
+            '"Errors by SQLSTATE class".',
+            [
+                Target(
+                    f'sum by (database) (rate(query_duration_seconds_count{{{APP}, status="error"}}'
+                    f"[{RATE}])) / sum by (database) "
+                    f"(rate(query_duration_seconds_count{{{APP}}}[{RATE}]))",
+                    "{{database}}",
+                )
+            ],
+            kind="stat",
+            unit="percentunit",
+            width=4,
+            height=4,
+            thresholds=[(None, "green"), (0.01, "orange"), (0.05, "red")],
+        ),
+        Panel(
+            "Slow queries per second",
+            "Statements at or above the slow-query threshold (slowlog threshold_ms, 100 ms by "
+            "default) per second. The Slow queries dashboard breaks them down.",
+            [Target(f"sum(rate(slow_queries_total{{{APP}}}[{RATE}]))", "slow")],
+            kind="stat",
+            unit="ops",
+            width=4,
+            height=4,
+        ),
+        Panel(
+            "Throughput by operation and table",
+            "Statements per second by operation (first SQL keyword) and primary table. A new "
+            "line or a step usually follows a deploy or a new job.",
+            [
+                Target(
+                    "sum by (database, operation, table) "
+                    f"(rate(query_duration_seconds_count{{{APP}}}[{RATE}]))",
+                    "{{operation}} {{table}} ({{database}})",
+                )
+            ],
+            unit="ops",
+        ),
+        Panel(
+            "Errors by SQLSTATE class",
+            "Failed statements per second by SQLSTATE class: 23 integrity (unique, foreign key, "
+            "check), 40 rollback (deadlock, serialization), 57 cancelled (statement_timeout), "
+            "08 connection, 53 resources, 42 syntax or missing object.",
+            [
+                Target(
+                    "sum by (database, operation, sqlstate_class) "
+                    f"(rate(query_errors_total{{{APP}}}[{RATE}]))",
+                    "class {{sqlstate_class}} {{operation}} ({{database}})",
+                )
+            ],
+            unit="ops",
+        ),
+        *(
+            Panel(
+                f"Latency p{label} by operation and table",
+                f"{label}th percentile of statement wall time by operation and table, from the "
+                "query_duration_seconds histogram (measured around the DBAPI execute; with "
+                "asyncpg it includes fetching the rows).",
+                [
+                    Target(
+                        quantile(q, "query_duration_seconds", "database, operation, table"),
+                        "{{operation}} {{table}} ({{database}})",
+                    )
+                ],
+                unit="s",
+                width=8,
+            )
+            for q, label in ((0.5, "50"), (0.95, "95"), (0.99, "99"))
+        ),
+        Panel(
+            "Slow queries by operation and table",
+            "Slow statements per second by operation and table. Open the exporter's / page "
+            "(link on the Slow queries dashboard) for the statements and their call sites.",
+            [
+                Target(
+                    "sum by (database, operation, table) "
+                    f"(rate(slow_queries_total{{{APP}}}[{RATE}]))",
+                    "{{operation}} {{table}} ({{database}})",
+                )
+            ],
+            unit="ops",
+        ),
+        Panel(
+            "Collector health",
+            "1 when the collector's last run succeeded. A collector at 0 while its database is up "
+            "failed on its own (statement or lock timeout, missing privilege): the exporter "
+            "logs why.",
+            [
+                Target(
+                    f"min by (database, collector) (exporter_collector_success{{{APP}}})",
+                    "{{collector}} ({{database}})",
+                )
+            ],
+            unit="none",
+            width=6,
+            mappings=UP_DOWN,
+        ),
+        Panel(
+            "Collector run time",
+            "Wall time of each collector's last run. Runs close to timeout_seconds are about "
+            "to fail; a growing time follows a growing number of tables or indexes.",
+            [
+                Target(
+                    f"max by (database, collector) (exporter_collector_duration_seconds{{{APP}}})",
+                    "{{collector}} ({{database}})",
+                )
+            ],
+            unit="s",
+            width=6,
+        ),
+    ],
+)
+
+POOL = Dashboard(
+    uid="db-exporter-pool",
+    title="db-exporter / Connection pool",
+    description="The SQLAlchemy connection pool of each instrumented engine: occupancy, "
+    "overflow, checkout waits and timeouts, connection churn, and the server's own count.",
+    file="connection-pool.json",
+    database_query=f'label_values({{__name__=~"db_up|db_connections_active", {PROC}}}, database)',
+    panels=[
+        Panel(
+            "Pool connections",
+            "Connections checked out (active) and waiting in the pool (idle), against the pool's "
+            "size and its ceiling (pool_size + max_overflow; absent for an unlimited overflow). "
+            "Active at the ceiling means requests queue for a connection.",
+            [
+                Target(
+                    f"sum by (instance, database) (db_connections_active{{{APP}}})",
+                    "active {{instance}} {{database}}",
+                ),
+                Target(
+                    f"sum by (instance, database) (db_connections_idle{{{APP}}})",
+                    "idle {{instance}} {{database}}",
+                ),
+                Target(
+                    f"sum by (instance, database) (db_pool_size{{{APP}}})",
+                    "pool_size {{instance}} {{database}}",
+                ),
+                Target(
+                    f"sum by (instance, database) (db_pool_size{{{APP}}} "
+                    f"+ (db_pool_max_overflow{{{APP}}} >= 0))",
+                    "ceiling {{instance}} {{database}}",
+                ),
+            ],
+            unit="short",
+            width=16,
+        ),
+        Panel(
+            "Pool utilisation",
+            "Checked-out connections as a share of pool_size + max_overflow, per process. The "
+            "pool-saturated alert fires at 90% for 5 minutes.",
+            [
+                Target(
+                    f"max by (instance, database) (db_connections_active{{{APP}}} "
+                    f"/ (db_pool_size{{{APP}}} + (db_pool_max_overflow{{{APP}}} >= 0)))",
+                    "{{instance}} {{database}}",
+                )
+            ],
+            kind="gauge",
+            unit="percentunit",
+            width=8,
+            thresholds=[(None, "green"), (0.75, "orange"), (0.9, "red")],
+        ),
+        Panel(
+            "Overflow events",
+            "Connections opened beyond pool_size per second (overflow events), and overflow "
+            "connections closed on return because the pool was full. Steady overflow means "
+            "pool_size is below the usual concurrency.",
+            [
+                Target(
+                    f"sum by (database) (rate(db_pool_overflow_total{{{APP}}}[{RATE}]))",
+                    "opened beyond pool_size ({{database}})",
+                ),
+                Target(
+                    f"sum by (database) (rate(db_pool_overflow_discarded_total{{{APP}}}[{RATE}]))",
+                    "closed on return ({{database}})",
+                ),
+            ],
+            unit="ops",
+            width=8,
+        ),
+        Panel(
+            "Overflow connections open",
+            "Connections open beyond pool_size right now.",
+            [
+                Target(
+                    f"sum by (instance, database) (db_pool_overflow_connections{{{APP}}})",
+                    "{{instance}} {{database}}",
+                )
+            ],
+            unit="short",
+            width=8,
+        ),
+        Panel(
+            "Checkout wait",
+            "Time to get a connection from the pool (waiting for a free one, connecting, "
+            "pre-ping), timed-out waits included: p95 and p99. Milliseconds are normal; "
+            "seconds mean the pool is exhausted.",
+            [
+                Target(
+                    quantile(0.95, "db_pool_checkout_wait_seconds", "database"),
+                    "p95 ({{database}})",
+                ),
+                Target(
+                    quantile(0.99, "db_pool_checkout_wait_seconds", "database"),
+                    "p99 ({{database}})",
+                ),
+            ],
+            unit="s",
+            width=8,
+        ),
+        Panel(
+            "Checkout timeouts",
+            "Checkouts per second that gave up after pool_timeout: each one is a request that "
+            "failed with sqlalchemy.exc.TimeoutError.",
+            [
+                Target(
+                    f"sum by (database) (rate(db_pool_timeouts_total{{{APP}}}[{RATE}]))",
+                    "{{database}}",
+                )
+            ],
+            unit="ops",
+            width=8,
+            thresholds=[(None, "green"), (0.001, "red")],
+        ),
+        Panel(
+            "Server-side and client-side connections",
+            "Backends connected to the database as PostgreSQL counts them (every client, the "
+            "exporter's own connection included) beside the connections the instrumented pools "
+            "hold. Server-side growing while the pools stay flat points at connections no pool "
+            "owns any more (a leak) or at another client.",
+            [
+                Target(
+                    f"sum by (datname) (pg_stat_database_numbackends{{{PG}}})",
+                    "server: backends on {{datname}}",
+                ),
+                Target(
+                    f"sum by (database) (db_connections_active{{{APP}}} "
+                    f"+ db_connections_idle{{{APP}}})",
+                    "client: pooled connections of {{database}}",
+                ),
+            ],
+            unit="short",
+            width=8,
+        ),
+        Panel(
+            "Connection churn",
+            "Connections the pools opened, closed (recycled, discarded, invalidated, disposed) and "
+            "invalidated after an error, per second. Invalidations follow disconnects or server "
+            "restarts.",
+            [
+                Target(
+                    f"sum by (database) (rate(db_connections_created_total{{{APP}}}[{RATE}]))",
+                    "opened ({{database}})",
+                ),
+                Target(
+                    f"sum by (database) (rate(db_connections_closed_total{{{APP}}}[{RATE}]))",
+                    "closed ({{database}})",
+                ),
+                Target(
+                    f"sum by (database) (rate(db_connections_invalidated_total{{{APP}}}[{RATE}]))",
+                    "invalidated ({{database}})",
+                ),
+            ],
+            unit="ops",
+            width=8,
+        ),
+        Panel(
+            "Connection open and hold times",
+            "p95 time to open a new connection (network, TLS, authentication) and p95 time a "
+            "connection stays checked out (a request's or a job's worth of work).",
+            [
+                Target(
+                    quantile(0.95, "db_connection_create_seconds", "database"),
+                    "open p95 ({{database}})",
+                ),
+                Target(
+                    quantile(0.95, "db_connection_use_seconds", "database"),
+                    "held p95 ({{database}})",
+                ),
+            ],
+            unit="s",
+            width=8,
+        ),
+    ],
+)
+
+# One table for the indexes worth a second look: the reason is a label, the value the size.
+_INDEX_KEY = "job, instance, datname, schemaname, relname, indexrelname"
+_FLAGGED = " or ".join(
+    f'label_replace({flag}{{{PG}}} == 1, "reason", "{reason}", "", "") '
+    f"* on ({_INDEX_KEY}) group_left () pg_index_size_bytes{{{PG}}}"
+    for flag, reason in (
+        ("pg_index_unused", "unused"),
+        ("pg_index_invalid", "invalid"),
+        ("pg_index_duplicate", "duplicate"),
+    )
+)
+
+INDEXES = Dashboard(
+    uid="db-exporter-indexes-tables",
+    title="db-exporter / Indexes and tables",
+    description="Per-index and per-table statistics from the exporter's indexes and tables "
+    "collectors: indexes worth a look, scans, sequential vs index scans, dead rows, vacuum age "
+    "and sizes.",
+    file="indexes-and-tables.json",
+    database_query="label_values(exporter_collector_success"
+    f'{{collector=~"indexes|tables", {PROC}}}, database)',
+    panels=[
+        Panel(
+            "Indexes worth a look",
+            "Unused candidates (no scans since the statistics reset, not backing a constraint, at "
+            "least unused_min_size_bytes), invalid indexes (a failed CREATE INDEX CONCURRENTLY) "
+            "and duplicates (same definition as duplicate_of), with their size. Read unused "
+            'together with "Statistics window": no scans in an hour mean little.',
+            [Target(_FLAGGED, instant=True, table=True)],
+            kind="table",
+            unit="bytes",
+            width=16,
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True, "__name__": True},
+                        "renameByName": {"Value": "size"},
+                        "indexByName": {
+                            "reason": 0,
+                            "datname": 1,
+                            "schemaname": 2,
+                            "relname": 3,
+                            "indexrelname": 4,
+                            "duplicate_of": 5,
+                            "Value": 6,
+                        },
+                    },
+                }
+            ],
+        ),
+        Panel(
+            "Statistics window",
+            'How long the statistics behind "no scans" have been accumulating (since the last '
+            "statistics reset, or at least since the server started). Drop an unused index only "
+            "after this covers your slowest cycle (month-end jobs, reports).",
+            [Target(f"max by (datname) (pg_index_stats_age_seconds{{{PG}}})", "{{datname}}")],
+            kind="stat",
+            unit="s",
+            width=4,
+        ),
+        Panel(
+            "Indexes left out by the cap",
+            "Indexes without per-index series because of max_index_series (flagged indexes are "
+            "always kept).",
+            [Target(f"sum by (datname) (pg_index_series_omitted{{{PG}}})", "{{datname}}")],
+            kind="stat",
+            unit="short",
+            width=4,
+        ),
+        Panel(
+            "Index scans by index",
+            "Index scans started per second on each index. An index that stays at zero here for "
+            "weeks is a candidate for removal.",
+            [
+                Target(
+                    "sum by (datname, relname, indexrelname) "
+                    f"(rate(pg_stat_user_indexes_idx_scan_total{{{PG}}}[{RATE}]))",
+                    "{{relname}}.{{indexrelname}} ({{datname}})",
+                )
+            ],
+            unit="ops",
+            interval=COLLECTOR_INTERVAL,
+        ),
+        Panel(
+            "Index sizes and scans",
+            "Every index with per-index series: its size and the scans counted since the "
+            "statistics reset.",
+            [
+                Target(f"pg_index_size_bytes{{{PG}}}", instant=True, table=True),
+                Target(f"pg_stat_user_indexes_idx_scan_total{{{PG}}}", instant=True, table=True),
+            ],
+            kind="table",
+            unit="bytes",
+            transformations=[
+                {"id": "merge", "options": {}},
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True, "job": True, "instance": True},
+                        "renameByName": {"Value #A": "size", "Value #B": "scans"},
+                    },
+                },
+            ],
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": "scans"},
+                    "properties": [{"id": "unit", "value": "short"}],
+                }
+            ],
+        ),
+        Panel(
+            "Sequential and index scans by table",
+            "Sequential and index scans started per second on each table. Many sequential scans "
+            "on a large table usually mean a missing index.",
+            [
+                Target(
+                    "sum by (datname, relname) "
+                    f"(rate(pg_stat_user_tables_seq_scan_total{{{PG}}}[{RATE}]))",
+                    "sequential {{relname}} ({{datname}})",
+                ),
+                Target(
+                    "sum by (datname, relname) "
+                    f"(rate(pg_stat_user_tables_idx_scan_total{{{PG}}}[{RATE}]))",
+                    "index {{relname}} ({{datname}})",
+                ),
+            ],
+            unit="ops",
+            interval=COLLECTOR_INTERVAL,
+        ),
+        Panel(
+            "Dead rows by table",
+            "Dead row versions waiting for vacuum. A number that keeps growing means autovacuum "
+            "cannot keep up or is blocked by a long transaction.",
+            [
+                Target(
+                    f"sum by (datname, relname) (pg_stat_user_tables_n_dead_tup{{{PG}}})",
+                    "{{relname}} ({{datname}})",
+                )
+            ],
+            unit="short",
+        ),
+        Panel(
+            "Dead-row share by table",
+            "Dead rows as a share of all rows (live + dead). Autovacuum starts at 20% by default "
+            "(autovacuum_vacuum_scale_factor).",
+            [
+                Target(
+                    f"sum by (datname, relname) (pg_stat_user_tables_n_dead_tup{{{PG}}}) "
+                    "/ clamp_min(sum by (datname, relname) "
+                    f"(pg_stat_user_tables_n_live_tup{{{PG}}} "
+                    f"+ pg_stat_user_tables_n_dead_tup{{{PG}}}), 1)",
+                    "{{relname}} ({{datname}})",
+                )
+            ],
+            unit="percentunit",
+        ),
+        Panel(
+            "Time since last vacuum",
+            "Time since each table was last vacuumed (manual or autovacuum). Tables never "
+            "vacuumed since the statistics reset are not listed; see Dead rows for them.",
+            [
+                Target(
+                    "time() - max by (datname, schemaname, relname) ("
+                    '{__name__=~"pg_stat_user_tables_last_(auto)?vacuum_timestamp_seconds", '
+                    f"{PG}}} > 0)",
+                    instant=True,
+                    table=True,
+                )
+            ],
+            kind="table",
+            unit="s",
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True},
+                        "renameByName": {"Value": "since last vacuum"},
+                    },
+                },
+                {"id": "sortBy", "options": {"sort": [{"field": "since last vacuum"}]}},
+            ],
+        ),
+        Panel(
+            "Table sizes",
+            "On-disk size of each table: heap, indexes and TOAST together.",
+            [
+                Target(
+                    "sum by (datname, relname) "
+                    f"(pg_table_size_bytes{{{PG}}} + pg_table_indexes_size_bytes{{{PG}}} "
+                    f"+ pg_table_toast_size_bytes{{{PG}}})",
+                    "{{relname}} ({{datname}})",
+                )
+            ],
+            unit="bytes",
+        ),
+    ],
+)
+
+SLOW = Dashboard(
+    uid="db-exporter-slow-queries",
+    title="db-exporter / Slow queries",
+    description="Statements at or above the slow-query threshold: where they happen, how many, "
+    "and a link to each exporter's / page with the statements and their call sites.",
+    file="slow-queries.json",
+    database_query=f'label_values({{__name__=~"db_up|query_duration_seconds_count", {PROC}}}, '
+    "database)",
+    panels=[
+        Panel(
+            "Slow queries by operation and table",
+            "Slow statements per second by operation and primary table.",
+            [
+                Target(
+                    "sum by (database, operation, table) "
+                    f"(rate(slow_queries_total{{{APP}}}[{RATE}]))",
+                    "{{operation}} {{table}} ({{database}})",
+                )
+            ],
+            unit="ops",
+            width=16,
+        ),
+        Panel(
+            "Share of statements that are slow",
+            "Slow statements as a share of all statements, per database.",
+            [
+                Target(
+                    f"sum by (database) (rate(slow_queries_total{{{APP}}}[{RATE}])) "
+                    "/ sum by (database) "
+                    f"(rate(query_duration_seconds_count{{{APP}}}[{RATE}]))",
+                    "{{database}}",
+                )
+            ],
+            kind="stat",
+            unit="percentunit",
+            width=8,
+            thresholds=[(None, "green"), (0.01, "orange"), (0.05, "red")],
+        ),
+        Panel(
+            "Slow queries in the time range",
+            "Slow statements over the dashboard's time range, most first.",
+            [
+                Target(
+                    "sort_desc(sum by (database, operation, table) "
+                    f"(increase(slow_queries_total{{{APP}}}[$__range])))",
+                    "{{operation}} {{table}} ({{database}})",
+                    instant=True,
+                )
+            ],
+            kind="bargauge",
+            unit="short",
+            options={"orientation": "horizontal", "displayMode": "gradient"},
+        ),
+        Panel(
+            "Latency p99 where slow queries happen",
+            "p99 statement time of the operations and tables that had slow statements in the "
+            "window: is it a few outliers or the whole distribution?",
+            [
+                Target(
+                    quantile(0.99, "query_duration_seconds", "database, operation, table")
+                    + " and on (database, operation, table) sum by (database, operation, table) "
+                    f"(increase(slow_queries_total{{{APP}}}[{RATE}]) > 0)",
+                    "{{operation}} {{table}} ({{database}})",
+                )
+            ],
+            unit="s",
+        ),
+        Panel(
+            "Slow-query records dropped",
+            "Records dropped per second because the slow-query log's writer queue was full "
+            "(slow_queries.queue_size). Counted, never silent; anything above zero means the "
+            "log is incomplete.",
+            [
+                Target(
+                    f"sum by (instance) (rate(slow_query_log_dropped_total{{{PROC}}}[{RATE}]))",
+                    "{{instance}}",
+                )
+            ],
+            unit="ops",
+            width=8,
+            thresholds=[(None, "green"), (0.001, "red")],
+        ),
+        Panel(
+            "Exporters: the slow-query page",
+            "Each exporter serving this data. Click an instance to open its / page: the slowest "
+            "statements by fingerprint with their normalised SQL, call site and plan. (Use "
+            "https:// in the link when the exporter serves TLS.)",
+            [
+                Target(
+                    f"max by (job, instance, version) (exporter_build_info{{{PROC}}})",
+                    instant=True,
+                    table=True,
+                )
+            ],
+            kind="table",
+            unit="none",
+            width=16,
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {"excludeByName": {"Time": True, "Value": True}},
+                }
+            ],
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": "instance"},
+                    "properties": [
+                        {
+                            "id": "links",
+                            "value": [
+                                {
+                                    "title": "Open the slow-query page of ${__value.text}",
+                                    "url": "http://${__value.text}/",
+                                    "targetBlank": True,
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ],
+        ),
+    ],
+)
+
+DASHBOARDS = (OVERVIEW, POOL, INDEXES, SLOW)
+
+
+def _variables(database_query: str) -> list[dict[str, Any]]:
+    def query_variable(name: str, label: str, query: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "label": label,
+            "type": "query",
+            "datasource": DATASOURCE,
+            "definition": query,
+            "query": query,
+            "refresh": 2,  # on time range change
+            "includeAll": True,
+            "multi": True,
+            "allValue": ".*",
+            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+            "sort": 1,
+            "hide": 0,
+        }
+
+    return [
+        {
+            "name": "datasource",
+            "label": "Data source",
+            "type": "datasource",
+            "query": "prometheus",
+            "refresh": 1,
+            "hide": 0,
+            "current": {},
+        },
+        query_variable("job", "Job", "label_values(exporter_build_info, job)"),
+        query_variable(
+            "instance", "Instance", 'label_values(exporter_build_info{job=~"$job"}, instance)'
+        ),
+        query_variable("database", "Database", database_query),
+    ]
+
+
+def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
+    targets = []
+    for index, target in enumerate(panel.targets):
+        targets.append(
+            {
+                "datasource": DATASOURCE,
+                "refId": chr(ord("A") + index),
+                "expr": target.expr,
+                "legendFormat": target.legend or "__auto",
+                "range": not target.instant,
+                "instant": target.instant,
+                "format": "table" if target.table else "time_series",
+                "editorMode": "code",
+            }
+        )
+    thresholds = panel.thresholds or [(None, "green")]
+    custom: dict[str, Any] = {}
+    if panel.kind == "timeseries":
+        custom = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never"}
+    options: dict[str, Any] = {"legend": {"displayMode": "list", "placement": "bottom"}}
+    if panel.kind == "timeseries":
+        options["tooltip"] = {"mode": "multi", "sort": "desc"}
+    elif panel.kind in ("stat", "gauge", "bargauge"):
+        options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}
+        if panel.kind == "stat":
+            options |= {"colorMode": "background", "graphMode": "area", "textMode": "auto"}
+    elif panel.kind == "table":
+        options = {"showHeader": True, "cellHeight": "sm"}
+    options |= panel.options
+    data: dict[str, Any] = {
+        "id": panel_id,
+        "type": panel.kind,
+        "title": panel.title,
+        "description": panel.description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
+        "fieldConfig": {
+            "defaults": {
+                "unit": panel.unit,
+                "custom": custom,
+                "mappings": panel.mappings,
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [{"color": color, "value": value} for value, color in thresholds],
+                },
+                "color": {"mode": "thresholds" if panel.thresholds else "palette-classic"},
+            },
+            "overrides": panel.overrides,
+        },
+        "options": options,
+        "targets": targets,
+    }
+    if panel.interval:
+        data["interval"] = panel.interval
+    if panel.transformations:
+        data["transformations"] = panel.transformations
+    return data
+
+
+def render(dashboard: Dashboard) -> dict[str, Any]:
+    panels = []
+    x = y = row_height = 0
+    for panel_id, panel in enumerate(dashboard.panels, start=1):
+        if x + panel.width > 24:
+            x, y, row_height = 0, y + row_height, 0
+        panels.append(_panel(panel, panel_id, x, y))
+        x += panel.width
+        row_height = max(row_height, panel.height)
+    links = [
+        {
+            "title": "db-exporter dashboards",
+            "type": "dashboards",
+            "tags": ["db-exporter"],
+            "asDropdown": True,
+            "includeVars": True,
+            "keepTime": True,
+        }
+    ]
+    return {
+        "uid": dashboard.uid,
+        "title": dashboard.title,
+        "description": dashboard.description,
+        "tags": dashboard.tags,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "time": {"from": "now-1h", "to": "now"},
+        "timezone": "",
+        "links": links,
+        "annotations": {"list": []},
+        "templating": {"list": _variables(dashboard.database_query)},
+        "panels": panels,
+    }
+
+
+def rendered() -> dict[str, str]:
+    """File name -> the JSON text this script writes."""
+    return {d.file: json.dumps(render(d), indent=2, ensure_ascii=False) + "\n" for d in DASHBOARDS}
+
+
+def main() -> None:
+    for name, text in rendered().items():
+        (HERE / name).write_text(text, encoding="utf-8")
+        print(f"wrote dashboards/{name}")
+
+
+if __name__ == "__main__":
+    main()

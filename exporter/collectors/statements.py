@@ -1,0 +1,172 @@
+"""Statements: the top `top_k` statements of this database by total execution time.
+
+From `pg_stat_statements`, aggregated per `queryid` over roles (and top-level/nested), under
+postgres_exporter's names where it has them, labels `datname, queryid`: the query id is a
+number; the query text is never read (`pg_stat_statements(showtext => false)`) nor exported.
+Counters restart when the statistics are reset or the entry is evicted, which `rate()` absorbs.
+
+Column names follow the installed extension's version, not the server's: `total_time` before
+1.8 (PostgreSQL 12 and older, or an extension never `ALTER EXTENSION ... UPDATE`d),
+`total_exec_time` from 1.8 on. Planning time is not included.
+
+When the extension is not installed in this database, or its library is not in
+`shared_preload_libraries`, the run still succeeds: `pg_stat_statements_available` is 0, no
+other series are exported, and the reason is logged once (again only when it changes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from exporter.collectors.base import Collector, number
+from exporter.settings import StatementsCollectorSettings
+
+log = logging.getLogger("exporter.collectors")
+
+EXTENSION_SQL = """
+SELECT e.extversion, quote_ident(n.nspname) AS schema
+FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+WHERE e.extname = 'pg_stat_statements'
+"""
+# {schema}: where the extension lives; {total}: total_exec_time (1.8+) or total_time.
+STATEMENTS_SQL = """
+SELECT queryid::text AS queryid, sum(calls) AS calls, sum({total}) AS total_ms,
+       sum(rows) AS rows, sum(shared_blks_hit) AS shared_blks_hit,
+       sum(shared_blks_read) AS shared_blks_read, count(*) OVER () AS statements
+FROM {schema}.pg_stat_statements(false)
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND queryid IS NOT NULL
+GROUP BY queryid
+ORDER BY total_ms DESC, queryid
+LIMIT :top_k
+"""
+# pg_stat_statements 1.8 (PostgreSQL 13) renamed total_time to total_exec_time.
+EXEC_TIME_VERSION = (1, 8)
+# "pg_stat_statements must be loaded via shared_preload_libraries"
+NOT_LOADED_SQLSTATE = "55000"
+
+LABELS = ["datname", "queryid"]
+COUNTERS = (
+    ("calls", "pg_stat_statements_calls", "Times the statement was executed."),
+    ("rows", "pg_stat_statements_rows", "Rows retrieved or affected by the statement."),
+    (
+        "shared_blks_hit",
+        "pg_stat_statements_shared_blks_hit",
+        "Shared buffer hits by the statement.",
+    ),
+    (
+        "shared_blks_read",
+        "pg_stat_statements_shared_blks_read",
+        "Shared blocks read (cache misses) by the statement.",
+    ),
+)
+
+
+def extension_version(value: str) -> tuple[int, ...]:
+    """'1.10' -> (1, 10); a part that is not a number counts as 0."""
+    return tuple(int(part) if part.isdigit() else 0 for part in value.split("."))
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig = exc.orig
+    cause = None if orig is None else (orig.__cause__ or orig)
+    state = getattr(cause, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+class StatementsCollector(Collector[StatementsCollectorSettings]):
+    name = "statements"
+
+    def __init__(self, datname: str, settings: StatementsCollectorSettings) -> None:
+        super().__init__(datname, settings)
+        self._unavailable: str | None = None  # the reason last logged
+
+    async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
+        extension = (await conn.execute(text(EXTENSION_SQL))).one_or_none()
+        if extension is None:
+            return self._unavailable_families(
+                "the extension is not installed in this database"
+                " (CREATE EXTENSION pg_stat_statements)"
+            )
+        total = (
+            "total_exec_time"
+            if extension_version(extension.extversion) >= EXEC_TIME_VERSION
+            else "total_time"
+        )
+        sql = text(STATEMENTS_SQL.format(schema=extension.schema, total=total))
+        try:
+            # A savepoint: when the library is not loaded, the run's transaction goes on.
+            async with conn.begin_nested():
+                rows = (await conn.execute(sql, {"top_k": self.settings.top_k})).all()
+        except DBAPIError as exc:
+            if _sqlstate(exc) != NOT_LOADED_SQLSTATE:
+                raise
+            return self._unavailable_families(
+                "its library is not loaded (add pg_stat_statements to shared_preload_libraries"
+                " and restart the server)"
+            )
+        if self._unavailable is not None:
+            log.info("pg_stat_statements is available in database %s again", self.datname)
+            self._unavailable = None
+        return self.families(rows)
+
+    def _available(self, value: int) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(
+            "pg_stat_statements_available",
+            "1 when pg_stat_statements can be read in this database, else 0 (see the log).",
+            labels=["datname"],
+        )
+        family.add_metric([self.datname], value)
+        return family
+
+    def _unavailable_families(self, reason: str) -> list[Metric]:
+        if reason != self._unavailable:
+            log.info(
+                "collector statements on database %s: pg_stat_statements skipped: %s",
+                self.datname,
+                reason,
+            )
+            self._unavailable = reason
+        return [self._available(0)]
+
+    def families(self, rows: Sequence[Any]) -> list[Metric]:
+        counters = [
+            (column, CounterMetricFamily(name, doc, labels=LABELS))
+            for column, name, doc in COUNTERS
+        ]
+        seconds = CounterMetricFamily(
+            "pg_stat_statements_seconds",
+            "Time spent executing the statement, in seconds (planning not included).",
+            labels=LABELS,
+        )
+        mean = GaugeMetricFamily(
+            "pg_stat_statements_mean_seconds",
+            "Mean execution time of the statement, in seconds.",
+            labels=LABELS,
+        )
+        statements = 0
+        for r in rows:
+            labels = [self.datname, str(r.queryid)]
+            for column, family in counters:
+                family.add_metric(labels, number(getattr(r, column)))
+            calls, total_seconds = number(r.calls), number(r.total_ms) / 1000
+            seconds.add_metric(labels, total_seconds)
+            mean.add_metric(labels, total_seconds / calls if calls else 0.0)
+            statements = int(r.statements)
+        omitted = GaugeMetricFamily(
+            "pg_stat_statements_series_omitted",
+            "Statements of this database without series because of the top_k cap.",
+            labels=["datname"],
+        )
+        omitted.add_metric([self.datname], max(0, statements - len(rows)))
+        families: list[Metric] = [family for _, family in counters]
+        families.extend((seconds, mean, omitted, self._available(1)))
+        return families

@@ -1,0 +1,170 @@
+"""Plans for slow statements: EXPLAIN (FORMAT JSON) on a connection of the exporter's own, in a
+thread of its own, never on the query path.
+
+- Only SELECTs by default (`plans.non_select` adds INSERT/UPDATE/DELETE), never ANALYZE unless
+  `plans.analyze` is on; whatever runs is inside a transaction that is rolled back.
+- At most one plan per fingerprint per `plans.min_interval_seconds`; a small bounded queue, so
+  a burst of slow statements cannot pile up work.
+- The normalised statement has `$n` for every literal and parameter, whose values are not
+  kept. It is planned as a generic plan: PREPARE it, force the generic plan, and EXPLAIN
+  EXECUTE it with NULLs (what PostgreSQL 16's EXPLAIN (GENERIC_PLAN) does). The summary says
+  so. ANALYZE needs real values, so it is skipped for such statements, and the summary says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import re
+import threading
+import time
+from contextlib import suppress
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import URL
+
+from exporter.settings import PlanSettings
+from exporter.slowlog.aggregates import Aggregates
+from exporter.slowlog.record import SlowQuery
+
+log = logging.getLogger("exporter.slowlog.plans")
+
+_PARAMETER = re.compile(r"\$(\d+)")
+QUEUE_SIZE = 100
+LARGE_RELATION_ROWS = 1000  # a sequential scan estimated above this many rows is worth naming
+MAX_REMEMBERED = 10_000  # fingerprints whose last plan time is remembered
+_RELATION_ROWS = (
+    "SELECT relname, max(reltuples) AS rows FROM pg_class"
+    " WHERE relname = ANY($1::text[]) GROUP BY relname"
+)
+
+
+def _nodes(plan: Any) -> list[dict[str, Any]]:
+    stack, nodes = [plan[0]["Plan"]], []
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(node.get("Plans", []))
+    return nodes
+
+
+def seq_scanned(plan: Any) -> list[str]:
+    """The relations the plan reads with a sequential scan."""
+    return sorted({n["Relation Name"] for n in _nodes(plan) if n.get("Node Type") == "Seq Scan"})
+
+
+def summarize(plan: Any, sizes: dict[str, float], generic: bool) -> str:
+    """`Aggregate (cost 1234.5, rows 1); seq scan on ledger_entries (~50000 rows)`: the top
+    node, then every sequential scan of a relation with at least LARGE_RELATION_ROWS rows
+    (`sizes`: the relations' row counts as the statistics know them)."""
+    root = plan[0]["Plan"]
+    parts = [f"{root['Node Type']} (cost {root['Total Cost']}, rows {root['Plan Rows']})"]
+    for relation in seq_scanned(plan):
+        rows = sizes.get(relation, 0)
+        if rows >= LARGE_RELATION_ROWS:
+            parts.append(f"seq scan on {relation} (~{int(rows)} rows)")
+    summary = "; ".join(parts)
+    return summary + (" [generic plan: parameter values unknown]" if generic else "")
+
+
+class PlanCapture:
+    def __init__(self, settings: PlanSettings, aggregates: Aggregates) -> None:
+        self.settings = settings
+        self.attempts = 0  # EXPLAINs started, for tests and troubleshooting
+        self._aggregates = aggregates
+        self._urls: dict[str, URL] = {}
+        self._last: dict[tuple[str, str], float] = {}
+        self._queue: queue.Queue[SlowQuery] = queue.Queue(maxsize=QUEUE_SIZE)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def register(self, database: str, url: URL) -> None:
+        """Where plans for `database` are taken (PostgreSQL only); kept in memory, never shown."""
+        if url.get_backend_name() == "postgresql":
+            self._urls[database] = url
+
+    def _wanted(self, record: SlowQuery) -> bool:
+        operation = record.identity.operation
+        if operation != "SELECT" and not (
+            self.settings.non_select and operation in ("INSERT", "UPDATE", "DELETE")
+        ):
+            return False
+        if record.sqlstate is not None or record.database not in self._urls:
+            return False
+        key = (record.database, record.identity.fingerprint)
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.settings.min_interval_seconds:
+                return False
+            if len(self._last) >= MAX_REMEMBERED:
+                self._last.clear()
+            self._last[key] = now
+        return True
+
+    def offer(self, record: SlowQuery, data: dict[str, Any]) -> None:
+        """Called on the slow-query writer thread for each record."""
+        if not self.settings.enabled or not self._wanted(record):
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="db-exporter-plans", daemon=True)
+            self._thread.start()
+        with suppress(queue.Full):  # plans are best effort; the record itself was written
+            self._queue.put_nowait(record)
+
+    def _run(self) -> None:
+        # One short-lived event loop per plan: plans are rare, and a loop (or an executor
+        # thread) left waiting on the queue would keep the process from exiting.
+        while True:
+            record = self._queue.get()
+            try:
+                asyncio.run(self._explain(record))
+            except Exception as exc:
+                log.info("no plan for %s: %s", record.identity.fingerprint, exc)
+            finally:
+                self._queue.task_done()
+
+    async def _explain(self, record: SlowQuery) -> None:
+        self.attempts += 1
+        sql = record.identity.normalized
+        parameters = max((int(n) for n in _PARAMETER.findall(sql)), default=0)
+        analyze = self.settings.analyze and parameters == 0
+        options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
+        timeout_ms = str(int(self.settings.timeout_seconds * 1000))
+        dsn = self._urls[record.database].set(drivername="postgresql")
+        conn = await asyncpg.connect(
+            dsn.render_as_string(hide_password=False),
+            timeout=self.settings.timeout_seconds,
+            server_settings={"application_name": "db-exporter", "statement_timeout": timeout_ms},
+        )
+        try:
+            await conn.execute("BEGIN")
+            if parameters:
+                await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                await conn.execute(f"PREPARE db_exporter_plan AS {sql}")
+                nulls = ", ".join(["NULL"] * parameters)
+                raw = await conn.fetchval(f"EXPLAIN ({options}) EXECUTE db_exporter_plan({nulls})")
+            else:
+                raw = await conn.fetchval(f"EXPLAIN ({options}) {sql}")
+            await conn.execute("ROLLBACK")
+            plan = _json(raw)
+            sizes = {
+                row["relname"]: row["rows"]
+                for row in await conn.fetch(_RELATION_ROWS, seq_scanned(plan))
+            }
+        finally:
+            await conn.close()
+        summary = summarize(plan, sizes, generic=parameters > 0)
+        self._aggregates.set_plan(record.database, record.identity.fingerprint, plan, summary)
+
+    def flush(self) -> None:
+        """Wait until every queued plan has been taken (tests)."""
+        if self._thread is not None:
+            self._queue.join()
+
+
+def _json(raw: Any) -> Any:
+    return json.loads(raw) if isinstance(raw, str) else raw

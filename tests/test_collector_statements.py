@@ -1,0 +1,146 @@
+"""The statements collector: pg_stat_statements top-K, its versions, and when it is missing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from collector_helpers import by_label, execute, run_collector, samples
+from pg_cluster import PrivateCluster, private_cluster, with_library
+from prometheus_client import CollectorRegistry
+from sqlalchemy.engine import URL, make_url
+
+from exporter.collectors.statements import StatementsCollector, extension_version
+from exporter.settings import StatementsCollectorSettings
+
+LIBRARY = with_library("pg_stat_statements")
+needs_library = pytest.mark.skipif(
+    LIBRARY is None, reason="no PostgreSQL binaries here ship pg_stat_statements"
+)
+# A workload with a known order by total time: the sleep, then the series, then the count.
+WORKLOAD = (
+    "SELECT pg_sleep(0.05)",
+    "SELECT pg_sleep(0.05)",
+    "SELECT g FROM generate_series(1, 7) g",
+    "SELECT g FROM generate_series(1, 7) g",
+    "SELECT g FROM generate_series(1, 7) g",
+    "SELECT count(*) FROM t",
+)
+ENTRY = (
+    "SELECT queryid::text, calls, {total}, rows, shared_blks_hit, shared_blks_read"
+    " FROM pg_stat_statements WHERE query = '{query}'"
+)
+
+
+def collector(**options: Any) -> StatementsCollector:
+    return StatementsCollector("main", StatementsCollectorSettings(**options))
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PrivateCluster]:
+    with private_cluster("shared_preload_libraries = 'pg_stat_statements'", bindir=LIBRARY) as c:
+        yield c
+
+
+def database(cluster: PrivateCluster, name: str, *setup: str) -> URL:
+    execute(make_url(cluster.url), f"CREATE DATABASE {name}")
+    url = make_url(cluster.url).set(database=name)
+    execute(url, *setup, "CREATE TABLE t (id int)", "INSERT INTO t VALUES (1), (2)", *WORKLOAD)
+    return url
+
+
+def entry(url: URL, query: str, total: str = "total_exec_time") -> Any:
+    return execute(url, ENTRY.format(total=total, query=query.replace("'", "''")))[0]
+
+
+def value(registry: CollectorRegistry, name: str, queryid: str) -> float | None:
+    return registry.get_sample_value(name, {"datname": "main", "queryid": queryid})
+
+
+@needs_library
+async def test_top_k_by_total_time_with_query_ids_only(cluster: PrivateCluster) -> None:
+    url = database(cluster, "current", "CREATE EXTENSION pg_stat_statements")
+    await run_collector(collector(top_k=1000), url)  # its own statements are seen once
+    registry = await run_collector(collector(top_k=1000), url)
+    everything = len(samples(registry, "pg_stat_statements_calls_total"))
+    omitted = registry.get_sample_value("pg_stat_statements_series_omitted", {"datname": "main"})
+    assert (everything > 5, omitted) == (True, 0)
+    registry = await run_collector(collector(top_k=1), url)
+    omitted = registry.get_sample_value("pg_stat_statements_series_omitted", {"datname": "main"})
+    assert omitted == everything - 1
+
+    sleep = entry(url, "SELECT pg_sleep($1)")
+    calls = by_label(registry, "pg_stat_statements_calls_total", "queryid")
+    assert calls == {sleep.queryid: 2}  # the most time, and only the top 1
+    [(labels, _)] = samples(registry, "pg_stat_statements_calls_total")
+    assert labels == {"datname": "main", "queryid": sleep.queryid}  # never the query text
+    assert value(registry, "pg_stat_statements_rows_total", sleep.queryid) == 2
+    seconds = value(registry, "pg_stat_statements_seconds_total", sleep.queryid)
+    assert seconds == sleep.total_exec_time / 1000
+    assert seconds is not None
+    assert seconds >= 0.1
+    assert value(registry, "pg_stat_statements_mean_seconds", sleep.queryid) == seconds / 2
+    assert registry.get_sample_value("pg_stat_statements_available", {"datname": "main"}) == 1
+
+    registry = await run_collector(collector(), url)
+    series = entry(url, "SELECT g FROM generate_series($1, $2) g")
+    assert value(registry, "pg_stat_statements_calls_total", series.queryid) == 3
+    assert value(registry, "pg_stat_statements_rows_total", series.queryid) == 21
+    count = entry(url, "SELECT count(*) FROM t")
+    assert value(registry, "pg_stat_statements_calls_total", count.queryid) == 1
+    hit = value(registry, "pg_stat_statements_shared_blks_hit_total", count.queryid)
+    read = value(registry, "pg_stat_statements_shared_blks_read_total", count.queryid)
+    assert (hit, read) == (count.shared_blks_hit, count.shared_blks_read)
+    assert (hit or 0) + (read or 0) > 0
+
+
+@needs_library
+async def test_an_extension_older_than_1_8_uses_total_time(cluster: PrivateCluster) -> None:
+    url = database(cluster, "old", "CREATE EXTENSION pg_stat_statements VERSION '1.7'")
+    registry = await run_collector(collector(top_k=1), url)
+    sleep = entry(url, "SELECT pg_sleep($1)", total="total_time")
+    assert by_label(registry, "pg_stat_statements_calls_total", "queryid") == {sleep.queryid: 2}
+    assert value(registry, "pg_stat_statements_seconds_total", sleep.queryid) == (
+        sleep.total_time / 1000
+    )
+
+
+def test_extension_versions_compare_as_numbers() -> None:
+    assert extension_version("1.10") > extension_version("1.8") > extension_version("1.7")
+    assert extension_version("1.11dev") == (1, 0)
+
+
+async def test_not_installed_succeeds_without_series_and_logs_once(
+    fresh_database: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    statements = collector()
+    with caplog.at_level(logging.INFO, logger="exporter.collectors"):
+        registry = await run_collector(statements, fresh_database)
+        await run_collector(statements, fresh_database)
+    assert [r.getMessage() for r in caplog.records] == [
+        "collector statements on database main: pg_stat_statements skipped: the extension is "
+        "not installed in this database (CREATE EXTENSION pg_stat_statements)"
+    ]
+    assert [(f.name, len(f.samples)) for f in registry.collect()] == [
+        ("pg_stat_statements_available", 1)
+    ]
+    assert registry.get_sample_value("pg_stat_statements_available", {"datname": "main"}) == 0
+
+
+async def test_installed_but_not_preloaded_succeeds_without_series(
+    fresh_database: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The test server runs without shared_preload_libraries: the view exists but cannot be read.
+    execute(fresh_database, "CREATE EXTENSION pg_stat_statements")
+    statements = collector()
+    with caplog.at_level(logging.INFO, logger="exporter.collectors"):
+        registry = await run_collector(statements, fresh_database)
+        await run_collector(statements, fresh_database)
+    assert [r.getMessage() for r in caplog.records] == [
+        "collector statements on database main: pg_stat_statements skipped: its library is not "
+        "loaded (add pg_stat_statements to shared_preload_libraries and restart the server)"
+    ]
+    assert registry.get_sample_value("pg_stat_statements_available", {"datname": "main"}) == 0
+    assert samples(registry, "pg_stat_statements_calls_total") == []
