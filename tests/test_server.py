@@ -129,7 +129,10 @@ async def test_exporter_probe_uses_its_own_connection(
         async with engine.connect() as conn:
             names = (
                 await conn.execute(
-                    text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"),
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE application_name = :n AND datname = current_database()"
+                    ),
                     {"n": "db-exporter"},
                 )
             ).scalar()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import ForeignKey, create_engine, select, text
@@ -28,7 +29,7 @@ from sqlalchemy.orm import (
 from exporter import Metrics, create_app, instrument, uninstrument
 from exporter.dsn import async_url, sync_url
 from exporter.settings import SlowQuerySettings
-from exporter.slowlog import SlowQueryLog, context
+from exporter.slowlog import SlowQueryLog, aiohttp_context_middleware, context
 from exporter.slowlog.record import SlowQuery
 from exporter.sql import identify
 
@@ -386,3 +387,43 @@ def test_slowlog_command_ranks_a_log_file(
         missing.stderr
         == f"db-exporter: error: {tmp_path / 'absent.jsonl'}: No such file or directory\n"
     )
+
+
+def test_per_database_threshold_overrides_the_default(
+    fresh_database: URL, metrics: Metrics
+) -> None:
+    settings = SlowQuerySettings(
+        threshold_ms=1000, threshold_ms_per_database={"orders": 100}, stdout=False
+    )
+    log = SlowQueryLog(settings, metrics)
+    orders = create_engine(sync_url(fresh_database))
+    audit = create_engine(sync_url(fresh_database))
+    instrument(orders, "orders", metrics=metrics, slow_log=log)
+    instrument(audit, "audit", metrics=metrics, slow_log=log)
+    try:
+        for engine in (orders, audit):
+            with engine.connect() as conn:
+                conn.execute(text("SELECT pg_sleep(0.15)"))
+        log.flush()
+        assert [r["database"] for r in log.records()] == ["orders"]
+    finally:
+        for engine in (orders, audit):
+            uninstrument(engine)
+            engine.dispose()
+        log.close()
+
+
+async def test_aiohttp_middleware_puts_the_route_in_records(
+    engine: Engine, slow_log: SlowQueryLog, aiohttp_client: Any
+) -> None:
+    async def item(request: web.Request) -> web.Response:
+        with engine.connect() as conn:  # a sync engine in a handler, for the test's sake
+            conn.execute(text("SELECT pg_sleep(0.12)"))
+        return web.Response(text="ok")
+
+    app = web.Application(middlewares=[aiohttp_context_middleware])
+    app.router.add_get("/items/{id}", item)
+    client: TestClient[Any, Any] = await aiohttp_client(app)
+    assert (await client.get("/items/42")).status == 200
+    (record,) = slow_records(slow_log)
+    assert record["context"] == {"route": "/items/{id}", "method": "GET"}
