@@ -470,6 +470,14 @@ class Metrics:
             ["collector", "database"],
             registry=registry,
         )
+        self.collector_leader = Gauge(
+            "exporter_collector_leader",
+            "1 when this exporter runs the database's database-wide collectors (it holds the "
+            "election lock, or election is off), 0 when another exporter does.",
+            database,
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
 
     def statement_series(self, labels: StatementLabels) -> StatementSeries:
         """The series of one (database, operation, table, status) label set."""

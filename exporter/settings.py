@@ -206,12 +206,29 @@ def _select_problem(sql: str) -> str | None:
     return None
 
 
+# The first 8 bytes of sha256(b"db-exporter") as a signed bigint: the advisory lock key every
+# replica's exporter takes by default to elect the one that runs the database-wide collectors.
+DEFAULT_ELECTION_LOCK_KEY = 32515255304225836
+
+
+class ElectionSettings(_Strict):
+    """Several replicas of an application, each with its own exporter, on one database: only
+    the holder of a session-level advisory lock runs the database-wide collectors."""
+
+    enabled: bool = True
+    # pg_try_advisory_lock(lock_key): the same key in every replica of one application; a
+    # different key per group of exporters that should each elect their own leader.
+    lock_key: int = Field(default=DEFAULT_ELECTION_LOCK_KEY, ge=-(2**63), le=2**63 - 1)
+
+
 class DatabaseSettings(_Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", max_length=63)
     dsn: str
     check_interval_seconds: float = Field(default=15.0, gt=0)
     check_timeout_seconds: float = Field(default=5.0, gt=0)
     collectors: CollectorsSettings = CollectorsSettings()
+    # Leader election among the exporters of several replicas (exporter/collectors/runner.py).
+    election: ElectionSettings = ElectionSettings()
     # Queries of your own (in the style of sql_exporter), each one its own collector.
     custom_queries: tuple[CustomQuerySettings, ...] = ()
 

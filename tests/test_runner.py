@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -39,6 +40,9 @@ Client = Callable[..., Awaitable[TestClient[Any, Any]]]
 EXPORTER_CONNECTIONS = (
     "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'db-exporter'"
 )
+# This test process's election lock key: another exporter or test run elsewhere on the same
+# server database (the shared `test` one) never makes these tests' exporters followers.
+LOCK_KEY = random.randrange(-(2**63), 2**63)
 
 
 class Constant(Collector[CollectorSettings]):
@@ -71,12 +75,9 @@ class Sleepy(Collector[CollectorSettings]):
 
 
 def database(name: str, url: URL | str, **extra: Any) -> DatabaseSettings:
-    return DatabaseSettings(
-        name=name,
-        dsn=url if isinstance(url, str) else dsn(url),
-        check_interval_seconds=0.2,
-        **extra,
-    )
+    extra.setdefault("check_interval_seconds", 0.2)
+    extra.setdefault("election", {"lock_key": LOCK_KEY})
+    return DatabaseSettings(name=name, dsn=url if isinstance(url, str) else dsn(url), **extra)
 
 
 def value(metrics: Metrics, name: str, labels: dict[str, str]) -> float | None:
@@ -210,7 +211,12 @@ async def test_metrics_serves_collector_series_for_several_databases(
 ) -> None:
     execute(fresh_database, "CREATE TABLE t (id int PRIMARY KEY)")
     metrics = Metrics(registry)
-    databases = [database("main", fresh_database), database("replica", fresh_database)]
+    # Two names for one server database: with election on, only one would run `indexes`.
+    off = {"enabled": False}
+    databases = [
+        database("main", fresh_database, election=off),
+        database("replica", fresh_database, election=off),
+    ]
     client = await aiohttp_client(create_app(metrics, databases))
     await wait_until(
         lambda: (
@@ -470,3 +476,130 @@ async def test_stopping_the_runner_closes_its_connection(
     assert execute(database_url, in_db) == [(1,)]
     await runner.stop()
     wait_for(database_url, in_db, 0)
+
+
+# --- leader election among the exporters of several replicas --------------------------------
+
+ADVISORY_LOCKS = (
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+CHECK_INTERVAL = 0.5
+
+
+def replica(url: URL, election: dict[str, Any] | None = None) -> tuple[CollectorRunner, Metrics]:
+    """One application replica's exporter: its own metrics, runner and connection."""
+    metrics = Metrics(CollectorRegistry())
+    db = database(
+        "main",
+        url,
+        check_interval_seconds=CHECK_INTERVAL,
+        collectors={"indexes": {"interval_seconds": 0.2}},
+        election={"lock_key": LOCK_KEY, **(election or {})},
+    )
+    runner = CollectorRunner([db], metrics, {c.name: c for c in (IndexesCollector, Constant)})
+    return runner, metrics
+
+
+def leader(metrics: Metrics) -> float | None:
+    return value(metrics, "exporter_collector_leader", {"database": "main"})
+
+
+def index_series(metrics: Metrics) -> list[str]:
+    return [
+        s.labels["indexrelname"]
+        for f in metrics.registry.collect()
+        for s in f.samples
+        if s.name == "pg_index_size_bytes"
+    ]
+
+
+async def test_one_exporter_per_database_runs_the_database_wide_collectors(
+    fresh_database: URL,
+) -> None:
+    execute(fresh_database, "CREATE TABLE t (id int PRIMARY KEY)")
+    (first, first_metrics), (second, second_metrics) = (
+        replica(fresh_database),
+        replica(fresh_database),
+    )
+    both = [first_metrics, second_metrics]
+    await first.start()
+    await second.start()
+    try:
+        await wait_until(
+            lambda: (
+                sorted(leader(m) or 0 for m in both) == [0, 1]
+                and all(status(m, "constant")[0] == 1 for m in both)
+                and any(status(m, "indexes")[0] == 1 for m in both)
+            )
+        )
+        [lead] = [m for m in both if leader(m) == 1]
+        [follow] = [m for m in both if leader(m) == 0]
+        assert index_series(lead) == ["t_pkey"]
+        # The follower runs the per-replica collectors only, and has no database-wide series
+        # at all: no stale values, and no exporter_collector_success 0 for an alert to see.
+        assert index_series(follow) == []
+        assert status(follow, "indexes") == (None, None)
+        duration = {"collector": "indexes", "database": "main"}
+        assert value(follow, "exporter_collector_duration_seconds", duration) is None
+        assert value(follow, "test_constant", {"datname": "main"}) == 42
+        # Checked every interval, the lock is taken once, never stacked.
+        await asyncio.sleep(3 * CHECK_INTERVAL)
+        assert len(execute(fresh_database, ADVISORY_LOCKS)) == 1
+
+        # The leader stops (its connection closes, the server frees the lock): the follower
+        # takes over within two check intervals and runs the database-wide collectors.
+        runners = {id(first_metrics): first, id(second_metrics): second}
+        await runners[id(lead)].stop()
+        await wait_until(lambda: leader(follow) == 1, within=2 * CHECK_INTERVAL)
+        await wait_until(lambda: status(follow, "indexes")[0] == 1)
+        assert index_series(follow) == ["t_pkey"]
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_an_exporter_that_lost_its_connection_takes_the_lock_again(
+    fresh_database: URL,
+) -> None:
+    runner, metrics = replica(fresh_database)
+    await runner.start()
+    try:
+        await wait_until(lambda: leader(metrics) == 1 and status(metrics, "indexes")[0] == 1)
+        [(pid,)] = execute(fresh_database, ADVISORY_LOCKS)
+        execute(fresh_database, f"SELECT pg_terminate_backend({pid})")
+        # The lock went with the connection; the reconnected session tries it again.
+        await wait_until(lambda: execute(fresh_database, ADVISORY_LOCKS) not in ([], [(pid,)]))
+        await wait_until(lambda: leader(metrics) == 1 and status(metrics, "indexes")[0] == 1)
+        assert len(execute(fresh_database, ADVISORY_LOCKS)) == 1
+    finally:
+        await runner.stop()
+
+
+async def test_with_election_off_every_exporter_runs_everything(fresh_database: URL) -> None:
+    execute(fresh_database, "CREATE TABLE t (id int PRIMARY KEY)")
+    replicas = [replica(fresh_database, {"enabled": False}) for _ in range(2)]
+    for runner, _ in replicas:
+        await runner.start()
+    try:
+        await wait_until(lambda: all(status(m, "indexes")[0] == 1 for _, m in replicas))
+        for _, metrics in replicas:
+            assert leader(metrics) == 1
+            assert index_series(metrics) == ["t_pkey"]
+        assert execute(fresh_database, ADVISORY_LOCKS) == []
+    finally:
+        for runner, _ in replicas:
+            await runner.stop()
+
+
+def test_election_settings_and_which_collectors_are_database_wide() -> None:
+    db = DatabaseSettings(name="main", dsn="postgresql://db/app")
+    assert (db.election.enabled, db.election.lock_key) == (True, 32515255304225836)
+    assert {name for name, cls in COLLECTORS.items() if cls.database_wide} == set(COLLECTORS)
+    with pytest.raises(ConfigError) as error:
+        settings_from_data(
+            {"databases": [{"name": "main", "dsn": "postgresql://db/app",
+                            "election": {"lock_key": 2**63}}]},
+            "exporter.yaml",
+        )  # fmt: skip
+    assert str(error.value).startswith("exporter.yaml: databases[0].election.lock_key: ")

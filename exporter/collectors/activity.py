@@ -69,6 +69,7 @@ class InsufficientPrivilegeError(CollectorError):
 
 class ActivityCollector(Collector[ActivityCollectorSettings]):
     name = "activity"
+    database_wide = True
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         role, allowed = (await conn.execute(text(PRIVILEGE_SQL))).one()

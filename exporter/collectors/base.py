@@ -26,6 +26,10 @@ class Collector(ABC, Generic[S]):
     name: str
     # Used only when the config has no section for this collector's name.
     default_settings: ClassVar[CollectorSettings] = CollectorSettings()
+    # True when every exporter of the database would report the same series (catalog and
+    # statistics views): with several replicas, only the elected one runs it (see the runner).
+    # False (the default, the safe side) runs it in every exporter.
+    database_wide: ClassVar[bool] = False
 
     def __init__(self, datname: str, settings: S) -> None:
         self.datname = datname

@@ -47,6 +47,8 @@ def _statement(sql: str) -> str:
 
 
 class CustomQueryCollector(Collector[CustomQuerySettings]):
+    database_wide = True  # a query of the database, not of one replica
+
     def __init__(self, datname: str, settings: CustomQuerySettings) -> None:
         super().__init__(datname, settings)
         self.name = f"custom:{settings.name}"

@@ -37,6 +37,7 @@ COUNTERS = (
 
 class DatabaseCollector(Collector[CollectorSettings]):
     name = "database"
+    database_wide = True
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         row = (await conn.execute(text(DATABASE_SQL))).one()

@@ -115,6 +115,7 @@ def duplicates(rows: Sequence[Any]) -> dict[tuple[str, str], str]:
 
 class IndexesCollector(Collector[IndexesCollectorSettings]):
     name = "indexes"
+    database_wide = True
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         last_scan = "s.last_idx_scan" if server_version >= LAST_IDX_SCAN_VERSION else "NULL"

@@ -70,6 +70,7 @@ def flatten(diffs: Iterable[Any]) -> list[tuple[Any, ...]]:
 
 class MigrationsCollector(Collector[MigrationsCollectorSettings]):
     name = "migrations"
+    database_wide = True
 
     def __init__(self, datname: str, settings: MigrationsCollectorSettings) -> None:
         super().__init__(datname, settings)

@@ -10,6 +10,15 @@ privilege, a bug) only fails itself, because each run has its own server-side
 While the check fails, collectors are not attempted (they report `success 0` and their series
 are withdrawn); the check alone reconnects, and overdue collectors run as soon as it succeeds.
 `/metrics` never waits for any of this: it serves the last snapshot (`SnapshotStore`).
+
+Leader election (`election` in a database's settings, on by default): when several replicas of
+an application each embed the exporter, every check also runs `pg_try_advisory_lock(lock_key)`
+on the exporter's connection, unless pg_locks shows this session already holds it. The lock is
+session-level: it lasts as long as the connection, so when its holder dies (or loses its
+connection) the server frees it and another exporter takes it at its next check. Only the
+holder (the leader, `exporter_collector_leader 1`) runs the database-wide collectors
+(`Collector.database_wide`); a follower withdraws their series and their runner metrics
+(`exporter_collector_success` and its companions have no series there, so nothing alerts).
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from exporter.collectors import COLLECTORS
 from exporter.collectors.base import Collector, CollectorError
 from exporter.collectors.custom import CustomQueryCollector
 from exporter.collectors.exposition import SnapshotStore
-from exporter.metrics import Metrics
+from exporter.metrics import MULTIPROCESS, Metrics
 from exporter.probe import ProbeState, exporter_engine, one_line
 from exporter.settings import CollectorSettings, DatabaseSettings
 
@@ -40,6 +49,15 @@ log = logging.getLogger("exporter.collectors")
 CLIENT_GRACE_SECONDS = 1.0
 
 _CHECK = text("SELECT current_setting('server_version_num')::int")
+# Take the election lock unless this session holds it already (session-level advisory locks
+# stack: each extra pg_try_advisory_lock would need its own unlock). CASE evaluates in order.
+# pg_locks shows a bigint key as classid (high 32 bits), objid (low 32 bits), objsubid 1.
+_ELECT = text(
+    "SELECT CASE WHEN EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory'"
+    " AND pid = pg_backend_pid() AND granted AND objsubid = 1"
+    " AND classid::bigint = :high AND objid::bigint = :low)"
+    " THEN true ELSE pg_try_advisory_lock(:key) END"
+)
 # Per-run timeouts, local to the run's transaction (one round trip).
 _SET_TIMEOUTS = text(
     "SELECT set_config('statement_timeout', :statement_timeout, true),"
@@ -65,6 +83,12 @@ def _query_error(exc: BaseException) -> bool:
     return isinstance(sqlstate, str) and not sqlstate.startswith(_CONNECTION_SQLSTATES)
 
 
+def _lock_parts(key: int) -> dict[str, int]:
+    """`_ELECT`'s parameters: the key, and its two halves as pg_locks shows them."""
+    unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
+    return {"key": key, "high": unsigned >> 32, "low": unsigned & 0xFFFF_FFFF}
+
+
 def _stopping() -> bool:
     """True when this task is being cancelled from outside (the runner is stopping): an error
     raised while the driver was interrupted must not be taken for a database failure."""
@@ -73,20 +97,55 @@ def _stopping() -> bool:
 
 
 class _Job:
-    """One enabled collector of one database, with its schedule and its runner metrics."""
+    """One enabled collector of one database, with its schedule and its runner metrics.
+
+    An inactive job (a database-wide collector while another exporter leads) is not run and
+    has no runner metrics; `activate()` gives it fresh ones and makes it due at once."""
+
+    duration: Gauge
+    success: Gauge
+    last_success: Gauge
 
     def __init__(
-        self, collector: Collector[Any], settings: CollectorSettings, metrics: Metrics, db: str
+        self,
+        collector: Collector[Any],
+        settings: CollectorSettings,
+        metrics: Metrics,
+        db: str,
+        active: bool = True,
     ) -> None:
         self.collector = collector
         self.settings = settings
         self.next_due = 0.0
         self.failure: str | None = None  # the last failure's reason, for logging changes only
-        self.duration: Gauge = metrics.collector_duration.labels(collector.name, db)
-        self.success: Gauge = metrics.collector_success.labels(collector.name, db)
-        self.last_success: Gauge = metrics.collector_last_success.labels(collector.name, db)
+        self.active = False
+        self._metrics = metrics
+        self._labels = (collector.name, db)
+        if active:
+            self.activate()
+
+    def activate(self) -> None:
+        m = self._metrics
+        self.duration = m.collector_duration.labels(*self._labels)
+        self.success = m.collector_success.labels(*self._labels)
+        self.last_success = m.collector_last_success.labels(*self._labels)
         self.success.set(0)
         self.last_success.set(0)
+        self.active = True
+        self.next_due = 0.0
+        self.failure = None
+
+    def retract(self) -> None:
+        m = self._metrics
+        for gauge in (m.collector_duration, m.collector_success, m.collector_last_success):
+            if MULTIPROCESS:
+                # Values live in files that outlive remove(): NaN, which no `== 0` matches.
+                gauge.labels(*self._labels).set(float("nan"))
+                continue
+            with suppress(KeyError):
+                gauge.remove(*self._labels)
+        self.active = False
+        self.failure = None
 
 
 class DatabaseWorker:
@@ -107,16 +166,28 @@ class DatabaseWorker:
         self._up.set(0)
         self._engine = exporter_engine(settings.dsn, settings.check_timeout_seconds)
         self._check_due = 0.0
+        # Election: None until a check has settled it (and again after losing the connection,
+        # which frees the lock); with election off this exporter always leads.
+        self._election = settings.election
+        self.leader: bool | None = None if settings.election.enabled else True
+        self._leader = metrics.collector_leader.labels(settings.name)
+        self._leader.set(0 if settings.election.enabled else 1)
         self.jobs: list[_Job] = []
         for name, cls in collectors.items():
             # A collector outside the configurable set (tests pass their own) brings its own.
             options: CollectorSettings = getattr(settings.collectors, name, cls.default_settings)
             if options.enabled:
-                self.jobs.append(_Job(cls(settings.name, options), options, metrics, settings.name))
+                self._add_job(cls(settings.name, options), options, metrics)
         for query in settings.custom_queries:
             if query.enabled:
-                collector = CustomQueryCollector(settings.name, query)
-                self.jobs.append(_Job(collector, query, metrics, settings.name))
+                self._add_job(CustomQueryCollector(settings.name, query), query, metrics)
+
+    def _add_job(
+        self, collector: Collector[Any], options: CollectorSettings, metrics: Metrics
+    ) -> None:
+        # A database-wide collector waits for the election when there is one.
+        active = not (collector.database_wide and self._election.enabled)
+        self.jobs.append(_Job(collector, options, metrics, self.name, active))
 
     @property
     def name(self) -> str:
@@ -128,6 +199,11 @@ class DatabaseWorker:
             async with asyncio.timeout(self.settings.check_timeout_seconds):
                 async with self._engine.connect() as conn:
                     self.server_version = int((await conn.execute(_CHECK)).scalar_one())
+                    leader = True
+                    if self._election.enabled:
+                        # Session-level: kept across this transaction's rollback.
+                        parts = _lock_parts(self._election.lock_key)
+                        leader = bool((await conn.execute(_ELECT, parts)).scalar_one())
         except Exception as exc:
             if _stopping():
                 raise asyncio.CancelledError from exc
@@ -143,21 +219,55 @@ class DatabaseWorker:
             log.info("database %s is answering again", self.name)
         self.state = ProbeState(True, "ok")
         self._up.set(1)
+        self._elected(leader)
         return True
+
+    def _elected(self, leader: bool) -> None:
+        """Start or stop the database-wide collectors after a check's election."""
+        if leader != self.leader and self._election.enabled:
+            if leader:
+                log.info(
+                    "database %s: this exporter holds the election lock and runs the "
+                    "database-wide collectors",
+                    self.name,
+                )
+            else:
+                log.info(
+                    "database %s: another exporter holds the election lock; this one skips "
+                    "the database-wide collectors",
+                    self.name,
+                )
+        self.leader = leader
+        self._leader.set(1 if leader else 0)
+        for job in self.jobs:
+            if not job.collector.database_wide:
+                continue
+            if leader and not job.active:
+                job.activate()
+            elif not leader and job.active:
+                job.retract()
+                self._store.drop(self.name, job.collector.name)
 
     def _withdraw(self, reason: str) -> None:
         """The database stopped answering: every collector reports failure, no stale series."""
         self._store.drop(self.name)
         for job in self.jobs:
-            job.success.set(0)
-            job.failure = reason
+            if job.active:
+                job.success.set(0)
+                job.failure = reason
 
     async def _reset_connection(self) -> None:
-        # Drop a connection the failure may have broken, so the next use starts afresh.
+        # Drop a connection the failure may have broken, so the next use starts afresh. Its
+        # election lock goes with it: the next check settles the election again.
         with suppress(Exception):
             await self._engine.dispose()
+        if self._election.enabled:
+            self.leader = None
+            self._leader.set(0)
 
     async def run_collector(self, job: _Job) -> bool:
+        if not job.active:
+            return False  # a database-wide collector while another exporter leads
         name, options = job.collector.name, job.settings
         started = time.perf_counter()
         try:
@@ -202,7 +312,7 @@ class DatabaseWorker:
         """Forever: whichever of the check and the collectors is due next, one at a time."""
         while True:
             up = self.state.ok is True
-            due_jobs = self.jobs if up else []
+            due_jobs = [job for job in self.jobs if job.active] if up else []
             next_job = min(due_jobs, key=lambda j: j.next_due, default=None)
             if next_job is None or self._check_due <= next_job.next_due:
                 await self._sleep_until(self._check_due)

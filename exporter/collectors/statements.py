@@ -84,6 +84,7 @@ def _sqlstate(exc: DBAPIError) -> str | None:
 
 class StatementsCollector(Collector[StatementsCollectorSettings]):
     name = "statements"
+    database_wide = True
 
     def __init__(self, datname: str, settings: StatementsCollectorSettings) -> None:
         super().__init__(datname, settings)

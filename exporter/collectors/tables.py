@@ -75,6 +75,7 @@ class Table:
 
 class TablesCollector(Collector[TablesCollectorSettings]):
     name = "tables"
+    database_wide = True
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         rows = (await conn.execute(text(TABLES_SQL))).all()
