@@ -262,6 +262,15 @@ OVERVIEW = Dashboard(
     ],
 )
 
+# The README's leak comparison ("Spotting a connection leak"), as the alert makes it: every
+# connection the server counts for the application, minus what its pools know about.
+_SERVER_SIDE = f"sum by (datname) (pg_stat_activity_application_connections{{{PG}}})"
+_CLIENT_SIDE = (
+    "sum by (datname) (label_replace("
+    f'db_connections_active{{{APP}}} + db_connections_idle{{{APP}}}, "datname", "$1", '
+    '"database", "(.*)"))'
+)
+
 POOL = Dashboard(
     uid="db-exporter-pool",
     title="db-exporter / Connection pool",
@@ -432,6 +441,32 @@ POOL = Dashboard(
                 ),
             ],
             unit="s",
+            width=8,
+        ),
+        Panel(
+            "Server-side vs client-side connections per application",
+            "Connections the server counts for the application's application_name (activity "
+            "collector, collectors.activity.application_name) beside the connections its pools "
+            "hold (active + idle, summed over its processes), and the difference. The "
+            "difference stays at 0; one that keeps growing is connections no pool owns any more "
+            "(the connection-leak alert fires after 15 minutes above 0).",
+            [
+                Target(
+                    "sum by (datname, application_name) "
+                    f"(pg_stat_activity_application_connections{{{PG}}})",
+                    "server: {{application_name}} on {{datname}}",
+                ),
+                Target(
+                    f"sum by (database) (db_connections_active{{{APP}}} "
+                    f"+ db_connections_idle{{{APP}}})",
+                    "client: pools of {{database}}",
+                ),
+                Target(
+                    f"{_SERVER_SIDE} - on (datname) {_CLIENT_SIDE}",
+                    "not in a pool: {{datname}}",
+                ),
+            ],
+            unit="short",
             width=8,
         ),
     ],
@@ -633,6 +668,39 @@ INDEXES = Dashboard(
             ],
             unit="bytes",
         ),
+        Panel(
+            "Migrations pending",
+            "Alembic revisions between the database's alembic_version and the head of the "
+            "application's scripts (migrations collector; absent while it is off). Anything "
+            "above 0 for long means a deploy ran without its migration; the alert waits 30 "
+            "minutes.",
+            [Target(f"max by (datname) (db_migrations_pending{{{PG}}})", "{{datname}}")],
+            kind="stat",
+            unit="short",
+            width=6,
+            thresholds=[(None, "green"), (1, "orange")],
+        ),
+        Panel(
+            "Schema drift",
+            "Differences Alembic's compare_metadata finds between the ORM models and the "
+            "database (tables, columns, types, indexes; tables the models do not declare "
+            "count too), and indexes the models declare that the database lacks. 0 when "
+            "the database matches the models.",
+            [
+                Target(
+                    f"max by (datname) (db_schema_drift_differences{{{PG}}})",
+                    "differences {{datname}}",
+                ),
+                Target(
+                    f"max by (datname) (db_schema_drift_missing_indexes{{{PG}}})",
+                    "missing indexes {{datname}}",
+                ),
+            ],
+            kind="stat",
+            unit="short",
+            width=6,
+            thresholds=[(None, "green"), (1, "orange")],
+        ),
     ],
 )
 
@@ -702,6 +770,21 @@ SLOW = Dashboard(
                 )
             ],
             unit="s",
+        ),
+        Panel(
+            "N+1 warnings by table",
+            "N+1 warnings per second by table: a request or task ran the same SELECT "
+            "n_plus_one_threshold times (10 by default). Each is one slow-query log record "
+            "(kind n_plus_one) naming the call site and context; the N+1 alert fires above 10 "
+            "in 10 minutes for one table.",
+            [
+                Target(
+                    f"sum by (database, table) (rate(db_n_plus_one_total{{{APP}}}[{RATE}]))",
+                    "{{table}} ({{database}})",
+                )
+            ],
+            unit="ops",
+            width=16,
         ),
         Panel(
             "Slow-query records dropped",

@@ -18,7 +18,12 @@ from exporter.embedded import embedded_postgres
 from exporter.instrumentation import instrument
 from exporter.metrics import default_metrics
 from exporter.server import Exporter
-from exporter.settings import DatabaseSettings
+from exporter.settings import (
+    ActivityCollectorSettings,
+    CollectorsSettings,
+    DatabaseSettings,
+    MigrationsCollectorSettings,
+)
 
 
 class DemoError(RuntimeError):
@@ -29,11 +34,13 @@ def _say(message: str) -> None:
     print(f"db-exporter demo: {message}", flush=True)
 
 
-def apply_migrations(url: URL) -> None:
-    """Upgrade the wallet schema to head with the repository's Alembic environment."""
-    from alembic import command
-    from alembic.config import Config
+# The demo application's name on the server (asyncpg's server_settings): the activity
+# collector counts its server-side connections under it, to compare with its pool's.
+APPLICATION_NAME = "wallet-demo"
 
+
+def alembic_ini() -> Path:
+    """The repository's alembic.ini (its scripts are in the `alembic` directory beside it)."""
     import models
 
     # Next to models/ in a source checkout; the working directory in the container image.
@@ -44,7 +51,34 @@ def apply_migrations(url: URL) -> None:
     ini = next((path for path in candidates if path.exists()), None)
     if ini is None:
         raise DemoError("alembic.ini not found: run the demo from a db-exporter source checkout")
-    config = Config(str(ini))
+    return ini.resolve()
+
+
+def demo_database_settings(url: URL, script_location: Path) -> DatabaseSettings:
+    """The exporter's settings for the demo's database: every collector the dashboards and
+    alerts read, including activity per application and migrations with schema drift."""
+    collectors = CollectorsSettings(
+        activity=ActivityCollectorSettings(application_name=APPLICATION_NAME),
+        migrations=MigrationsCollectorSettings(
+            enabled=True,
+            script_location=str(script_location),
+            metadata="models:Base.metadata",
+        ),
+    )
+    return DatabaseSettings(
+        name="main",
+        dsn=url.render_as_string(hide_password=False),
+        check_interval_seconds=5,
+        collectors=collectors,
+    )
+
+
+def apply_migrations(url: URL) -> None:
+    """Upgrade the wallet schema to head with the repository's Alembic environment."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(alembic_ini()))
     rendered = async_url(url).render_as_string(hide_password=False)
     config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
     command.upgrade(config, "head")
@@ -60,12 +94,15 @@ async def _serve_workload(url: URL, listen: str) -> None:
         loop.add_signal_handler(signum, stop.set)
 
     # A small pool so the workload's bursts overflow it.
-    engine = create_engine(async_url(url), EngineSettings(pool_size=5, max_overflow=10))
+    engine = create_engine(
+        async_url(url),
+        EngineSettings(pool_size=5, max_overflow=10),
+        connect_args={"server_settings": {"application_name": APPLICATION_NAME}},
+    )
     instrument(engine, database="main", tables=Base.metadata)
-    dsn = url.render_as_string(hide_password=False)
     exporter = Exporter(
         listen=listen,
-        databases=[DatabaseSettings(name="main", dsn=dsn, check_interval_seconds=5)],
+        databases=[demo_database_settings(url, alembic_ini().parent / "alembic")],
         metrics=default_metrics(),
     )
     try:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL
@@ -37,8 +37,17 @@ class EngineSettings:
     echo: bool = False
 
 
-def create_engine(url: str | URL, settings: EngineSettings | None = None) -> AsyncEngine:
-    """An async engine for `url` (already an async driver URL, e.g. `postgresql+asyncpg://`)."""
+def create_engine(
+    url: str | URL,
+    settings: EngineSettings | None = None,
+    *,
+    connect_args: Mapping[str, Any] | None = None,
+) -> AsyncEngine:
+    """An async engine for `url` (already an async driver URL, e.g. `postgresql+asyncpg://`).
+
+    `connect_args` goes to the driver's connect call as is, e.g.
+    `{"server_settings": {"application_name": "wallet"}}` for asyncpg.
+    """
     settings = settings or EngineSettings()
     return _create_async_engine(
         url,
@@ -48,6 +57,7 @@ def create_engine(url: str | URL, settings: EngineSettings | None = None) -> Asy
         pool_recycle=settings.pool_recycle,
         pool_pre_ping=settings.pool_pre_ping,
         echo=settings.echo,
+        connect_args=dict(connect_args or {}),
     )
 
 

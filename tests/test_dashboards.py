@@ -113,7 +113,8 @@ def test_every_selector_filters_on_the_variables(target: Any) -> None:
     for name, matchers in selectors:
         assert 'job=~"$job"' in matchers, (name, matchers)
         assert 'instance=~"$instance"' in matchers, (name, matchers)
-        if name.startswith("pg_") or "pg_stat" in matchers:
+        # The database-side collectors' series carry postgres_exporter's datname.
+        if name.startswith(("pg_", "db_migrations_", "db_schema_drift_")) or "pg_stat" in matchers:
             assert 'datname=~"$database"' in matchers, (name, matchers)
         elif name not in ("exporter_build_info", "slow_query_log_dropped_total"):
             assert 'database=~"$database"' in matchers, (name, matchers)

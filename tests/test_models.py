@@ -455,6 +455,30 @@ async def test_create_engine_applies_settings(migrated_database: URL) -> None:
         await engine.dispose()
 
 
+async def test_create_engine_passes_connect_args_to_the_driver(migrated_database: URL) -> None:
+    engine = create_engine(
+        migrated_database,
+        connect_args={"server_settings": {"application_name": "wallet-test"}},
+    )
+    try:
+        async with engine.connect() as conn:
+            name = await conn.scalar(text("SELECT current_setting('application_name')"))
+            seen = await conn.scalar(
+                text("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+            )
+        assert (name, seen) == ("wallet-test", "wallet-test")
+    finally:
+        await engine.dispose()
+    # Without connect_args the driver's default stays.
+    plain = create_engine(migrated_database)
+    try:
+        async with plain.connect() as conn:
+            name = await conn.scalar(text("SELECT current_setting('application_name')"))
+        assert name != "wallet-test"
+    finally:
+        await plain.dispose()
+
+
 def test_engine_settings_defaults() -> None:
     assert EngineSettings() == EngineSettings(
         pool_size=5,
