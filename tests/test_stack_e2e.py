@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import math
 import os
-import queue
 import re
+import signal
 import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +46,7 @@ from prom_helpers import (
 )
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
+from subprocesses import Running
 
 from exporter.dsn import sync_url
 
@@ -81,56 +81,6 @@ def _admin(url: URL, statements: list[str], tolerate_errors: bool = False) -> No
         engine.dispose()
 
 
-class Demo:
-    """`python -m exporter demo` as a subprocess, with its output collected."""
-
-    def __init__(self, database_url: str) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-        env["DATABASE_URL"] = database_url
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "demo", "--listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        self.output: list[str] = []
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.pump = threading.Thread(target=self._pump, daemon=True)
-        self.pump.start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            self.lines.put(line)
-
-    def url(self, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            if match := re.search(r"serving (http://\S+)/metrics", line):
-                return match.group(1)
-        raise AssertionError("the demo did not start:\n" + "".join(self.output[-50:]))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.pump.join(timeout=10)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-
-
 @dataclass
 class Live:
     demo_url: str
@@ -157,11 +107,12 @@ def live(database_url: URL) -> Iterator[Live]:
     name = f"dbx_e2e_{uuid.uuid4().hex[:10]}"
     _admin(database_url, [f'CREATE DATABASE "{name}"'])
     database = database_url.set(database=name)
-    demo: Demo | None = None
+    demo: Running | None = None
     try:
         _admin(database, FIXTURE_SQL, tolerate_errors=True)
-        demo = Demo(database.render_as_string(hide_password=False))
-        demo_url = demo.url()
+        env = os.environ | {"DATABASE_URL": database.render_as_string(hide_password=False)}
+        demo = Running("demo", "--listen", "127.0.0.1:0", env=env)
+        demo_url = demo.wait_for(r"serving (http://\S+)/metrics").group(1)
         target = demo_url.removeprefix("http://")
         with running_prometheus([target], JOB, [RULES]) as prometheus:
             live = Live(demo_url, target, prometheus, {}, {})
@@ -184,7 +135,9 @@ def live(database_url: URL) -> Iterator[Live]:
             yield live
     finally:
         if demo is not None:
-            demo.stop()
+            with suppress(subprocess.TimeoutExpired):
+                demo.stop(signal.SIGTERM, timeout=10)
+            demo.close()
         _admin(database_url, [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'])
 
 

@@ -163,7 +163,9 @@ class QueryListener:
             if self._slow_log is not None:
                 scope = current_context.get()
                 if scope is not None and entry.identity.operation == "SELECT":
-                    self._count_in_scope(scope, entry, elapsed, parameters, batch, context)
+                    repeats = self._repeats(scope, entry)
+                    if repeats is not None:
+                        self._slow(entry, elapsed, None, parameters, batch, context, None, repeats)
         except Exception:
             self._failures.record("query_succeeded")
 
@@ -198,31 +200,6 @@ class QueryListener:
 
     # -- the slow-query log: only for slow statements and inside a context -------------------
 
-    def _record(
-        self,
-        entry: _Statement,
-        seconds: float,
-        rows: int | None,
-        parameters: Any,
-        batch: bool,
-        context: Any,
-        sqlstate: str | None,
-    ) -> SlowQuery:
-        assert self._slow_log is not None
-        scope = current_context.get()
-        return SlowQuery(
-            database=self._database,
-            seconds=seconds,
-            identity=entry.identity,
-            call_site=call_site(),
-            parameters=redact(parameters, self._slow_log.settings.include_parameter_values, batch),
-            context=scope.fields if scope is not None else {},
-            trace=current_exemplar(),
-            rows=rows,
-            pool_wait_seconds=_pool_wait(context),
-            sqlstate=sqlstate,
-        )
-
     def _slow(
         self,
         entry: _Statement,
@@ -232,44 +209,54 @@ class QueryListener:
         batch: bool,
         context: Any,
         sqlstate: str | None,
+        repeats: int | None = None,
     ) -> None:
+        """One record for the slow-query log: a slow statement, or (with `repeats`) an N+1
+        warning. Builds the record here, on the query path; the writer thread does the rest."""
         try:
-            if entry.slow is None:
-                entry.slow = self._metrics.slow_queries.labels(
-                    self._database, entry.operation, entry.table
-                )
-            entry.slow.inc()
-            record = self._record(entry, seconds, rows, parameters, batch, context, sqlstate)
             assert self._slow_log is not None
-            self._slow_log.submit(record)
+            if repeats is None:
+                if entry.slow is None:
+                    entry.slow = self._metrics.slow_queries.labels(
+                        self._database, entry.operation, entry.table
+                    )
+                entry.slow.inc()
+            else:
+                counter = self._n_plus_one.get(entry.table)
+                if counter is None:
+                    counter = self._n_plus_one[entry.table] = self._metrics.n_plus_one.labels(
+                        self._database, entry.table
+                    )
+                counter.inc()
+            scope = current_context.get()
+            include_values = self._slow_log.settings.include_parameter_values
+            self._slow_log.submit(
+                SlowQuery(
+                    database=self._database,
+                    seconds=seconds,
+                    identity=entry.identity,
+                    call_site=call_site(),
+                    parameters=redact(parameters, include_values, batch),
+                    context=scope.fields if scope is not None else {},
+                    trace=current_exemplar(),
+                    rows=rows,
+                    pool_wait_seconds=_pool_wait(context),
+                    sqlstate=sqlstate,
+                    kind="slow_query" if repeats is None else "n_plus_one",
+                    repeats=repeats,
+                )
+            )
         except Exception:
-            self._failures.record("slow_query")
+            self._failures.record("slow_query" if repeats is None else "n_plus_one")
 
-    def _count_in_scope(
-        self,
-        scope: QueryContext,
-        entry: _Statement,
-        seconds: float,
-        parameters: Any,
-        batch: bool,
-        context: Any,
-    ) -> None:
-        """N+1: the same SELECT repeated within one request or task."""
+    def _repeats(self, scope: QueryContext, entry: _Statement) -> int | None:
+        """N+1: counts a SELECT within its request or task; its count when that reaches the
+        threshold (once per context and fingerprint), else None."""
         assert self._slow_log is not None
         fingerprint = entry.identity.fingerprint
         repeats = scope.counts.get(fingerprint, 0) + 1
         scope.counts[fingerprint] = repeats
-        if repeats != self._slow_log.settings.n_plus_one_threshold:
-            return
-        counter = self._n_plus_one.get(entry.table)
-        if counter is None:
-            counter = self._n_plus_one[entry.table] = self._metrics.n_plus_one.labels(
-                self._database, entry.table
-            )
-        counter.inc()
-        record = self._record(entry, seconds, None, parameters, batch, context, None)
-        record.kind, record.repeats = "n_plus_one", repeats
-        self._slow_log.submit(record)
+        return repeats if repeats == self._slow_log.settings.n_plus_one_threshold else None
 
 
 def _pool_wait(context: Any) -> float | None:
