@@ -49,9 +49,14 @@ class Running:
         raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(self.output)}")
 
     def close(self) -> None:
-        """Kill it if it still runs, and release its output pipe."""
+        """Stop it if it still runs (asked first, so an embedded PostgreSQL is cleaned up; killed
+        if it does not stop), and release its output pipe."""
         if self.process.poll() is None:
-            self.process.kill()
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
         self.process.wait()
         self.pump.join(timeout=10)
         assert self.process.stdout is not None
