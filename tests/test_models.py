@@ -6,11 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from alembic import command
-from alembic.config import Config
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import URL
@@ -18,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from exporter.demo import alembic_config
 from exporter.dsn import async_url, sync_url
 from models import (
     Balance,
@@ -37,7 +36,6 @@ from models import (
     with_retry,
 )
 
-ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 UNREACHABLE = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
 D = Decimal
 
@@ -47,10 +45,7 @@ Factory = async_sessionmaker[AsyncSession]
 @pytest.fixture
 def migrated_database(fresh_database: URL) -> URL:
     """A fresh database upgraded to head; the asyncpg URL."""
-    cfg = Config(str(ALEMBIC_INI))
-    rendered = fresh_database.render_as_string(hide_password=False)
-    cfg.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    command.upgrade(alembic_config(fresh_database), "head")
     return async_url(fresh_database)
 
 
