@@ -1,6 +1,7 @@
 """What instrument() costs per statement, beside OpenTelemetry's SQLAlchemy instrumentor.
 
     .venv/bin/python bench/instrumentation_overhead.py [--rounds 25] [--queries 2000]
+    .venv/bin/python bench/instrumentation_overhead.py --instructions [--queries 300] [--seeds 3]
     .venv/bin/python bench/instrumentation_overhead.py --memory
 
 Against a real PostgreSQL (BENCH_DATABASE_URL, else TEST_DATABASE_URL, else an embedded one).
@@ -17,6 +18,24 @@ connection-level listeners leave the engine on SQLAlchemy's event path even afte
 removed, so it is measured after ours, against a bare baseline that pays that path too: its
 figure is, if anything, an underestimate.
 
+`--instructions` counts instead of timing (`valgrind` must be installed), so that a change of
+a few hundred nanoseconds shows on a noisy machine. For each driver, statement and variant
+(bare, ours, OpenTelemetry) one child process runs N statements and another 2N under
+`valgrind --tool=callgrind`; callgrind counts only the statement loop (switched on and off
+around it with `callgrind_control`, after the warm-up), and (2N total - N total) / N is one
+statement. A child repeats its count to within ~50 instructions per statement whatever else the
+machine runs. What moves more is memory layout: any change to the code shifts which lookups
+hit CPython's caches, so the same code measured under another hash seed, or a bare run beside
+edited exporter code, differs by up to ~1-2k instructions per statement. Each figure is hence
+the mean over several PYTHONHASHSEED values, with half their range. Differences between
+variants smaller than that range are not meaningful. Counts weigh every instruction alike:
+compare them with each other, not with time. Each child uses a fresh engine, so the
+OpenTelemetry figure includes the event path its listeners put the engine on, and the
+slow-query threshold is set out of reach (valgrind makes statements ~50x slower). The figure
+in parentheses turns our count into time at the rate the bare statement runs user-space code
+on this machine (its instructions over its user CPU time, the least of five runs outside
+valgrind): the listeners make no system calls, so this is their time without the noise.
+
 `--memory` runs 1,000,000 statements over 10,000 distinct SQL strings on a bare and on an
 instrumented engine and prints the RSS each grew by.
 """
@@ -26,13 +45,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import math
 import os
+import re
+import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy
 from prometheus_client import CollectorRegistry
@@ -40,9 +65,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+import exporter.metrics
 from exporter import Metrics, instrument, uninstrument
 from exporter.dsn import async_url, sync_url
 from exporter.embedded import embedded_postgres
+from exporter.settings import SlowQuerySettings
+from exporter.slowlog import SlowQueryLog
 
 STATEMENTS = {
     "SELECT 1": ("SELECT 1", None),
@@ -282,30 +310,248 @@ def memory(url: str, statements: int, distinct: int) -> None:
         engine.dispose()
 
 
+# -- --instructions: callgrind counts, N against 2N statements per child -------------------
+
+DRIVERS = ("psycopg", "asyncpg")
+VARIANTS = ("bare", "ours", "otel")
+WARM_UP = 200  # as in the timed run: connection, compiled cache, prepared statements
+USER_TIME_REPEATS = 5  # the least of these is the bare statement's user time
+
+
+def attach_variant(variant: str, engine: Engine) -> OTelPeer | None:
+    if variant == "ours":
+        metrics = Metrics(CollectorRegistry())
+        # Under valgrind a statement can take longer than the default slow-query threshold;
+        # a real one seldom does, and a slow record would cost a child more the slower it ran.
+        unreachable = SlowQuerySettings(threshold_ms=3_600_000, stdout=False)
+        instrument(engine, metrics=metrics, slow_log=SlowQueryLog(unreachable, metrics))
+    elif variant == "otel":
+        peer = OTelPeer()
+        peer.attach(engine)
+        return peer
+    return None
+
+
+def callgrind_instrumentation(on: bool) -> None:
+    # stdout is not captured: reading a pipe takes a timing-dependent number of reads.
+    command = ["callgrind_control", f"--instr={'on' if on else 'off'}", str(os.getpid())]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+
+@contextmanager
+def counted() -> Iterator[None]:
+    """Callgrind counts only in here: set-up, connecting and warm-up differ from run to run
+    with timing (timeouts, partial reads) and stay outside."""
+    # A full collection of the set-up heap inside would cost as much as ~100 statements.
+    gc.collect()
+    gc.freeze()
+    callgrind_instrumentation(True)
+    yield
+    callgrind_instrumentation(False)
+
+
+async def count_async(
+    url: str, statement: Any, params: Any, variant: str, n: int
+) -> OTelPeer | None:
+    engine = create_async_engine(async_url(url))
+    peer = attach_variant(variant, engine.sync_engine)
+    async with engine.connect() as conn:
+        for _ in range(WARM_UP):
+            await conn.execute(statement, params)
+        with counted():
+            for _ in range(n):
+                await conn.execute(statement, params)
+    await engine.dispose()
+    return peer
+
+
+def count_child(url: str, driver: str, label: str, variant: str, n: int) -> None:
+    """The child under callgrind (started with instrumentation off): warm up, then run the
+    statement n times."""
+    # Each histogram bucket looks up the current trace once per wall-clock second: once per
+    # thousands of statements in a real run, but a clock-dependent share of them under
+    # valgrind. Once per bucket is the closer (and repeatable) figure.
+    exporter.metrics.EXEMPLAR_INTERVAL_SECONDS = math.inf
+    sql, params = STATEMENTS[label]
+    statement = text(sql)
+    if driver == "asyncpg":
+        peer = asyncio.run(count_async(url, statement, params, variant, n))
+    else:
+        engine = create_engine(sync_url(url))
+        peer = attach_variant(variant, engine)
+        with engine.connect() as conn:
+            for _ in range(WARM_UP):
+                conn.execute(statement, params)
+            with counted():
+                for _ in range(n):
+                    conn.execute(statement, params)
+        engine.dispose()
+    if peer is not None and peer.spans < n:
+        raise SystemExit("OpenTelemetry's instrumentor did not record a span per statement")
+
+
+def user_microseconds() -> float:
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_utime * 1e6
+
+
+async def bare_user_time_async(url: str, statement: Any, params: Any, n: int) -> float:
+    engine = create_async_engine(async_url(url))
+    best = math.inf
+    async with engine.connect() as conn:
+        for _ in range(WARM_UP):
+            await conn.execute(statement, params)
+        for _ in range(USER_TIME_REPEATS):
+            start = user_microseconds()
+            for _ in range(n):
+                await conn.execute(statement, params)
+            best = min(best, (user_microseconds() - start) / n)
+    await engine.dispose()
+    return best
+
+
+def bare_user_time(url: str, driver: str, label: str, n: int = 5000) -> float:
+    """User-space CPU microseconds of one bare statement, the least of a few repeats, outside
+    valgrind. Instructions per user microsecond of the bare path turn the listeners' count
+    into time: they make no system calls, so user time is all they take."""
+    sql, params = STATEMENTS[label]
+    statement = text(sql)
+    if driver == "asyncpg":
+        return asyncio.run(bare_user_time_async(url, statement, params, n))
+    engine = create_engine(sync_url(url))
+    best = math.inf
+    with engine.connect() as conn:
+        for _ in range(WARM_UP):
+            conn.execute(statement, params)
+        for _ in range(USER_TIME_REPEATS):
+            start = user_microseconds()
+            for _ in range(n):
+                conn.execute(statement, params)
+            best = min(best, (user_microseconds() - start) / n)
+    engine.dispose()
+    return best
+
+
+class Job(NamedTuple):
+    """One callgrind child."""
+
+    driver: str
+    label: str
+    variant: str
+    statements: int
+    seed: int  # PYTHONHASHSEED
+
+
+def callgrind_total(url: str, job: Job) -> int:
+    """Instructions one child executed while counting (callgrind's `totals`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        command = [
+            "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+            sys.executable, os.path.abspath(__file__),
+            "--count", job.driver, job.label, job.variant, str(job.statements),
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONHASHSEED": str(job.seed), "BENCH_DATABASE_URL": url}
+        subprocess.run(command, env=env, check=True, capture_output=True)
+        with open(out) as data:
+            found = re.search(r"^totals: (\d+)", data.read(), re.MULTILINE)
+    if found is None:
+        raise SystemExit(f"no instruction total in callgrind's output for {command}")
+    return int(found.group(1))
+
+
+def instructions(url: str, n: int, seeds: int) -> None:
+    variants = VARIANTS if OTelPeer.create() is not None else VARIANTS[:2]
+    jobs = [
+        Job(driver, label, variant, count, seed)
+        for driver in DRIVERS
+        for label in STATEMENTS
+        for variant in variants
+        for count in (n, 2 * n)
+        for seed in range(seeds)
+    ]
+    print(
+        f"SQLAlchemy {sqlalchemy.__version__}, Python {sys.version.split()[0]}, callgrind: "
+        f"instructions per statement = (total of {2 * n} - total of {n}) / {n}, mean over "
+        f"{seeds} hash seeds (± half their range); {len(jobs)} children",
+        flush=True,
+    )
+    # Counts do not depend on load, so the children may run side by side.
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        totals = dict(zip(jobs, pool.map(lambda job: callgrind_total(url, job), jobs), strict=True))
+
+    def per_statement(driver: str, label: str, variant: str) -> list[float]:
+        """One figure per seed: all but the extra N statements is alike in both children."""
+        figures = []
+        for seed in range(seeds):
+            more, fewer = (totals[Job(driver, label, variant, c, seed)] for c in (2 * n, n))
+            figures.append((more - fewer) / n)
+        return figures
+
+    for driver in DRIVERS:
+        for label in STATEMENTS:
+            bare = per_statement(driver, label, "bare")
+            added = {
+                v: [x - b for x, b in zip(per_statement(driver, label, v), bare, strict=True)]
+                for v in variants[1:]
+            }
+            ours = statistics.mean(added["ours"])
+            spread = (max(added["ours"]) - min(added["ours"])) / 2
+            per_microsecond = statistics.mean(bare) / bare_user_time(url, driver, label)
+            line = (
+                f"{driver:8} {label:13} bare {statistics.mean(bare):9,.0f} instr/stmt | "
+                f"ours +{ours:7,.0f} ±{spread:4,.0f} (~{ours / per_microsecond:.1f} us)"
+            )
+            if "otel" in added:
+                otel = statistics.mean(added["otel"])
+                line += f" | otel +{otel:9,.0f} | otel/ours {otel / ours:.1f}x"
+            print(line, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=25)
-    parser.add_argument("--queries", type=int, default=2000, help="statements per round")
+    parser.add_argument(
+        "--queries", type=int, help="statements per round (2000; 300 with --instructions)"
+    )
     parser.add_argument("--memory", action="store_true", help="run the memory benchmark")
     parser.add_argument("--statements", type=int, default=1_000_000)
     parser.add_argument("--distinct", type=int, default=10_000)
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per statement with callgrind instead of timing",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="hash seeds to average over (--instructions)"
+    )
+    # Internal: one callgrind child (driver, statement, variant, statements).
+    parser.add_argument("--count", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     with database() as url:
+        if args.count:
+            driver, label, variant, n = args.count
+            count_child(url, driver, label, variant, int(n))
+            return
+        if args.instructions:
+            prepare(url)
+            instructions(url, args.queries or 300, args.seeds)
+            return
         if args.memory:
             memory(url, args.statements, args.distinct)
             return
+        queries = args.queries or 2000
         prepare(url)
         otel = OTelPeer.create()
         if otel is not None:
             check_peer_attaches(url, otel)
         print(
             f"SQLAlchemy {sqlalchemy.__version__}, Python {sys.version.split()[0]}, "
-            f"{args.rounds} rounds x {args.queries} statements per variant, medians of per-round "
+            f"{args.rounds} rounds x {queries} statements per variant, medians of per-round "
             f"deltas; OpenTelemetry peer: {'yes' if otel else 'not installed'}",
             flush=True,
         )
-        bench_sync(url, args.rounds, args.queries, otel)
-        asyncio.run(bench_async(url, args.rounds, args.queries, otel))
+        bench_sync(url, args.rounds, queries, otel)
+        asyncio.run(bench_async(url, args.rounds, queries, otel))
 
 
 if __name__ == "__main__":

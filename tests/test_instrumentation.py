@@ -7,6 +7,7 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -19,6 +20,7 @@ import exporter.instrumentation as instrumentation
 import exporter.instrumentation.queries as queries
 from exporter import Metrics, instrument, is_instrumented, uninstrument
 from exporter.dsn import async_url, sync_url
+from exporter.instrumentation.queries import STATEMENT_METHODS
 from exporter.metrics import LabelLimits
 
 POOL_SIZE = 3
@@ -214,12 +216,63 @@ def test_instrument_is_idempotent_and_uninstrument_removes_every_listener(
     assert not any(event.contains(sync_engine, name, fn) for name, fn in attached)
     assert not sync_engine.dialect.dispatch.do_execute
     assert not sync_engine.dialect.dispatch.do_executemany
+    assert not set(STATEMENT_METHODS) & set(vars(sync_engine.dialect))
     assert list(sync_engine.pool.dispatch.connect) == pool_listeners
     with sync_engine.connect() as conn:
         conn.execute(text("SELECT id FROM notes"))
     assert count(registry, operation="SELECT", table="notes") == 1
     assert registry.get_sample_value("db_connections_active", {"database": "main"}) == 0
     assert registry.get_sample_value("db_pool_size", {"database": "main"}) is None
+
+
+class ForeignWrapper:
+    """Another library's wrapper on the dialect's do_execute, as APM agents install them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.inner = engine.dialect.do_execute
+        self.calls = 0
+
+    def __call__(self, *args: Any) -> None:
+        self.calls += 1
+        self.inner(*args)
+
+
+def test_a_wrapper_installed_before_instrument_keeps_working_and_is_put_back(
+    sync_engine: Engine, metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    foreign = ForeignWrapper(sync_engine)
+    sync_engine.dialect.do_execute = foreign  # type: ignore[method-assign]
+    instrument(sync_engine, database="main", metrics=metrics)
+    with sync_engine.connect() as conn:
+        conn.execute(text("SELECT id FROM notes"))
+    assert count(registry, operation="SELECT", table="notes") == 1
+    assert foreign.calls >= 1
+    uninstrument(sync_engine)
+    assert vars(sync_engine.dialect)["do_execute"] is foreign
+    calls = foreign.calls
+    with sync_engine.connect() as conn:
+        conn.execute(text("SELECT id FROM notes"))
+    assert foreign.calls == calls + 1
+    assert count(registry, operation="SELECT", table="notes") == 1
+
+
+def test_a_wrapper_installed_after_instrument_is_left_in_place_with_a_warning(
+    sync_engine: Engine, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    instrument(sync_engine, database="main", metrics=metrics)
+    foreign = ForeignWrapper(sync_engine)  # it calls ours
+    sync_engine.dialect.do_execute = foreign  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="exporter.instrumentation"):
+        uninstrument(sync_engine)
+    assert [r.getMessage() for r in caplog.records] == [
+        "dialect.do_execute was replaced after instrument(); leaving it in place"
+    ]
+    assert vars(sync_engine.dialect)["do_execute"] is foreign
+    with sync_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM notes")).scalar() == 0
+    assert foreign.calls >= 1
+    # The other statement methods were put back.
+    assert not {"do_executemany", "do_execute_no_params"} & set(vars(sync_engine.dialect))
 
 
 def test_listeners_survive_engine_dispose(

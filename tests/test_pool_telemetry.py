@@ -15,6 +15,7 @@ from sqlalchemy.pool import NullPool, QueuePool
 
 from exporter import Metrics, instrument, uninstrument
 from exporter.dsn import async_url, sync_url
+from exporter.instrumentation.queries import STATEMENT_METHODS
 
 
 def value(registry: CollectorRegistry, name: str, database: str = "main") -> float:
@@ -177,6 +178,8 @@ def _listener_snapshot(engine: Engine) -> dict[str, list[object]]:
     snapshot["dialect.do_connect"] = list(engine.dialect.dispatch.do_connect)
     for name in ("do_execute", "do_executemany", "do_execute_no_params", "handle_error"):
         snapshot[f"dialect.{name}"] = list(getattr(engine.dialect.dispatch, name))
+    # The statement methods instrument() puts on the dialect instance.
+    snapshot["dialect.instance"] = [vars(engine.dialect).get(n) for n in STATEMENT_METHODS]
     return snapshot
 
 

@@ -110,11 +110,7 @@ def test_ten_thousand_failing_statements_leave_no_state_behind(
     engine: Engine, metrics: Metrics, registry: CollectorRegistry
 ) -> None:
     instrument(engine, metrics=metrics)
-    listener = next(
-        fn.__self__
-        for name, fn in instrumentation._attached[engine].listeners
-        if name == "do_execute"
-    )
+    listener = instrumentation._attached[engine].queries
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         for i in range(10_000):
             with pytest.raises(DBAPIError):
@@ -225,7 +221,8 @@ def test_a_fault_in_every_hook_never_reaches_the_application(
     first = engine.connect()  # checked out while everything works: marked
     second = engine.connect()
 
-    listeners = {fn.__self__ for _, fn in instrumentation._attached[engine].listeners}
+    attached = instrumentation._attached[engine]
+    listeners = {fn.__self__ for _, fn in attached.listeners} | {attached.queries}
     for listener in listeners:
         for name, attribute in list(vars(listener).items()):
             if isinstance(attribute, (MetricWrapperBase, Metrics, dict)):

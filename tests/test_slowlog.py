@@ -427,3 +427,40 @@ async def test_aiohttp_middleware_puts_the_route_in_records(
     assert (await client.get("/items/42")).status == 200
     (record,) = slow_records(slow_log)
     assert record["context"] == {"route": "/items/{id}", "method": "GET"}
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+async def test_the_first_connections_own_statements_can_be_slow_without_errors(
+    fresh_database: URL, metrics: Metrics, registry: CollectorRegistry, driver: str
+) -> None:
+    """SQLAlchemy runs the dialect's first-connect statements (server version, ...) on a
+    connection without a pool entry, whose `info` raises: the record goes without a pool wait."""
+    log = SlowQueryLog(SlowQuerySettings(threshold_ms=0, stdout=False), metrics)
+    if driver == "asyncpg":
+        engine: Engine | AsyncEngine = create_async_engine(async_url(fresh_database))
+    else:
+        engine = create_engine(sync_url(fresh_database))
+    instrument(engine, metrics=metrics, slow_log=log)
+    try:
+        if isinstance(engine, AsyncEngine):
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        else:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        log.flush()
+        statements = [r["sql"] for r in log.records(limit=100)]
+        assert any("version()" in sql for sql in statements), statements
+        assert (
+            registry.get_sample_value(
+                "exporter_instrumentation_errors_total", {"kind": "slow_query"}
+            )
+            is None
+        )
+    finally:
+        uninstrument(engine)
+        if isinstance(engine, AsyncEngine):
+            await engine.dispose()
+        else:
+            engine.dispose()
+        log.close()

@@ -27,6 +27,7 @@ from exporter.slowlog import SlowQueryLog, default_slow_log
 class _Attached:
     database: str
     metrics: Metrics
+    queries: QueryListener
     pool: PoolListener
     finalizer: weakref.finalize[Any, Any]
     # (event name, listener) pairs, all registered on the engine itself. The engine is not
@@ -86,11 +87,8 @@ def instrument(
         )
         pool = PoolListener(sync, database, metrics, failures)
         listeners: list[tuple[str, Callable[..., Any]]] = [
-            # Dialect events only: any connection-level listener would move every statement
-            # onto SQLAlchemy's slower event-dispatching path.
-            ("do_execute", queries.do_execute),
-            ("do_executemany", queries.do_executemany),
-            ("do_execute_no_params", queries.do_execute_no_params),
+            # No connection-level listener: one would move every statement onto SQLAlchemy's
+            # slower event-dispatching path (statements are timed by queries.attach()).
             ("do_connect", pool.do_connect),
             # Pool events registered on the engine follow it across Engine.dispose().
             ("connect", pool.connect),
@@ -103,10 +101,11 @@ def instrument(
         ]
         for name, fn in listeners:
             event.listen(sync, name, fn)
+        queries.attach()
         pool.wrap(sync.pool)
         metrics.pools.add(sync, database)
         finalizer = weakref.finalize(sync, pool.release)
-        _attached[sync] = _Attached(database, metrics, pool, finalizer, listeners)
+        _attached[sync] = _Attached(database, metrics, queries, pool, finalizer, listeners)
     return engine
 
 
@@ -119,6 +118,7 @@ def uninstrument(engine: Engine | AsyncEngine) -> None:
             return
         for name, fn in attached.listeners:
             event.remove(sync, name, fn)
+        attached.queries.detach()
         PoolListener.unwrap(sync.pool)
         attached.metrics.pools.remove(sync)
         attached.finalizer.detach()

@@ -1,16 +1,20 @@
 """Statement execution -> `query_duration_seconds`, `query_errors_total`, `query_rows_total`.
 
-The dialect's `do_execute` / `do_executemany` / `do_execute_no_params` events let a listener
-perform the DBAPI call itself: ours calls the dialect's own implementation and times exactly
-that call, so success and failure (with the driver's SQLSTATE) are seen in one place and no
-per-query state is kept anywhere. Unlike `before/after_cursor_execute`, these events do not
-switch SQLAlchemy's connections onto their slower event-dispatching path. Everything else a
-statement needs (its identity and its metric children) is looked up once per distinct
-statement string and cached.
+The listener takes the place of the dialect's `do_execute` / `do_executemany` /
+`do_execute_no_params` on the engine's own dialect instance, calls the implementation it
+replaced and times exactly that call, so success and failure (with the driver's SQLSTATE) are
+seen in one place and no per-query state is kept anywhere. SQLAlchemy calls these methods
+directly for every statement. The dialect *events* of the same names would do the same job, but
+SQLAlchemy dispatches them per statement, which measured about a third of the listener's whole
+cost (`bench/instrumentation_overhead.py --instructions`); connection-level events such as
+`before/after_cursor_execute` cost more still, as they switch connections onto SQLAlchemy's
+event-dispatching path. Everything else a statement needs (its identity and its metric
+children) is looked up once per distinct statement string and cached.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from time import perf_counter
@@ -24,11 +28,15 @@ from exporter.instrumentation.pool import POOL_WAIT
 from exporter.instrumentation.tracing import current_exemplar
 from exporter.metrics import OTHER, Metrics, StatementSeries
 from exporter.slowlog.callsite import call_site
-from exporter.slowlog.context import QueryContext
-from exporter.slowlog.context import current as current_context
+from exporter.slowlog.context import QueryContext, current_scope
 from exporter.slowlog.log import SlowQueryLog
 from exporter.slowlog.record import SlowQuery, redact
 from exporter.sql import QueryIdentity, identify
+
+# The dialect methods every statement goes through; the listener has one of each name.
+STATEMENT_METHODS = ("do_execute", "do_executemany", "do_execute_no_params")
+
+log = logging.getLogger("exporter.instrumentation")
 
 # A bound on the per-statement cache; statements built with inlined literals would otherwise
 # grow it without end. Clearing it only costs re-looking-up a few statements.
@@ -40,6 +48,7 @@ class _Statement:
     identity: QueryIdentity
     table: str  # the label value: the identity's table, or "other"
     ok: StatementSeries
+    select: bool  # counted for N+1 detection
     error: StatementSeries | None = None  # made on the first failure: most statements never do
     slow: Counter | None = None  # made when it is first slow
 
@@ -73,6 +82,13 @@ class QueryListener:
         self._metrics = metrics
         self._known_tables = known_tables
         self._dialect = dialect
+        # What each statement method was on this dialect instance before attach(): nothing
+        # (the class's implementation), or another library's wrapper, put back by detach().
+        self._replaced = tuple((name, dialect.__dict__.get(name)) for name in STATEMENT_METHODS)
+        # The implementations the listener runs, bound before attach() takes their place.
+        self._do_execute = dialect.do_execute
+        self._do_executemany = dialect.do_executemany
+        self._do_execute_no_params = dialect.do_execute_no_params
         self._postgresql = dialect.name == "postgresql"
         self._failures = failures
         self._statements: dict[str, _Statement] = {}
@@ -91,52 +107,73 @@ class QueryListener:
                 table = OTHER
             labels = (self._database, identity.operation, table, "ok")
             ok = self._metrics.budget("query_duration_seconds").admit(labels)
-            entry = _Statement(identity, table, self._metrics.statement_series(ok))
+            series = self._metrics.statement_series(ok)
+            entry = _Statement(identity, table, series, identity.operation == "SELECT")
             if len(self._statements) >= MAX_CACHED_STATEMENTS:
                 self._statements.clear()
             self._statements[sql] = entry
         return entry
 
-    # -- the dialect events: run the statement, time it, never fail it ----------------------
+    def attach(self) -> None:
+        for name in STATEMENT_METHODS:
+            setattr(self._dialect, name, getattr(self, name))
 
-    def do_execute(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        start = self._started()
+    def detach(self) -> None:
+        """Put back what attach() replaced, unless another library has since put its own
+        wrapper in our place: that one calls ours, so ours must stay (and says so)."""
+        for name, previous in self._replaced:
+            if self._dialect.__dict__.get(name) != getattr(self, name):
+                log.warning("dialect.%s was replaced after instrument(); leaving it in place", name)
+                continue
+            if previous is None:
+                delattr(self._dialect, name)
+            else:
+                setattr(self._dialect, name, previous)
+
+    # -- the statement methods: run the statement, time it, never fail it ------------------
+    # Each stamps its start inline, not in a guarded helper: the call cost more than the
+    # stamp. A clock that fails is counted like any failure of the bookkeeping.
+
+    def do_execute(self, cursor: Any, statement: str, parameters: Any, context: Any) -> None:
         try:
-            self._dialect.do_execute(cursor, statement, parameters, context)
+            start: float | None = perf_counter()
+        except Exception:
+            start = None
+            self._failures.record("query_start")
+        try:
+            self._do_execute(cursor, statement, parameters, context)
         except Exception as exc:
             self._failed(statement, start, exc, parameters, False, context)
             raise
         self._succeeded(statement, start, cursor, parameters, False, context)
-        return True  # executed: SQLAlchemy must not run it again
 
-    def do_executemany(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        start = self._started()
+    def do_executemany(self, cursor: Any, statement: str, parameters: Any, context: Any) -> None:
         try:
-            self._dialect.do_executemany(cursor, statement, parameters, context)
+            start: float | None = perf_counter()
+        except Exception:
+            start = None
+            self._failures.record("query_start")
+        try:
+            self._do_executemany(cursor, statement, parameters, context)
         except Exception as exc:
             self._failed(statement, start, exc, parameters, True, context)
             raise
         self._succeeded(statement, start, cursor, parameters, True, context)
-        return True
 
-    def do_execute_no_params(self, cursor: Any, statement: str, context: Any) -> bool:
-        start = self._started()
+    def do_execute_no_params(self, cursor: Any, statement: str, context: Any) -> None:
         try:
-            self._dialect.do_execute_no_params(cursor, statement, context)
+            start: float | None = perf_counter()
+        except Exception:
+            start = None
+            self._failures.record("query_start")
+        try:
+            self._do_execute_no_params(cursor, statement, context)
         except Exception as exc:
             self._failed(statement, start, exc, None, False, context)
             raise
         self._succeeded(statement, start, cursor, None, False, context)
-        return True
 
     # -- bookkeeping, each step guarded ---------------------------------------------------
-
-    def _started(self) -> float | None:
-        try:
-            return perf_counter()
-        except Exception:
-            self._failures.record("query_start")
-            return None
 
     def _succeeded(
         self,
@@ -150,19 +187,23 @@ class QueryListener:
         try:
             if start is None:
                 return
-            elapsed = perf_counter() - start
+            ended = perf_counter()
+            elapsed = ended - start
             # Rows as the driver counts them; a batch whose driver does not (-1) counts its
             # parameter sets.
             rows = cursor.rowcount
             if rows < 0 and batch:
                 rows = len(parameters)
-            entry = self._statement(statement)
-            entry.ok.record(elapsed, rows, current_exemplar)
+            entry = self._statements.get(statement)  # inline: nearly always there
+            if entry is None:
+                entry = self._statement(statement)
+            entry.ok.record(elapsed, rows, current_exemplar, ended)
             if elapsed >= self._slow_threshold:
                 self._slow(entry, elapsed, rows, parameters, batch, context, None)
-            if self._slow_log is not None:
-                scope = current_context.get()
-                if scope is not None and entry.identity.operation == "SELECT":
+            # N+1 detection: only SELECTs count, so others need not look up the context.
+            if entry.select and self._slow_log is not None:
+                scope = current_scope()
+                if scope is not None:
                     repeats = self._repeats(scope, entry)
                     if repeats is not None:
                         self._slow(entry, elapsed, None, parameters, batch, context, None, repeats)
@@ -181,12 +222,13 @@ class QueryListener:
         try:
             entry = self._statement(statement)
             if start is not None:
-                elapsed = perf_counter() - start
+                ended = perf_counter()
+                elapsed = ended - start
                 if entry.error is None:
                     labels = (self._database, entry.operation, entry.table, "error")
                     admitted = self._metrics.budget("query_duration_seconds").admit(labels)
                     entry.error = self._metrics.statement_series(admitted)
-                entry.error.record(elapsed, 0, current_exemplar)
+                entry.error.record(elapsed, 0, current_exemplar, ended)
                 if elapsed >= self._slow_threshold:
                     code = getattr(exc, "sqlstate", None) or sqlstate_class(exc)
                     self._slow(entry, elapsed, None, parameters, batch, context, str(code))
@@ -228,7 +270,7 @@ class QueryListener:
                         self._database, entry.table
                     )
                 counter.inc()
-            scope = current_context.get()
+            scope = current_scope()
             include_values = self._slow_log.settings.include_parameter_values
             self._slow_log.submit(
                 SlowQuery(
@@ -262,6 +304,11 @@ class QueryListener:
 def _pool_wait(context: Any) -> float | None:
     """How long the statement's connection waited at checkout (stored by the pool timer)."""
     connection = getattr(getattr(context, "root_connection", None), "_dbapi_connection", None)
-    info = getattr(connection, "info", None)
+    try:
+        info = getattr(connection, "info", None)
+    except NotImplementedError:
+        # The dialect's first-connect statements run on a connection outside the pool,
+        # whose `info` raises: it waited for no checkout.
+        return None
     wait = info.get(POOL_WAIT) if info is not None else None
     return wait if isinstance(wait, float) else None

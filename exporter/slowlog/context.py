@@ -26,6 +26,9 @@ class QueryContext:
 
 
 current: ContextVar[QueryContext | None] = ContextVar("db_exporter_query_context", default=None)
+# Bound once for the query path: `current.get()` looks the method up and binds it anew on
+# every call, which costs several times the read itself.
+current_scope: Callable[[], QueryContext | None] = current.get
 
 
 @contextmanager
