@@ -19,13 +19,18 @@ APPLICATION_NAME = "db-exporter"
 
 
 def exporter_engine(dsn: str, timeout_seconds: float) -> AsyncEngine:
-    """A small engine of the exporter's own: one connection, server-side timeouts set."""
+    """A small engine of the exporter's own: one connection, server-side timeouts set.
+
+    Pre-ping: after a server restart (or a failover, or an idle connection cut by a proxy) the
+    kept connection is dead; the next check replaces it instead of reporting the database down
+    for one check interval. One extra round trip per use, a few per minute."""
     timeout_ms = str(int(timeout_seconds * 1000))
     return create_async_engine(
         async_url(dsn),
         pool_size=1,
         max_overflow=0,
         pool_timeout=timeout_seconds,
+        pool_pre_ping=True,
         connect_args={
             "timeout": timeout_seconds,
             "server_settings": {

@@ -465,6 +465,24 @@ async def test_restart_db_up_drops_and_recovers_without_leaking_connections(
         assert execute(url, EXPORTER_CONNECTIONS) == [(1,)]
 
 
+async def test_a_restart_between_checks_does_not_read_as_down(
+    registry: CollectorRegistry,
+) -> None:
+    # The exporter's kept connection dies with the restart; the next check must replace it,
+    # not report the (answering) database down for a check interval and flap /readyz.
+    with private_cluster() as cluster:
+        metrics = Metrics(registry)
+        worker = DatabaseWorker(database("main", make_url(cluster.url)), metrics, SnapshotStore())
+        try:
+            assert await worker.check()
+            await asyncio.to_thread(cluster.stop, "fast")
+            await asyncio.to_thread(cluster.start)
+            assert await worker.check(), worker.state.reason
+            assert value(metrics, "db_up", {"database": "main"}) == 1
+        finally:
+            await worker.close()
+
+
 async def test_stopping_the_runner_closes_its_connection(
     registry: CollectorRegistry, database_url: URL, fresh_database: URL
 ) -> None:
