@@ -3,6 +3,8 @@
 A collector is built once per database with that database's `datname` label value and its own
 settings, and `collect(conn, server_version)` returns fresh metric families built from one run's
 rows. It never opens connections, sets timeouts or catches errors: the runner does all three.
+A collector with thousands of series builds them as `Steps` run by `slices.in_slices()`, so
+the event loop is never stalled for long.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from prometheus_client.metrics_core import Metric
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from exporter.collectors.slices import Steps
 from exporter.settings import CollectorSettings
 
 S = TypeVar("S", bound=CollectorSettings)
@@ -66,15 +69,18 @@ class Ranked(Protocol):
     def scans(self) -> float: ...
 
 
-def select(items: Sequence[Ranked], forced: set[int], cap: int) -> list[int]:
+def select(items: Sequence[Ranked], forced: set[int], cap: int) -> Steps[list[int]]:
     """Positions of the items (indexes, tables) that get series of their own: every forced one,
-    then the largest and the most scanned, alternately, until `cap` are chosen."""
+    then the largest and the most scanned, alternately, until `cap` are chosen. In steps."""
     chosen = set(forced)
     by_size = sorted(range(len(items)), key=lambda i: (-items[i].size, items[i].labels))
+    yield
     by_scans = sorted(range(len(items)), key=lambda i: (-items[i].scans, items[i].labels))
+    yield
     for position in chain.from_iterable(zip_longest(by_size, by_scans)):
         if len(chosen) >= cap:
             break
         if position is not None:
             chosen.add(position)
+        yield
     return sorted(chosen, key=lambda i: items[i].labels)

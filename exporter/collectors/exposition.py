@@ -2,9 +2,9 @@
 
 prometheus_client renders ~7,000 series in about 35 ms, on the event loop, on every scrape. A
 collector's families change only when it runs, so `render()` turns them into exposition text
-right after the run and `/metrics` concatenates what is stored. Sample lines are identical in
-the Prometheus text format and in OpenMetrics for gauges and counters; only the `# HELP` and
-`# TYPE` headers differ, so one body serves both.
+right after the run (`put_steps()`, in slices on the loop) and `/metrics` concatenates what is
+stored. Sample lines are identical in the Prometheus text format and in OpenMetrics for gauges
+and counters; only the `# HELP` and `# TYPE` headers differ, so one body serves both.
 
 `SnapshotStore` is also a registry `Collector`, so `registry.get_sample_value()` and any other
 exposition of the registry still see every family; the `/metrics` handler switches that off
@@ -23,6 +23,8 @@ from typing import Any, cast
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
+
+from exporter.collectors.slices import Steps, at_once
 
 _SKIP: ContextVar[bool] = ContextVar("db_exporter_skip_snapshots", default=False)
 
@@ -55,6 +57,11 @@ def _escape(value: str) -> str:
 
 def render(family: Metric) -> RenderedFamily:
     """One family's sample lines, exactly as prometheus_client would print them."""
+    return at_once(render_steps(family))
+
+
+def render_steps(family: Metric) -> Steps[RenderedFamily]:
+    """`render()` in steps, for `in_slices()`."""
     if family.type not in ("gauge", "counter"):
         raise ValueError(f"{family.name}: only gauges and counters are pre-rendered")
     lines = []
@@ -67,6 +74,7 @@ def render(family: Metric) -> RenderedFamily:
             lines.append(f"{sample.name}{{{pairs}}} {value}\n")
         else:
             lines.append(f"{sample.name} {value}\n")
+        yield
     body = "".join(lines).encode()
     return RenderedFamily(family.name, family.type, family.documentation, family.unit, body)
 
@@ -97,10 +105,16 @@ class SnapshotStore(Collector):
         self._generation = 0  # bumped on every change, so a stale rendering is never cached
 
     def put(self, database: str, collector: str, families: Iterable[Metric]) -> None:
+        at_once(self.put_steps(database, collector, families))
+
+    def put_steps(self, database: str, collector: str, families: Iterable[Metric]) -> Steps[None]:
+        """`put()` in steps, for `in_slices()`: renders, then stores in one step at the end."""
         run = tuple(families)
-        rendered = tuple(render(f) for f in run)
+        rendered = []
+        for family in run:
+            rendered.append((yield from render_steps(family)))
         with self._lock:
-            self._runs[(database, collector)] = _Run(run, rendered)
+            self._runs[(database, collector)] = _Run(run, tuple(rendered))
             self._changed()
 
     def drop(self, database: str, collector: str | None = None) -> None:

@@ -20,7 +20,6 @@ alternately by size and by scans; flagged indexes are always kept (even beyond t
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporter.collectors.base import Collector, number, select, timestamp
+from exporter.collectors.slices import Steps, in_slices
 from exporter.settings import IndexesCollectorSettings
 
 INDEXES_SQL = """
@@ -93,10 +93,11 @@ class Index:
     invalid: bool
 
 
-def duplicates(rows: Sequence[Any]) -> dict[tuple[str, str], str]:
-    """(schemaname, indexrelname) -> the name of another index identical to it."""
+def duplicates(rows: Sequence[Any]) -> Steps[dict[tuple[str, str], str]]:
+    """(schemaname, indexrelname) -> the name of another index identical to it. In steps."""
     groups: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
     for r in rows:
+        yield
         if not r.indisvalid:  # reported as invalid; it does not do the other index's job
             continue
         key = (
@@ -121,10 +122,12 @@ class IndexesCollector(Collector[IndexesCollectorSettings]):
         last_scan = "s.last_idx_scan" if server_version >= LAST_IDX_SCAN_VERSION else "NULL"
         rows = (await conn.execute(text(INDEXES_SQL.format(last_idx_scan=last_scan)))).all()
         stats_age = number((await conn.execute(text(STATS_AGE_SQL))).scalar())
-        # Thousands of samples are pure CPU work: build them off the event loop.
-        return await asyncio.to_thread(self.families, rows, stats_age, server_version)
+        # Thousands of samples are pure CPU work: built in slices, never one long stall.
+        return await in_slices(self.families(rows, stats_age, server_version))
 
-    def families(self, rows: Sequence[Any], stats_age: float, server_version: int) -> list[Metric]:
+    def families(
+        self, rows: Sequence[Any], stats_age: float, server_version: int
+    ) -> Steps[list[Metric]]:
         min_size = self.settings.unused_min_size_bytes
         indexes = []
         for r in rows:
@@ -142,13 +145,14 @@ class IndexesCollector(Collector[IndexesCollectorSettings]):
                     invalid=not r.indisvalid,
                 )
             )
-        duplicate_of = duplicates(rows)
+            yield
+        duplicate_of = yield from duplicates(rows)
         forced = {
             i
             for i, index in enumerate(indexes)
             if index.unused or index.invalid or (index.labels[1], index.labels[3]) in duplicate_of
         }
-        chosen = select(indexes, forced, self.settings.max_index_series)
+        chosen = yield from select(indexes, forced, self.settings.max_index_series)
 
         counters = [
             (column, CounterMetricFamily(name, doc, labels=LABELS))
@@ -175,6 +179,7 @@ class IndexesCollector(Collector[IndexesCollectorSettings]):
             size.add_metric(labels, index.size)
             if last_idx_scan is not None:
                 last_idx_scan.add_metric(labels, timestamp(index.row.last_idx_scan))
+            yield
 
         unused = GaugeMetricFamily(
             "pg_index_unused",
@@ -202,6 +207,7 @@ class IndexesCollector(Collector[IndexesCollectorSettings]):
             other = duplicate_of.get((index.labels[1], index.labels[3]))
             if other is not None:
                 duplicate.add_metric([*index.labels, other], 1)
+            yield
         age = GaugeMetricFamily(
             "pg_index_stats_age_seconds",
             "Seconds since this database's statistics were reset (when never reset: since the "

@@ -38,6 +38,7 @@ from exporter.collectors import COLLECTORS
 from exporter.collectors.base import Collector, CollectorError
 from exporter.collectors.custom import CustomQueryCollector
 from exporter.collectors.exposition import SnapshotStore
+from exporter.collectors.slices import in_slices
 from exporter.metrics import MULTIPROCESS, Metrics
 from exporter.probe import ProbeState, exporter_engine, one_line
 from exporter.settings import CollectorSettings, DatabaseSettings
@@ -281,8 +282,8 @@ class DatabaseWorker:
                         },
                     )
                     families = await job.collector.collect(conn, self.server_version)
-            # Rendering thousands of series is pure CPU: keep it off the event loop.
-            await asyncio.to_thread(self._store.put, self.name, name, families)
+            # Rendering thousands of series is pure CPU: in slices, never one long stall.
+            await in_slices(self._store.put_steps(self.name, name, families))
         except Exception as exc:
             if _stopping():
                 raise asyncio.CancelledError from exc

@@ -13,7 +13,6 @@ collector fail after `lock_timeout_seconds` (the others are unaffected). At most
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporter.collectors.base import Collector, number, select, timestamp
+from exporter.collectors.slices import Steps, in_slices
 from exporter.settings import TablesCollectorSettings
 
 TABLES_SQL = """
@@ -79,9 +79,9 @@ class TablesCollector(Collector[TablesCollectorSettings]):
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         rows = (await conn.execute(text(TABLES_SQL))).all()
-        return await asyncio.to_thread(self.families, rows)
+        return await in_slices(self.families(rows))
 
-    def families(self, rows: Sequence[Any]) -> list[Metric]:
+    def families(self, rows: Sequence[Any]) -> Steps[list[Metric]]:
         tables = [
             Table(
                 (self.datname, r.schemaname, r.relname),
@@ -91,7 +91,7 @@ class TablesCollector(Collector[TablesCollectorSettings]):
             )
             for r in rows
         ]
-        chosen = select(tables, set(), self.settings.max_table_series)
+        chosen = yield from select(tables, set(), self.settings.max_table_series)
         counters = [
             (column, CounterMetricFamily(f"pg_stat_user_tables_{column}", doc, labels=LABELS))
             for column, doc in COUNTERS
@@ -117,6 +117,7 @@ class TablesCollector(Collector[TablesCollectorSettings]):
                 family.add_metric(labels, number(getattr(table.row, column)))
             for column, family in times:
                 family.add_metric(labels, timestamp(getattr(table.row, column)))
+            yield
         omitted = GaugeMetricFamily(
             "pg_table_series_omitted",
             "Tables without per-table series because of the max_table_series cap.",
