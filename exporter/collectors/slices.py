@@ -17,7 +17,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-# Steps is what a work generator yields between: None, and nothing else.
+# Work in steps: a generator that yields None between small steps and returns its result.
 Steps = Generator[None, None, T]
 
 SLICE_SECONDS = 0.001
