@@ -8,8 +8,9 @@ Where the database comes from, first match wins:
 2. The `sqlalchemy.url` option, when the caller sets it (`cfg.set_main_option(...)`).
 3. The `DATABASE_URL` environment variable.
 
-A `postgresql://` or `postgres://` URL gets the asyncpg driver (libpq's `sslmode` becomes
-asyncpg's `ssl`); a URL naming a driver is used as is. Without a connection, the migrations run
+A `postgresql://`, `postgres://` or `postgresql+asyncpg://` URL gets the asyncpg driver, its
+libpq parameters (`sslmode`, `sslrootcert`, several hosts, ...) translated by `exporter.dsn`; a
+URL naming another driver is used as is. Without a connection, the migrations run
 in `asyncio.run`, so `alembic.command` must then be called outside a running event loop (from
 async code: `await asyncio.to_thread(command.upgrade, cfg, "head")`).
 
@@ -22,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import os
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, async_engine_from_config
 
+from exporter.dsn import asyncpg_engine_args
 from models import Base
 
 config = context.config
@@ -39,26 +42,23 @@ if config.config_file_name is not None and config.attributes.get(
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
-def database_url() -> URL | None:
-    """The URL from `sqlalchemy.url` or DATABASE_URL, with asyncpg for plain PostgreSQL URLs."""
+def database_url() -> tuple[URL, dict[str, Any]] | None:
+    """The URL from `sqlalchemy.url` or DATABASE_URL and its `connect_args`, with asyncpg for
+    PostgreSQL URLs."""
     raw = config.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL")
     if not raw:
         return None
-    url = make_url(raw)
-    if url.drivername in ("postgresql", "postgres"):
-        query = dict(url.query)
-        if "sslmode" in query:
-            query["ssl"] = query.pop("sslmode")
-        url = url.set(drivername="postgresql+asyncpg", query=query)
-    return url
+    if raw.split("://")[0] in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return asyncpg_engine_args(raw)
+    return make_url(raw), {}
 
 
 def run_migrations_offline() -> None:
     """Write the SQL to the output instead of running it; no database is needed."""
-    url = database_url()
+    target = database_url()
     context.configure(
-        url=url,
-        dialect_name=None if url is not None else "postgresql",
+        url=target[0] if target is not None else None,
+        dialect_name=None if target is not None else "postgresql",
         target_metadata=target_metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
@@ -80,12 +80,13 @@ def do_run_migrations(connection: Connection) -> None:
         context.run_migrations()
 
 
-async def run_async_migrations(url: URL) -> None:
+async def run_async_migrations(url: URL, connect_args: dict[str, Any]) -> None:
     engine = async_engine_from_config(
         config.get_section(config.config_ini_section, {}),
         prefix="sqlalchemy.",
         poolclass=pool.NullPool,
         url=url,
+        connect_args=connect_args,
     )
     try:
         async with engine.connect() as connection:
@@ -112,8 +113,8 @@ def run_migrations_online() -> None:
     if connection is not None:
         do_run_migrations(connection)
         return
-    url = database_url()
-    if url is None:
+    target = database_url()
+    if target is None:
         raise RuntimeError(
             "no database URL: set the sqlalchemy.url option or the DATABASE_URL variable"
         )
@@ -123,7 +124,7 @@ def run_migrations_online() -> None:
             "event loop (asyncio.to_thread) or pass a connection in "
             'config.attributes["connection"]'
         )
-    asyncio.run(run_async_migrations(url))
+    asyncio.run(run_async_migrations(*target))
 
 
 if context.is_offline_mode():

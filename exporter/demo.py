@@ -16,7 +16,7 @@ from alembic.config import Config
 from sqlalchemy.engine import URL
 
 from exporter.demo_setup import add_hand_made_objects, enable_statement_statistics
-from exporter.dsn import DsnError, async_url, masked, parse_dsn
+from exporter.dsn import DsnError, asyncpg_engine_args, masked, parse_dsn
 from exporter.embedded import embedded_postgres
 from exporter.instrumentation import instrument
 from exporter.metrics import default_metrics
@@ -87,7 +87,7 @@ def alembic_config(url: URL | None = None, **options: Any) -> Config:
     """
     config = Config(str(alembic_ini()), **options)
     if url is not None:
-        rendered = async_url(url).render_as_string(hide_password=False)
+        rendered = url.render_as_string(hide_password=False)
         config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
     return config
 
@@ -109,10 +109,11 @@ async def _serve_workload(url: URL, listen: str) -> None:
         loop.add_signal_handler(signum, stop.set)
 
     # A small pool so the workload's bursts overflow it.
+    async_url, connect_args = asyncpg_engine_args(
+        url, server_settings={"application_name": APPLICATION_NAME}
+    )
     engine = create_engine(
-        async_url(url),
-        EngineSettings(pool_size=5, max_overflow=10),
-        connect_args={"server_settings": {"application_name": APPLICATION_NAME}},
+        async_url, EngineSettings(pool_size=5, max_overflow=10), connect_args=connect_args
     )
     await enable_statement_statistics(engine, _say)
     await add_hand_made_objects(engine, _say)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from exporter.dsn import async_url
+from exporter.dsn import asyncpg_engine_args
 
 APPLICATION_NAME = "db-exporter"
 
@@ -23,22 +23,28 @@ def exporter_engine(dsn: str, timeout_seconds: float) -> AsyncEngine:
 
     Pre-ping: after a server restart (or a failover, or an idle connection cut by a proxy) the
     kept connection is dead; the next check replaces it instead of reporting the database down
-    for one check interval. One extra round trip per use, a few per minute."""
+    for one check interval. One extra round trip per use, a few per minute.
+
+    The DSN's TLS, hosts and `options` apply; its `application_name` and `connect_timeout` give
+    way to the exporter's own name (so the activity collector can leave these connections out)
+    and timeouts."""
     timeout_ms = str(int(timeout_seconds * 1000))
+    url, connect_args = asyncpg_engine_args(
+        dsn,
+        server_settings={
+            "application_name": APPLICATION_NAME,
+            "statement_timeout": timeout_ms,
+            "lock_timeout": timeout_ms,
+        },
+        timeout=timeout_seconds,
+    )
     return create_async_engine(
-        async_url(dsn),
+        url,
         pool_size=1,
         max_overflow=0,
         pool_timeout=timeout_seconds,
         pool_pre_ping=True,
-        connect_args={
-            "timeout": timeout_seconds,
-            "server_settings": {
-                "application_name": APPLICATION_NAME,
-                "statement_timeout": timeout_ms,
-                "lock_timeout": timeout_ms,
-            },
-        },
+        connect_args=connect_args,
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import URL
 
+from exporter.dsn import asyncpg_connect_args
 from exporter.settings import PlanSettings
 from exporter.slowlog.aggregates import Aggregates
 from exporter.slowlog.record import SlowQuery
@@ -134,11 +135,17 @@ class PlanCapture:
         analyze = self.settings.analyze and parameters == 0
         options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
         timeout_ms = str(int(self.settings.timeout_seconds * 1000))
-        dsn = self._urls[record.database].set(drivername="postgresql")
+        # The application's URL, whichever its driver: its libpq parameters (TLS, hosts,
+        # options) hold for this connection too; DsnError says which one cannot.
         conn = await asyncpg.connect(
-            dsn.render_as_string(hide_password=False),
-            timeout=self.settings.timeout_seconds,
-            server_settings={"application_name": "db-exporter", "statement_timeout": timeout_ms},
+            **asyncpg_connect_args(
+                self._urls[record.database].set(drivername="postgresql"),
+                server_settings={
+                    "application_name": "db-exporter",
+                    "statement_timeout": timeout_ms,
+                },
+                timeout=self.settings.timeout_seconds,
+            )
         )
         try:
             await conn.execute("BEGIN")
