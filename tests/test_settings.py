@@ -165,11 +165,6 @@ def test_dsn_forms_map_to_each_driver(dsn: str) -> None:
     )
 
 
-def test_dsn_ssl_options_are_translated_per_driver() -> None:
-    assert async_url("postgresql://h/db?sslmode=require").query == {"ssl": "require"}
-    assert sync_url("postgresql+asyncpg://h/db?ssl=require").query == {"sslmode": "require"}
-
-
 def test_dsn_errors_and_masking() -> None:
     with pytest.raises(DsnError, match="not a database URL"):
         parse_dsn("not a url")
