@@ -26,7 +26,8 @@ from subprocesses import running
 from test_settings import SECRET, write
 
 from exporter import instrument, uninstrument
-from exporter.dsn import asyncpg_connect_args, asyncpg_engine_args, sync_url
+from exporter.demo import apply_migrations
+from exporter.dsn import asyncpg_connect_args, asyncpg_engine_args, parse_dsn, sync_url
 from exporter.metrics import Metrics
 from exporter.probe import one_line
 from exporter.settings import SlowQuerySettings
@@ -80,6 +81,7 @@ def tls_server(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         with admin.connect() as conn:
             conn.execute(text(f"CREATE ROLE app LOGIN PASSWORD '{SECRET}'"))
             conn.execute(text("CREATE ROLE tls_client LOGIN"))
+            conn.execute(text("CREATE DATABASE wallet OWNER app"))
         admin.dispose()
         yield TlsServer(cluster.port, certs, wrong.ca, admin_dsn)
 
@@ -201,6 +203,19 @@ def test_slow_query_plans_connect_as_the_application_does(
         slow_log.close()
     (aggregate,) = slow_log.aggregates.ranked()
     assert aggregate["plan_summary"].startswith("Result")
+
+
+def test_the_demo_migrates_over_verify_full(tls_server: TlsServer) -> None:
+    # Alembic's environment (asyncpg) and the demo's own engine take the DSN as it is given.
+    query = f"sslmode=verify-full&sslrootcert={tls_server.certs.ca}&application_name=migrations"
+    url = parse_dsn(tls_server.dsn(query)).set(database="wallet")
+    apply_migrations(url)
+    engine = create_engine(sync_url(url))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+    finally:
+        engine.dispose()
 
 
 def test_serve_reports_a_wrong_root_certificate_on_readyz_and_db_up(
