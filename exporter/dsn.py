@@ -301,11 +301,11 @@ def asyncpg_engine_args(
     url = parse_dsn(dsn)
     options = connection_options(url)
     args = _asyncpg_options(options, server_settings, timeout)
-    host, port = options.hosts[0] if options.hosts else (None, None)
-    if len(options.hosts) > 1:
+    if len(options.hosts) > 1:  # SQLAlchemy wants every port written out for asyncpg
         args["host"] = [h for h, _ in options.hosts]
         args["port"] = [p for _, p in options.hosts]
-    return url.set(drivername="postgresql+asyncpg", host=host, port=port, query={}), args
+    query = {"host": url.query["host"]} if "host" in url.query and "host" not in args else {}
+    return url.set(drivername="postgresql+asyncpg", query=query), args
 
 
 def asyncpg_connect_args(
@@ -344,9 +344,9 @@ def sync_url(dsn: str | URL) -> URL:
     if len(options.hosts) > 1:  # libpq's own lists, which SQLAlchemy passes on
         query["host"] = ",".join(h for h, _ in options.hosts)
         query["port"] = ",".join(str(p) for _, p in options.hosts)
-        return url.set(drivername="postgresql+psycopg", host=None, port=None, query=query)
-    host, port = options.hosts[0] if options.hosts else (None, None)
-    return url.set(drivername="postgresql+psycopg", host=host, port=port, query=query)
+    elif "host" in url.query:  # one host given as ?host= (a socket directory, host:port)
+        query["host"] = url.query["host"]
+    return url.set(drivername="postgresql+psycopg", query=query)
 
 
 def masked(dsn: str | URL) -> str:

@@ -15,12 +15,14 @@ import pytest
 from certs import Certs
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.engine import make_url
 from test_settings import SECRET, assert_one_line_error, run_cli, write
 
 from exporter.dsn import (
     LIBPQ_PARAMETERS,
     SSL_MODES,
     DsnError,
+    async_url,
     asyncpg_connect_args,
     asyncpg_engine_args,
     connection_options,
@@ -39,7 +41,7 @@ def test_libpq_host_lists_and_sqlalchemy_host_pairs_mean_the_same() -> None:
         assert connection_options(dsn).hosts == (("h1", 5432), ("::1", 5433), ("h3", 5432))
         url, args = asyncpg_engine_args(dsn)
         assert (url.drivername, url.host, url.port, dict(url.query)) == (
-            "postgresql+asyncpg", "h1", 5432, {}
+            "postgresql+asyncpg", None, None, {}
         )  # fmt: skip
         assert (args["host"], args["port"]) == (["h1", "::1", "h3"], [5432, 5433, 5432])
         psycopg = sync_url(dsn)
@@ -52,6 +54,17 @@ def test_libpq_host_lists_and_sqlalchemy_host_pairs_mean_the_same() -> None:
         "host": ["h1", "::1", "h3"],
         "port": [5432, 5433, 5432],
     }
+
+
+def test_a_socket_directory_stays_where_sqlalchemy_reads_it() -> None:
+    dsn = "postgresql://app:pw@/wallet?host=/run/postgresql"
+    assert async_url(dsn).render_as_string(hide_password=False) == (
+        "postgresql+asyncpg://app:pw@/wallet?host=%2Frun%2Fpostgresql"
+    )
+    assert sync_url(dsn).render_as_string(hide_password=False) == (
+        "postgresql+psycopg://app:pw@/wallet?host=%2Frun%2Fpostgresql"
+    )
+    assert asyncpg_connect_args(dsn)["host"] == ["/run/postgresql"]
 
 
 def test_server_settings_timeout_and_session_attrs_for_asyncpg() -> None:
@@ -233,10 +246,11 @@ def test_any_query_string_gives_a_usable_dsn_or_a_dsn_error(pairs: list[tuple[st
         assert SECRET not in refusal
         assert "\n" not in refusal
         return
-    # Whatever parse_dsn accepts, both drivers get without another error.
-    asyncpg_engine_args(dsn)
+    # Whatever parse_dsn accepts, both drivers get without another error, as URLs that
+    # read back the same when written out.
     asyncpg_connect_args(dsn)
-    sync_url(dsn)
+    for url in (asyncpg_engine_args(dsn)[0], sync_url(dsn)):
+        assert make_url(url.render_as_string(hide_password=False)) == url
     assert SECRET not in masked(dsn)
 
 

@@ -238,7 +238,8 @@ def test_serve_reports_a_wrong_root_certificate_on_readyz_and_db_up(
             if ready["databases"]["managed"] == "ok":
                 break
             time.sleep(0.2)
-        metrics = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+        with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+            metrics = response.read().decode()
         # The DSN's application_name gives way to the exporter's own (the activity collector
         # leaves those connections out by that name).
         assert tls_server.application_names("app") == ["db-exporter"]
@@ -256,6 +257,7 @@ def _get_json(url: str) -> dict[str, dict[str, str]]:
         with urllib.request.urlopen(url, timeout=5) as response:
             body = response.read()
     except urllib.error.HTTPError as error:  # 503 while a database is not ready
-        body = error.read()
+        with error:
+            body = error.read()
     data: dict[str, dict[str, str]] = json.loads(body)
     return data
