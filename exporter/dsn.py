@@ -107,6 +107,8 @@ def _single(url: URL, name: str) -> str | None:
 
 
 def _hosts(url: URL) -> tuple[tuple[str, int], ...]:
+    if url.port is not None and not 0 < url.port < 65536:
+        raise DsnError(f"port {url.port} is not a number from 1 to 65535")
     extra = url.query.get("host", ())
     entries = [extra] if isinstance(extra, str) else list(extra)
     if not entries:
