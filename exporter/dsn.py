@@ -165,13 +165,18 @@ def _server_options(options: str) -> dict[str, str]:
     return settings
 
 
+def _shown(text: str | None) -> str:
+    """`text` as it reads, quoted when it holds what would break a one-line message."""
+    return str(text) if text is None or text.isprintable() else repr(text)
+
+
 def _readable(parameter: str, path: str) -> str:
     try:
         with open(os.path.expanduser(path), "rb"):
             pass
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise DsnError(f"{parameter} {path} cannot be read: {reason}") from None
+        raise DsnError(f"{parameter} {_shown(path)} cannot be read: {reason}") from None
     return path
 
 
@@ -187,7 +192,7 @@ def connection_options(dsn: str | URL) -> ConnectionOptions:
     unknown = sorted(set(url.query) - QUERY_PARAMETERS)
     if unknown:
         supported = ", ".join(sorted(LIBPQ_PARAMETERS))
-        raise DsnError(f"unknown parameter {unknown[0]} (supported: {supported}, host)")
+        raise DsnError(f"unknown parameter {_shown(unknown[0])} (supported: {supported}, host)")
     sslmode, alias = _single(url, "sslmode"), _single(url, "ssl")
     if sslmode is not None and alias is not None:
         raise DsnError("sslmode and ssl are the same parameter: give one")
@@ -247,7 +252,7 @@ def _ssl_context(options: ConnectionOptions) -> ssl.SSLContext:
         else:
             context.verify_mode = ssl.CERT_NONE
     except (ssl.SSLError, ValueError):
-        raise DsnError(f"sslrootcert {root}: not a PEM certificate") from None
+        raise DsnError(f"sslrootcert {_shown(root)}: not a PEM certificate") from None
     if options.sslcert is not None:
         try:
             context.load_cert_chain(
@@ -255,11 +260,10 @@ def _ssl_context(options: ConnectionOptions) -> ssl.SSLContext:
                 os.path.expanduser(options.sslkey) if options.sslkey else None,
                 password=options.sslpassword or "",
             )
-        except (ssl.SSLError, ValueError):
-            # Which file, or the password: OpenSSL's own reason says (never the password).
+        except (ssl.SSLError, ValueError):  # OpenSSL's reason could quote the key's password
             raise DsnError(
-                f"sslcert {options.sslcert} with sslkey {options.sslkey}: not a matching PEM "
-                "certificate and key (or a wrong sslpassword)"
+                f"sslcert {_shown(options.sslcert)} with sslkey {_shown(options.sslkey)}: "
+                "not a matching PEM certificate and key (or a wrong sslpassword)"
             ) from None
     return context
 

@@ -199,6 +199,16 @@ def test_what_cannot_be_used_is_refused_naming_it(query: str, message: str) -> N
     assert SECRET not in str(error.value)
 
 
+def test_a_client_key_that_does_not_match_its_certificate_is_refused(certs: Certs) -> None:
+    query = f"sslmode=require&sslcert={certs.client_cert}&sslkey={certs.server_key}"
+    with pytest.raises(DsnError) as error:
+        parse_dsn(f"{BASE}?{query}&sslpassword={SECRET}")
+    assert str(error.value) == (
+        f"sslcert {certs.client_cert} with sslkey {certs.server_key}: not a matching PEM "
+        "certificate and key (or a wrong sslpassword)"
+    )
+
+
 def test_verify_modes_need_a_root_certificate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
