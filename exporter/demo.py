@@ -7,6 +7,7 @@ stopped and deleted on the way out.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from contextlib import ExitStack, suppress
 from pathlib import Path
@@ -34,8 +35,11 @@ class DemoError(RuntimeError):
     """Something the person running the demo can fix; the message says what."""
 
 
+log = logging.getLogger("exporter.demo")
+
+
 def _say(message: str) -> None:
-    print(f"db-exporter demo: {message}", flush=True)
+    log.info("%s", message)  # on stderr: stdout carries only slow-query records
 
 
 # The demo application's name on the server (asyncpg's server_settings): the activity

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exporter.dsn import DsnError, masked, parse_dsn
+from exporter.logs import LogFormat, LogLevel
 
 DEFAULT_LISTEN = "0.0.0.0:9188"
 
@@ -319,7 +320,8 @@ class SlowQuerySettings(_Strict):
 
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "text"
     databases: tuple[DatabaseSettings, ...] = ()
     instrumentation: InstrumentationSettings = InstrumentationSettings()
     slow_queries: SlowQuerySettings = SlowQuerySettings()
