@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import traceback
+from typing import NoReturn
 
 import yaml
 
@@ -44,11 +45,23 @@ def _listen(value: str | None, flag: str = "--listen") -> str | None:
     return value
 
 
-def _global_flags() -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is one line naming it, like every other user error (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"db-exporter: error: {_one_line(message)} (see --help)\n")
+
+
+def _one_line(text: str) -> str:
+    """Line breaks and other control characters a value brings, escaped (`\\n`)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _global_flags() -> _Parser:
     """Flags accepted before and after the command. Their defaults are SUPPRESS so that the
     command's parser, when a flag is absent after it, leaves the value given before it;
     `main` starts from `GLOBAL_DEFAULTS` instead."""
-    flags = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    flags = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
     flags.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     flags.add_argument(
         "--log-level",
@@ -69,7 +82,7 @@ GLOBAL_DEFAULTS = {"debug": False, "log_level": None, "log_format": None}
 
 def _parser() -> argparse.ArgumentParser:
     flags = _global_flags()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="db-exporter",
         description="Prometheus metrics and slow-query insight for SQLAlchemy + PostgreSQL.",
         parents=[flags],
@@ -184,7 +197,7 @@ def _report(error: Exception, debug: bool) -> None:
         return
     if debug:
         traceback.print_exc()
-    print(f"db-exporter: error: {error}", file=sys.stderr)
+    print(f"db-exporter: error: {_one_line(str(error))}", file=sys.stderr)
 
 
 def _quiet_stdout() -> None:
@@ -194,8 +207,13 @@ def _quiet_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, its global flags before or after the command, as one namespace."""
+    return _parser().parse_args(argv, argparse.Namespace(**GLOBAL_DEFAULTS))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv, argparse.Namespace(**GLOBAL_DEFAULTS))
+    args = parse_args(argv)
     _setup_logging(args)
     try:
         _run(args)
