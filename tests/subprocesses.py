@@ -147,7 +147,7 @@ def log_records(lines: list[str], fmt: str) -> list[dict[str, Any]]:
             assert {"logger", "message"} <= record.keys(), line
         else:
             match = TEXT_LOG_LINE.fullmatch(line.rstrip("\n"))
-            assert match is not None, f"not a log line: {line!r}"
+            assert match is not None, f"not a log line: {line!r} in\n{''.join(lines)}"
             record = match.groupdict()
         records.append(record)
     return records
