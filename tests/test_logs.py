@@ -4,6 +4,7 @@ timestamp and a level), and other libraries' INFO chatter stays out."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -18,6 +19,8 @@ from subprocesses import (
     run_exporter,
     running,
 )
+
+from exporter.logs import LOG_LEVELS, LogLevel, setup_logging
 
 
 def config_file(tmp_path: Path, dsn: URL | str, extra: str = "") -> str:
@@ -101,3 +104,34 @@ def test_port_in_use_is_one_line_and_no_database_work_was_started(
             message,
         )
         assert "exception" not in record  # the traceback only with --debug
+
+
+@pytest.mark.parametrize(
+    ("level", "others"),
+    [("DEBUG", "DEBUG"), ("INFO", "WARNING"), ("WARNING", "WARNING"), ("ERROR", "ERROR")],
+)
+def test_the_level_is_the_exporters_and_other_libraries_only_warn(
+    capsys: pytest.CaptureFixture[str], level: LogLevel, others: str
+) -> None:
+    setup_logging(level)
+    for name in ("exporter.collectors", "alembic.runtime.migration", "aiohttp.access"):
+        for each in LOG_LEVELS:
+            logging.getLogger(name).log(logging.getLevelName(each), "a %s record", each)
+    records = log_records(capsys.readouterr().err.splitlines(), "text")
+    shown = {(r["logger"], r["level"]) for r in records}
+    expected = {("exporter.collectors", each) for each in LOG_LEVELS[LOG_LEVELS.index(level) :]}
+    for name in ("alembic.runtime.migration", "aiohttp.access"):
+        expected |= {(name, each) for each in LOG_LEVELS[LOG_LEVELS.index(others) :]}
+    assert shown == expected
+
+
+def test_a_json_record_carries_its_exception(capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging("INFO", "json")
+    try:
+        raise ValueError("the culprit")
+    except ValueError:
+        logging.getLogger("exporter.collectors").exception("collector failed")
+    [record] = log_records(capsys.readouterr().err.splitlines(), "json")
+    assert record["message"] == "collector failed"
+    assert record["exception"].startswith("Traceback (most recent call last):")
+    assert record["exception"].endswith("ValueError: the culprit")
