@@ -101,18 +101,20 @@ def _is_setting(name: str) -> bool:
 
 
 def _read_secret(name: str, path: str) -> str:
+    if "://" in path:  # the value itself given by mistake: it may hold a password
+        raise ConfigError(f"{name}: expects the path of a file, not a URL")
     try:
         with open(path, "rb") as file:
             content = file.read(MAX_SECRET_BYTES + 1)
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"{name}: cannot read {path}: {reason}") from None
+        raise ConfigError(f"{name}: cannot read {path!r}: {reason}") from None
     if len(content) > MAX_SECRET_BYTES:
-        raise ConfigError(f"{name}: {path} is larger than {MAX_SECRET_BYTES} bytes")
+        raise ConfigError(f"{name}: {path!r} is larger than {MAX_SECRET_BYTES} bytes")
     try:
         return content.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
-        raise ConfigError(f"{name}: {path} is not UTF-8 text") from None
+        raise ConfigError(f"{name}: {path!r} is not UTF-8 text") from None
 
 
 def _key_path(name: str) -> KeyPath:
