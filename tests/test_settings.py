@@ -454,3 +454,38 @@ def test_any_environment_gives_settings_or_one_config_error(env: dict[str, str])
         return
     assert "\n" not in message
     assert SECRET not in message
+
+
+def test_check_config_without_a_file_shows_the_environment(
+    clean_environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_environment.setenv("DATA_SOURCE_NAME", CANARY_DSN)
+    clean_environment.setenv("DB_EXPORTER_SLOW_QUERIES__THRESHOLD_MS", "250")
+    code, out, err = run_cli(capsys, "check-config")
+    assert code == 0, err
+    assert out.startswith("# environment: valid; effective configuration (passwords masked)\n")
+    assert "- name: main\n  dsn: postgresql://app:***@db.internal:5432/wallet\n" in out
+    assert "  threshold_ms: 250.0\n" in out
+    assert SECRET not in out + err
+
+
+def test_check_config_applies_the_environment_over_the_file(
+    tmp_path: Path, clean_environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "server:\n  listen: 127.0.0.1:9300\n")
+    clean_environment.setenv("DB_EXPORTER_SERVER__LISTEN", "127.0.0.1:9400")
+    code, out, err = run_cli(capsys, "check-config", str(path))
+    assert code == 0, err
+    assert "listen: 127.0.0.1:9400\n" in out
+    clean_environment.setenv("DB_EXPORTER_SERVER__LISTEN", "9400")
+    code, _, err = run_cli(capsys, "check-config", str(path))
+    assert_one_line_error(code, err, "DB_EXPORTER_SERVER__LISTEN (server.listen): ")
+
+
+def test_check_config_without_a_file_or_a_database_is_the_error_serve_gives(
+    clean_environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_environment.setenv("DB_EXPORTER_LOG_LEVEL", "DEBUG")
+    code, out, err = run_cli(capsys, "check-config")
+    assert_one_line_error(code, err, "nothing to watch: give a config file, or set DATABASE_URL")
+    assert out == ""
