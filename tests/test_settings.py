@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from subprocesses import assert_one_line_error, run_cli
 
@@ -430,7 +430,7 @@ _SEGMENTS = st.one_of(
 _NAMES = st.lists(_SEGMENTS, min_size=0, max_size=5).map(lambda s: PREFIX + "__".join(s))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, database=None)
 @given(
     env=st.dictionaries(
         st.one_of(
