@@ -24,12 +24,17 @@ from exporter.embedded import EmbeddedUnavailable
 from exporter.logs import LOG_FORMATS, LOG_LEVELS, log_format, setup_logging
 from exporter.metrics import default_metrics
 from exporter.server import Exporter, ListenError
-from exporter.settings import ConfigError, Settings, load_settings, parse_listen
+from exporter.settings import (
+    ConfigError,
+    Settings,
+    load_settings,
+    parse_listen,
+    sidecar_ignored,
+)
 from exporter.slowlog import report
 
 DEMO_LISTEN = "127.0.0.1:9188"
-
-log = logging.getLogger("exporter.cli")
+log = logging.getLogger(__name__)
 
 
 class UsageError(Exception):
@@ -97,8 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--listen", default=DEMO_LISTEN, metavar="HOST:PORT")
 
-    serve = commands.add_parser("serve", help="run the standalone sidecar", parents=[flags])
-    serve.add_argument("--config", required=True, metavar="FILE")
+    serve = commands.add_parser(
+        "serve",
+        help="run the standalone sidecar (config: FILE and/or the environment)",
+        parents=[flags],
+    )
+    serve.add_argument("--config", metavar="FILE", help="default: the environment alone")
     serve.add_argument("--listen", metavar="HOST:PORT", help="overrides server.listen")
     serve.add_argument(
         "--web.config.file",
@@ -108,9 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     check = commands.add_parser(
-        "check-config", help="validate a config file and print it", parents=[flags]
+        "check-config",
+        help="validate the configuration (FILE and the environment) and print it",
+        parents=[flags],
     )
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE", nargs="?", help="default: the environment alone")
 
     slowlog = commands.add_parser(
         "slowlog", help="rank the statements in a slow-query log (JSON lines)", parents=[flags]
@@ -120,9 +131,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_config(path: str) -> None:
+def _settings(path: str | None) -> Settings:
+    """What `serve` runs and `check-config` shows: the file (if any) and the environment."""
     settings = load_settings(path)
-    print(f"# {path}: valid; effective configuration (passwords masked)")
+    if path is None and not settings.databases:
+        raise UsageError(
+            "nothing to watch: give a config file, or set DATABASE_URL (or DATA_SOURCE_NAME)"
+        )
+    return settings
+
+
+def _check_config(path: str | None) -> None:
+    settings = _settings(path)
+    print(f"# {path or 'environment'}: valid; effective configuration (passwords masked)")
     print(yaml.safe_dump(settings.masked(), sort_keys=False), end="")
 
 
@@ -158,7 +179,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "slowlog":
         _slowlog(args.file, args.top)
     elif args.command == "serve":
-        settings = load_settings(args.config)
+        settings = _settings(args.config)
         server = settings.server
         if _listen(args.listen) is not None:
             server = server.model_copy(update={"listen": args.listen})
@@ -166,6 +187,12 @@ def _run(args: argparse.Namespace) -> None:
             server = server.model_copy(update={"web_config_file": args.web_config_file})
         settings = settings.model_copy(update={"server": server})
         _setup_logging(args, settings)
+        if ignored := sidecar_ignored(settings):
+            log.warning(
+                "db-exporter serve ignores %s: these settings apply to engines instrumented in "
+                "the application",
+                ", ".join(ignored),
+            )
         asyncio.run(_serve(settings))
     elif args.command == "demo":
         run_demo(_listen(args.listen) or DEMO_LISTEN, os.environ.get("DATABASE_URL"))

@@ -69,3 +69,13 @@ def _logging_as_found() -> Iterator[None]:
     root.setLevel(levels[0])
     own.setLevel(levels[1])
     logging.captureWarnings(False)
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No configuration in the process environment (`DATABASE_URL`, `DB_EXPORTER_...`): the test
+    sets what it needs with the returned monkeypatch."""
+    for name in list(os.environ):
+        if name.startswith(("DATABASE_URL", "DATA_SOURCE_NAME", "DB_EXPORTER_")):
+            monkeypatch.delenv(name)
+    return monkeypatch

@@ -1,4 +1,6 @@
-"""`python -m exporter ...` as a real subprocess: its output lines awaited, its log lines read."""
+"""The command line under test: `python -m exporter ...` as a real subprocess whose output lines
+can be awaited and whose log lines can be read, or `exporter.cli.main` in this process, and the
+shape of its error line."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
+import pytest
+
+from exporter.cli import main
 from exporter.slowlog import report
 
 
@@ -164,3 +169,20 @@ def assert_slow_query_records_only(lines: list[str]) -> None:
     rows, skipped = report.read(lines)
     assert skipped == 0, "".join(lines)
     assert rows
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`db-exporter ARGV...` in this process: (exit status, stdout, stderr)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("db-exporter: error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
