@@ -31,19 +31,26 @@ def config_file(tmp_path: Path, dsn: URL | str, extra: str = "") -> str:
 
 
 @pytest.mark.parametrize(
-    ("config", "flags", "fmt"),
+    ("config", "variables", "flags", "fmt"),
     [
-        pytest.param("", (), "text", id="text-by-default"),
-        pytest.param("log_format: json\n", (), "json", id="json-from-the-config"),
-        pytest.param("log_format: json\n", ("--log-format", "text"), "text", id="flag-wins"),
-        pytest.param("", ("--log-format", "json"), "json", id="json-from-the-flag"),
+        pytest.param("", {}, (), "text", id="text-by-default"),
+        pytest.param("log_format: json\n", {}, (), "json", id="json-from-the-config"),
+        pytest.param("", {"DB_EXPORTER_LOG_FORMAT": "json"}, (), "json", id="json-from-env"),
+        pytest.param("log_format: json\n", {}, ("--log-format", "text"), "text", id="flag-wins"),
+        pytest.param("", {}, ("--log-format", "json"), "json", id="json-from-the-flag"),
     ],
 )
 def test_serve_logs_records_on_stderr_and_nothing_on_stdout(
-    tmp_path: Path, database_url: URL, config: str, flags: tuple[str, ...], fmt: str
+    tmp_path: Path,
+    database_url: URL,
+    config: str,
+    variables: dict[str, str],
+    flags: tuple[str, ...],
+    fmt: str,
 ) -> None:
     path = config_file(tmp_path, database_url, config)
-    with running("serve", "--config", path, "--listen", "127.0.0.1:0", *flags) as serve:
+    env = os.environ | variables
+    with running("serve", "--config", path, "--listen", "127.0.0.1:0", *flags, env=env) as serve:
         serve.wait_for(r"serving http://\S+/metrics")
         serve.wait_for(r"exporter\.collectors")  # the collectors' own records, too
         assert serve.stop(signal.SIGTERM) == 0
