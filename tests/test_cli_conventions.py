@@ -34,6 +34,7 @@ def test_version_flag_and_attribute_name_the_installed_distribution() -> None:
         pytest.param(["--debug", "check-config", "{missing}"], id="before"),
         pytest.param(["check-config", "--debug", "{missing}"], id="after"),
         pytest.param(["check-config", "{missing}", "--debug"], id="last"),
+        pytest.param(["serve", "--debug", "--config", "{missing}"], id="serve"),
     ],
 )
 def test_debug_works_before_and_after_the_command(tmp_path: Path, argv: list[str]) -> None:
