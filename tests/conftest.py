@@ -7,6 +7,7 @@ once for the session.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -63,3 +64,26 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     """A throwaway CA, a server certificate for 127.0.0.1 and localhost, and a client
     certificate for the user `tls_client`, all signed by that CA (tests/certs.py)."""
     return make_certs(tmp_path_factory.mktemp("certs"), client="tls_client")
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_found() -> Iterator[None]:
+    """`exporter.cli.main()` run in a test sets up the process's logging (handler, levels) as
+    the command line does: put it back, so that no other test sees it."""
+    root, own = logging.getLogger(), logging.getLogger("exporter")
+    handlers, levels = list(root.handlers), (root.level, own.level)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(levels[0])
+    own.setLevel(levels[1])
+    logging.captureWarnings(False)
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No configuration in the process environment (`DATABASE_URL`, `DB_EXPORTER_...`): the test
+    sets what it needs with the returned monkeypatch."""
+    for name in list(os.environ):
+        if name.startswith(("DATABASE_URL", "DATA_SOURCE_NAME", "DB_EXPORTER_")):
+            monkeypatch.delenv(name)
+    return monkeypatch

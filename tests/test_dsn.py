@@ -5,6 +5,7 @@ The connections themselves are in test_managed_postgres.py (a private cluster wi
 
 from __future__ import annotations
 
+import os
 import ssl
 import subprocess
 import sys
@@ -290,6 +291,21 @@ def test_check_config_refuses_a_dsn_naming_the_parameter(
     assert_one_line_error(code, err, str(path), "databases[0].dsn: ", fragment)
     assert out == ""
     assert SECRET not in err
+
+
+def test_serve_from_the_environment_refuses_an_unknown_parameter(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_EXPORTER_", "DATA"))}
+    env["DATABASE_URL"] = f"{BASE}?sslmode=verify-full&sslrootcrt=/etc/ssl/ca.pem"
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "DATABASE_URL" in line
+    assert "unknown parameter sslrootcrt (supported: " in line
+    assert SECRET not in line
 
 
 def test_serve_refuses_an_unreadable_root_certificate_before_it_starts(tmp_path: Path) -> None:
