@@ -16,9 +16,9 @@ import traceback
 
 import yaml
 
-from exporter.demo import DemoError, run_demo
+from exporter.demo.embedded import EmbeddedUnavailable
+from exporter.demo.run import DemoError, run_demo
 from exporter.dsn import DsnError
-from exporter.embedded import EmbeddedUnavailable
 from exporter.metrics import default_metrics
 from exporter.server import Exporter, ListenError
 from exporter.settings import ConfigError, Settings, load_settings, parse_listen

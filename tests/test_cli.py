@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from subprocesses import running
 
-from exporter.embedded import embedded_postgres
+from exporter.demo.embedded import embedded_postgres
 
 
 def get(url: str) -> tuple[int, str]:
