@@ -79,3 +79,16 @@ def running(*args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
         yield proc
     finally:
         proc.close()
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python -m exporter ARGS` to its end, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
