@@ -1,28 +1,47 @@
-"""`python -m exporter ...` as a real subprocess whose output lines can be awaited."""
+"""`python -m exporter ...` (or another command) as a real subprocess whose output lines can be
+awaited, and the small HTTP, port and process helpers that go with it.
+
+Standard library only: `.ci/install-check` uses it too, outside the test environment.
+"""
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+
+EXPORTER = (sys.executable, "-m", "exporter")
 
 
 class Running:
-    """A `python -m exporter ...` subprocess whose output lines can be awaited."""
+    """A `python -m exporter ...` (or `command ...`) subprocess whose output lines can be
+    awaited."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        command: Sequence[str] = EXPORTER,
+    ) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "exporter", *args],
+            [*command, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
+            cwd=cwd,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
@@ -47,6 +66,22 @@ class Running:
             if match := re.search(pattern, line):
                 return match
         raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(self.output)}")
+
+    def wait_until(self, what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+        """Poll `check` until it holds; fails naming `what`, with the output, when the process
+        exits first or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"exited {self.process.returncode} before {what}; output:\n"
+                    + "".join(self.output)
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"not {what} after {timeout:.0f} s; output:\n" + "".join(self.output)
+                )
+            time.sleep(0.25)
 
     def close(self) -> None:
         """Stop it if it still runs (asked first, so an embedded PostgreSQL is cleaned up; killed
@@ -73,8 +108,13 @@ class Running:
 
 
 @contextmanager
-def running(*args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
-    proc = Running(*args, env=env)
+def running(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    command: Sequence[str] = EXPORTER,
+) -> Iterator[Running]:
+    proc = Running(*args, env=env, cwd=cwd, command=command)
     try:
         yield proc
     finally:
@@ -92,3 +132,33 @@ def run_cli(
         timeout=timeout,
         env=env,
     )
+
+
+def get(url: str) -> tuple[int, str]:
+    """Status and body of GET `url` (0 and the reason when nothing answers)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError as error:
+        return 0, str(error)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of the running processes that contain `text` (e.g. a data directory)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found
