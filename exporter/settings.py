@@ -6,15 +6,18 @@ the file and the line or key at fault, and never contains a secret.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exporter.dsn import DsnError, masked, parse_dsn
+from exporter.logs import LogFormat, LogLevel
 
 DEFAULT_LISTEN = "0.0.0.0:9188"
 
@@ -319,7 +322,8 @@ class SlowQuerySettings(_Strict):
 
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "text"
     databases: tuple[DatabaseSettings, ...] = ()
     instrumentation: InstrumentationSettings = InstrumentationSettings()
     slow_queries: SlowQuerySettings = SlowQuerySettings()
@@ -378,41 +382,61 @@ def _expand(value: Any, where: str, env: dict[str, str]) -> Any:
     return _VAR.sub(substitute, value)
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
+def key_path_text(loc: tuple[int | str, ...]) -> str:
+    """`("databases", 0, "dsn")` -> `databases[0].dsn`."""
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "(top level)"
 
 
-def _describe(error: Any) -> str:
+def _describe(error: Any, variable_for: Callable[[tuple[int | str, ...]], str | None]) -> str:
     # Pydantic's own messages may echo the input value (a DSN with its password): build ours
     # from the location and the message only.
-    where = _location(tuple(error["loc"]))
+    loc = tuple(error["loc"])
+    where = key_path_text(loc)
     if error["type"] == "extra_forbidden":
-        return f"{where}: unknown key"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}"
+        message = "unknown key"
+    else:
+        message = str(error["msg"]).removeprefix("Value error, ")
+    variable = variable_for(loc)
+    return f"{variable} ({where}): {message}" if variable else f"{where}: {message}"
 
 
-def settings_from_data(data: Any, source: str, env: dict[str, str] | None = None) -> Settings:
+def _expanded(data: Any, source: str, env: dict[str, str]) -> dict[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
     try:
-        expanded = _expand(data, "", dict(os.environ) if env is None else env)
+        expanded: dict[str, Any] = _expand(data, "", env)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    return expanded
+
+
+def _validated(
+    data: dict[str, Any],
+    source: str,
+    variable_for: Callable[[tuple[int | str, ...]], str | None] = lambda loc: None,
+) -> Settings:
     try:
-        return Settings.model_validate(expanded)
+        return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+        errors = exc.errors()
+        problems = "; ".join(_describe(e, variable_for) for e in errors)
+        # Errors that all name their variable need no source before them.
+        if all(variable_for(tuple(e["loc"])) for e in errors):
+            raise ConfigError(problems) from None
+        raise ConfigError(f"{source}: {problems}") from None
 
 
-def load_settings(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Settings:
-    """Read, expand and validate one YAML config file."""
-    file = Path(path)
+def settings_from_data(data: Any, source: str, env: dict[str, str] | None = None) -> Settings:
+    """Validate parsed YAML data (`${VAR}` expanded from `env`), without environment overrides."""
+    return _validated(_expanded(data, source, dict(os.environ) if env is None else env), source)
+
+
+def _read_yaml(file: Path) -> Any:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -420,11 +444,46 @@ def load_settings(path: str | os.PathLike[str], env: dict[str, str] | None = Non
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{file}{line}: YAML syntax error: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: YAML error: {exc}") from None
-    return settings_from_data(data, str(file), env)
+
+
+@functools.cache
+def _keys_named_file() -> frozenset[str]:
+    """Keys whose own name ends in `file` (`server.web_config_file`, `slow_queries.file`): a
+    variable for one of them sets it, rather than naming a `_FILE` secret."""
+    schema = Settings.model_json_schema()
+    models = [schema, *schema.get("$defs", {}).values()]
+    return frozenset(key for m in models for key in m.get("properties", {}) if key.endswith("file"))
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Defaults < the YAML file (when given, `${VAR}` expanded) < the environment (`env`,
+    default `os.environ`): `DB_EXPORTER_...` variables, `..._FILE` secrets, `DATABASE_URL`."""
+    from exporter.environment import layered  # it imports this module
+
+    environ = dict(os.environ if env is None else env)
+    if path is None:
+        source, data = "environment", {}
+    else:
+        source = str(path)
+        data = _expanded(_read_yaml(Path(path)), source, environ)
+    layer = layered(data, environ, _keys_named_file)
+    return _validated(layer.data, source, layer.variable_for)
+
+
+# Sections only the application applies (instrument(), its slow-query log): the sidecar runs no
+# application statements, so there they have no effect.
+APPLICATION_SECTIONS = ("instrumentation", "slow_queries")
+
+
+def sidecar_ignored(settings: Settings) -> list[str]:
+    """The application-only sections the configuration sets (file or environment)."""
+    return [name for name in APPLICATION_SECTIONS if name in settings.model_fields_set]

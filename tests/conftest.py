@@ -7,6 +7,7 @@ once for the session.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -55,3 +56,26 @@ def fresh_database(database_url: URL) -> Iterator[URL]:
 def registry() -> CollectorRegistry:
     """A registry of the test's own, so tests never share metric state."""
     return CollectorRegistry()
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_found() -> Iterator[None]:
+    """`exporter.cli.main()` run in a test sets up the process's logging (handler, levels) as
+    the command line does: put it back, so that no other test sees it."""
+    root, own = logging.getLogger(), logging.getLogger("exporter")
+    handlers, levels = list(root.handlers), (root.level, own.level)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(levels[0])
+    own.setLevel(levels[1])
+    logging.captureWarnings(False)
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No configuration in the process environment (`DATABASE_URL`, `DB_EXPORTER_...`): the test
+    sets what it needs with the returned monkeypatch."""
+    for name in list(os.environ):
+        if name.startswith(("DATABASE_URL", "DATA_SOURCE_NAME", "DB_EXPORTER_")):
+            monkeypatch.delenv(name)
+    return monkeypatch

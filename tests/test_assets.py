@@ -11,7 +11,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from prom_helpers import DASHBOARDS, ROOT, needs_promtool, promtool
-from subprocesses import run_cli
+from subprocesses import assert_one_line_error, run_exporter
 
 from exporter.assets import DEFAULT_RUNBOOK_BASE_URL, AssetsError, rendered, shipped
 
@@ -38,7 +38,7 @@ def runbook_urls(rules_text: bytes) -> dict[str, str]:
 
 def test_writes_the_repository_files_with_the_default_runbook_links(tmp_path: Path) -> None:
     out = tmp_path / "ops"
-    result = run_cli("assets", str(out))
+    result = run_exporter("assets", str(out))
     assert result.returncode == 0, result.stderr
     written = tree(out)
     assert {"dashboards/overview.json", "dashboards/alerts.yml", "dashboards/alerts_test.yml",
@@ -53,7 +53,7 @@ def test_writes_the_repository_files_with_the_default_runbook_links(tmp_path: Pa
 
 @needs_promtool
 def test_a_runbook_base_url_moves_every_link_and_the_rule_tests_still_pass(tmp_path: Path) -> None:
-    result = run_cli("assets", str(tmp_path), "--runbook-base-url", BASE)
+    result = run_exporter("assets", str(tmp_path), "--runbook-base-url", BASE)
     assert result.returncode == 0, result.stderr
     rules = (tmp_path / "dashboards" / "alerts.yml").read_bytes()
     urls = runbook_urls(rules)
@@ -69,34 +69,29 @@ def test_force_overwrites_the_shipped_files_and_leaves_others_alone(tmp_path: Pa
     (tmp_path / "dashboards").mkdir()
     (tmp_path / "dashboards" / "overview.json").write_text("edited by hand")
     (tmp_path / "notes.txt").write_text("mine")
-    result = run_cli("assets", str(tmp_path), "--force")
+    result = run_exporter("assets", str(tmp_path), "--force")
     assert result.returncode == 0, result.stderr
     overview = (tmp_path / "dashboards" / "overview.json").read_bytes()
     assert overview == (DASHBOARDS / "overview.json").read_bytes()
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def one_error_line(args: list[str]) -> str:
-    result = run_cli("assets", *args)
-    assert result.returncode == 2
+def refused(args: list[str], message: str) -> None:
+    result = run_exporter("assets", *args)
+    assert_one_line_error(result.returncode, result.stderr, f"db-exporter: error: {message}")
     assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def test_a_directory_that_is_not_empty_is_refused_without_force(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    line = one_error_line([str(tmp_path)])
-    assert line == f"db-exporter: error: {tmp_path}: exists and is not empty (--force overwrites)"
+    refused([str(tmp_path)], f"{tmp_path}: exists and is not empty (--force overwrites)")
     assert tree(tmp_path) == {"notes.txt": b"mine"}
 
 
 def test_a_file_as_directory_is_refused(tmp_path: Path) -> None:
     target = tmp_path / "ops"
     target.write_text("a file")
-    line = one_error_line([str(target), "--force"])
-    assert line == f"db-exporter: error: {target}: exists and is not a directory"
+    refused([str(target), "--force"], f"{target}: exists and is not a directory")
     assert tree(tmp_path) == {"ops": b"a file"}
 
 
@@ -107,11 +102,8 @@ def test_a_file_as_directory_is_refused(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_an_invalid_runbook_base_url_is_refused(tmp_path: Path, url: str) -> None:
     target = tmp_path / "ops"
-    line = one_error_line([str(target), "--runbook-base-url", url])
-    assert line == (
-        f"db-exporter: error: --runbook-base-url {url!r}: "
-        "not an absolute http(s) URL without a #fragment"
-    )
+    message = f"--runbook-base-url {url!r}: not an absolute http(s) URL without a #fragment"
+    refused([str(target), "--runbook-base-url", url], message)
     assert not target.exists()
 
 

@@ -7,6 +7,7 @@ stopped and deleted on the way out.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from contextlib import ExitStack, suppress
 
@@ -32,13 +33,18 @@ class DemoError(RuntimeError):
     """Something the person running the demo can fix; the message says what."""
 
 
+log = logging.getLogger("exporter.demo")
+
+
 def _say(message: str) -> None:
-    print(f"db-exporter demo: {message}", flush=True)
+    log.info("%s", message)  # on stderr: stdout carries only slow-query records
 
 
 # The demo application's name on the server (asyncpg's server_settings): the activity
 # collector counts its server-side connections under it, to compare with its pool's.
 APPLICATION_NAME = "wallet-demo"
+# How long the workload may take to finish its steps in flight when the demo stops.
+STOP_GRACE_SECONDS = 5.0
 
 
 def demo_database_settings(url: URL) -> DatabaseSettings:
@@ -93,9 +99,9 @@ async def _serve_workload(url: URL, listen: str) -> None:
         task = asyncio.create_task(workload.run())
         await stop.wait()
         _say("stopping")
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        workload.stop()
+        with suppress(TimeoutError):  # then it is cancelled
+            await asyncio.wait_for(task, STOP_GRACE_SECONDS)
     finally:
         await exporter.stop()
         await engine.dispose()
