@@ -1,4 +1,4 @@
-"""`db-exporter` / `python -m exporter`: demo, serve, check-config.
+"""`db-exporter` / `python -m exporter`: demo, serve, check-config, slowlog, assets.
 
 A mistake the user can fix (bad config, bad flag, port in use) prints one line naming the
 culprit and exits 2; `--debug` adds the traceback.
@@ -18,9 +18,10 @@ from typing import NoReturn
 import yaml
 
 from exporter._version import __version__
-from exporter.demo import DemoError, run_demo
+from exporter.assets import DEFAULT_RUNBOOK_BASE_URL, AssetsError, write_assets
+from exporter.demo.embedded import EmbeddedUnavailable
+from exporter.demo.run import DemoError, run_demo
 from exporter.dsn import DsnError
-from exporter.embedded import EmbeddedUnavailable
 from exporter.logs import LOG_FORMATS, LOG_LEVELS, log_format, setup_logging
 from exporter.metrics import default_metrics
 from exporter.server import Exporter, ListenError
@@ -128,6 +129,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     slowlog.add_argument("file", metavar="FILE", nargs="?", default="-", help="default: stdin")
     slowlog.add_argument("--top", type=int, default=20, metavar="N")
+
+    assets = commands.add_parser(
+        "assets",
+        help="write the dashboards, alert rules, runbooks and example configs to DIR",
+        parents=[flags],
+    )
+    assets.add_argument("dir", metavar="DIR")
+    assets.add_argument("--force", action="store_true", help="write into a non-empty DIR")
+    assets.add_argument(
+        "--runbook-base-url",
+        default=DEFAULT_RUNBOOK_BASE_URL,
+        metavar="URL",
+        help="where the alerts' runbook_urls point (default: %(default)s)",
+    )
     return parser
 
 
@@ -178,6 +193,11 @@ def _run(args: argparse.Namespace) -> None:
         _check_config(args.file)
     elif args.command == "slowlog":
         _slowlog(args.file, args.top)
+    elif args.command == "assets":
+        for path in write_assets(
+            args.dir, force=args.force, runbook_base_url=args.runbook_base_url
+        ):
+            print(f"wrote {path}")
     elif args.command == "serve":
         settings = _settings(args.config)
         server = settings.server
@@ -205,6 +225,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     EmbeddedUnavailable,
     DemoError,
     ListenError,
+    AssetsError,
 )
 
 

@@ -100,7 +100,7 @@ class MigrationsCollectorSettings(CollectorSettings):
     # The Alembic scripts directory (the one holding env.py and versions/), relative to the
     # working directory or absolute.
     script_location: str | None = None
-    # The ORM metadata as `module:attribute` (e.g. `models:Base.metadata`), imported at run
+    # The ORM metadata as `module:attribute` (e.g. `myapp.models:Base.metadata`), imported at run
     # time; without it only pending migrations are reported, not schema drift.
     metadata: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
     # Missing declared indexes named in db_schema_drift_missing_index (the count is always exact).

@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
+from exporter.demo.embedded import embedded_postgres
 from exporter.dsn import parse_dsn, sync_url
-from exporter.embedded import embedded_postgres
 
 
 @pytest.fixture(scope="session")

@@ -1,109 +1,21 @@
-"""The command line under test: `python -m exporter ...` as a real subprocess whose output lines
-can be awaited and whose log lines can be read, or `exporter.cli.main` in this process, and the
-shape of its error line."""
+"""The command line under test: `python -m exporter ...` as a real subprocess (`Running`, from
+processes.py) whose output lines can be awaited and whose log lines can be read, or
+`exporter.cli.main` in this process, and the shape of its error line."""
 
 from __future__ import annotations
 
 import json
-import queue
 import re
-import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import IO, Any
+from typing import Any
 
 import pytest
+from processes import Running as Running
+from processes import running as running
 
 from exporter.cli import main
 from exporter.slowlog import report
-
-
-class Running:
-    """A `python -m exporter ...` subprocess whose output lines can be awaited.
-
-    Its two streams are kept apart (`out_lines`, `err_lines`: slow-query records go to stdout,
-    logs to stderr) and merged, in the order read, in `output`; `wait_for` watches both.
-    """
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "exporter", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        self.out_lines: list[str] = []
-        self.err_lines: list[str] = []
-        self.pumps = [
-            threading.Thread(target=self._pump, args=(stream, lines), daemon=True)
-            for stream, lines in (
-                (self.process.stdout, self.out_lines),
-                (self.process.stderr, self.err_lines),
-            )
-        ]
-        for pump in self.pumps:
-            pump.start()
-
-    def _pump(self, stream: IO[str] | None, lines: list[str]) -> None:
-        assert stream is not None
-        for line in stream:
-            lines.append(line)
-            self.output.append(line)
-            self.lines.put(line)
-
-    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None and self.lines.empty():
-                    break
-                continue
-            if match := re.search(pattern, line):
-                return match
-        raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(self.output)}")
-
-    def close(self) -> None:
-        """Stop it if it still runs (asked first, so an embedded PostgreSQL is cleaned up; killed
-        if it does not stop), and release its output pipe."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.process.wait()
-        for pump in self.pumps:
-            pump.join(timeout=10)
-        for stream in (self.process.stdout, self.process.stderr):
-            assert stream is not None
-            stream.close()
-
-    def stop(self, signum: int = signal.SIGINT, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
-
-
-@contextmanager
-def running(*args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
-    proc = Running(*args, env=env)
-    try:
-        yield proc
-    finally:
-        proc.close()
 
 
 def run_exporter(

@@ -11,11 +11,10 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from processes import free_port, get, processes_mentioning
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import URL
 from subprocesses import (
@@ -27,15 +26,7 @@ from subprocesses import (
     running,
 )
 
-from exporter.embedded import embedded_postgres
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+from exporter.demo.embedded import embedded_postgres
 
 
 def samples(body: str) -> dict[str, float]:
@@ -55,24 +46,6 @@ def write_config(tmp_path: Path, text: str) -> str:
     path = tmp_path / "exporter.yaml"
     path.write_text(text)
     return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def postgres_processes_under(directory: str) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if directory in cmdline:
-            found.append(cmdline)
-    return found
 
 
 @pytest.mark.embedded
@@ -116,7 +89,7 @@ def test_demo_serves_live_data_and_stops_cleanly() -> None:
     assert records[-1]["message"] == "stopped"
     assert chatter(records) == []
     assert not Path(directory).exists()
-    assert postgres_processes_under(directory) == []
+    assert processes_mentioning(directory) == []
 
 
 def test_serve_survives_an_absent_database_and_connects_when_it_appears(tmp_path: Path) -> None:

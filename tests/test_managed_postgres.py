@@ -26,7 +26,7 @@ from subprocesses import running
 from test_settings import SECRET, write
 
 from exporter import instrument, uninstrument
-from exporter.demo import apply_migrations
+from exporter.demo.schema import apply_migrations
 from exporter.dsn import asyncpg_connect_args, asyncpg_engine_args, parse_dsn, sync_url
 from exporter.metrics import Metrics
 from exporter.probe import one_line

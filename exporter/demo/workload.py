@@ -20,10 +20,17 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from exporter.demo.models import (
+    Balance,
+    LedgerEntry,
+    Transfer,
+    User,
+    session_factory,
+    session_scope,
+)
 from exporter.slowlog import context
-from models import Balance, LedgerEntry, Transfer, User, session_factory, session_scope
 
-log = logging.getLogger("exporter.workload")
+log = logging.getLogger("exporter.demo.workload")
 
 USERS = 50
 START_BALANCE = Decimal("1000")
