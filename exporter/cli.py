@@ -16,6 +16,7 @@ import traceback
 
 import yaml
 
+from exporter.configuration import INEFFECTIVE_IN_SIDECAR, warn_ineffective
 from exporter.demo import DemoError, run_demo
 from exporter.dsn import DsnError
 from exporter.embedded import EmbeddedUnavailable
@@ -120,6 +121,7 @@ def _run(args: argparse.Namespace) -> None:
             server = server.model_copy(update={"web_config_file": args.web_config_file})
         settings = settings.model_copy(update={"server": server})
         logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+        warn_ineffective(settings, INEFFECTIVE_IN_SIDECAR, "the sidecar")
         asyncio.run(_serve(settings))
     elif args.command == "demo":
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -35,7 +35,7 @@ from prometheus_client.values import ValueClass
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import QueuePool
 
-from exporter.settings import InstrumentationSettings
+from exporter.inprocess_settings import InstrumentationSettings
 
 # Statement latencies span sub-millisecond point reads to multi-second reports.
 DEFAULT_BUCKETS: tuple[float, ...] = (

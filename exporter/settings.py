@@ -16,6 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from exporter.dsn import DsnError, masked, parse_dsn
 
+# The in-process settings are plain dataclasses of a light module (the application imports
+# them without pydantic); here they are validated as fields of `Settings`.
+from exporter.inprocess_settings import InstrumentationSettings as InstrumentationSettings
+from exporter.inprocess_settings import PlanSettings as PlanSettings
+from exporter.inprocess_settings import SlowQuerySettings as SlowQuerySettings
+
 DEFAULT_LISTEN = "0.0.0.0:9188"
 
 
@@ -250,73 +256,6 @@ class DatabaseSettings(_Strict):
         return value
 
 
-# --- In-process instrumentation (exporter.instrument()) ------------------------------------
-
-# Metrics whose label sets grow with the application's statements, and so carry a cap.
-CAPPED_METRICS = ("query_duration_seconds",)
-
-
-class InstrumentationSettings(_Strict):
-    # The most label sets a capped metric may have; further ones fold into table="other"
-    # and are counted in exporter_label_overflow_total{metric}.
-    max_label_sets: int = Field(default=2000, ge=1)
-    # Per-metric overrides of max_label_sets, by metric name.
-    max_label_sets_per_metric: dict[str, int] = {}
-
-    @field_validator("max_label_sets_per_metric")
-    @classmethod
-    def _known_metrics(cls, value: dict[str, int]) -> dict[str, int]:
-        for name, cap in value.items():
-            if name not in CAPPED_METRICS:
-                raise ValueError(f"{name!r} has no cap (capped: {', '.join(CAPPED_METRICS)})")
-            if cap < 1:
-                raise ValueError(f"{name}: the cap must be at least 1")
-        return value
-
-
-# --- The slow-query log (exporter/slowlog/) ------------------------------------------------
-
-
-class PlanSettings(_Strict):
-    # Capture EXPLAIN (FORMAT JSON) for slow SELECTs, on a connection of the exporter's own.
-    enabled: bool = True
-    # EXPLAIN ANALYZE runs the statement again: off unless asked for.
-    analyze: bool = False
-    # Plans for INSERT/UPDATE/DELETE too (inside a transaction that is rolled back).
-    non_select: bool = False
-    # At most one plan per fingerprint per this many seconds.
-    min_interval_seconds: float = Field(default=600.0, ge=0)
-    # statement_timeout of the EXPLAIN itself.
-    timeout_seconds: float = Field(default=2.0, gt=0)
-
-
-class SlowQuerySettings(_Strict):
-    # A statement at or above this wall time is slow. Per-database overrides below.
-    threshold_ms: float = Field(default=100.0, ge=0)
-    threshold_ms_per_database: dict[str, float] = {}
-    # Logged SQL is the normalised statement (literals masked), cut past this many characters.
-    max_sql_length: int = Field(default=2000, ge=80)
-    # Bind parameters are logged as type and length only, unless this is turned on.
-    include_parameter_values: bool = False
-    # Sinks: JSON lines on stdout, optionally a rotating file; the last `ring_buffer_size`
-    # records are always kept in memory for /slow-queries and /.
-    stdout: bool = True
-    file: str | None = None
-    file_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    file_backups: int = Field(default=5, ge=0)
-    ring_buffer_size: int = Field(default=1000, ge=1)
-    # Records wait here for the writer; when it is full they are dropped and counted.
-    queue_size: int = Field(default=10_000, ge=1)
-    # Per-fingerprint aggregates kept (the least recently seen are forgotten first).
-    max_fingerprints: int = Field(default=1000, ge=1)
-    # The same fingerprint this many times within one context (request, task): an N+1 warning.
-    n_plus_one_threshold: int = Field(default=10, ge=2)
-    plans: PlanSettings = PlanSettings()
-
-    def threshold_seconds(self, database: str) -> float:
-        return self.threshold_ms_per_database.get(database, self.threshold_ms) / 1000
-
-
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -389,7 +328,7 @@ def _describe(error: Any) -> str:
     # Pydantic's own messages may echo the input value (a DSN with its password): build ours
     # from the location and the message only.
     where = _location(tuple(error["loc"]))
-    if error["type"] == "extra_forbidden":
+    if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):  # models, dataclasses
         return f"{where}: unknown key"
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{where}: {message}"
@@ -410,8 +349,12 @@ def settings_from_data(data: Any, source: str, env: dict[str, str] | None = None
         raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
 
 
-def load_settings(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Settings:
-    """Read, expand and validate one YAML config file."""
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
+) -> Settings:
+    """Read, expand and validate one YAML config file (None: the defaults)."""
+    if path is None:
+        return settings_from_data({}, "the environment", env)
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")

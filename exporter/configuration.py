@@ -1,0 +1,63 @@
+"""The one seam between a config and the application's process: `configure()`.
+
+Imported on first use of `exporter.configure`, so an application that only instruments never
+loads pydantic, YAML or the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from exporter.metrics import LabelLimits, default_metrics
+from exporter.slowlog import default_slow_log
+
+if TYPE_CHECKING:
+    from exporter.server import Exporter
+    from exporter.settings import Settings
+
+log = logging.getLogger("exporter.config")
+
+# Keys that change nothing where the config is loaded: key -> what decides instead.
+INEFFECTIVE_IN_APPLICATION = {
+    "log_level": "the application's own logging configuration decides",
+    "log_format": "the application's own logging configuration decides",
+}
+INEFFECTIVE_IN_SIDECAR = {
+    "instrumentation": "it applies where engines are instrumented (exporter.configure())",
+    "slow_queries": "it applies where engines are instrumented (exporter.configure())",
+}
+
+
+def warn_ineffective(settings: Settings, keys: Mapping[str, str], where: str) -> None:
+    """One warning line for each of `keys` that the config sets."""
+    for key in keys:
+        if key in settings.model_fields_set:
+            log.warning("config key %r has no effect in %s: %s", key, where, keys[key])
+
+
+def configure(source: str | os.PathLike[str] | Settings | None = None) -> Exporter:
+    """Apply a config to this process and return the `Exporter` it describes, not started.
+
+    `source`: a YAML file, a `Settings`, or None to read the environment. `instrumentation:`
+    (label caps) goes to the default metrics and `slow_queries:` to the process-wide slow-query
+    log, and both apply to the engines instrumented before as well: a new threshold from the
+    next statement on, a new cap to the label sets not admitted yet. Raises ConfigError, having
+    changed nothing, when the config is not valid or its slow-query file cannot be opened.
+    """
+    from exporter.server import Exporter
+    from exporter.settings import ConfigError, Settings, load_settings
+
+    settings = source if isinstance(source, Settings) else load_settings(source)
+    metrics = default_metrics()
+    exporter = Exporter.from_settings(settings, metrics)  # checks the web config file
+    try:
+        default_slow_log(settings.slow_queries, metrics)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"slow_queries.file: cannot open {exc.filename}: {reason}") from None
+    metrics.limits = LabelLimits.from_settings(settings.instrumentation)
+    warn_ineffective(settings, INEFFECTIVE_IN_APPLICATION, "the application")
+    return exporter
