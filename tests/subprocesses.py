@@ -79,3 +79,10 @@ def running(*args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
         yield proc
     finally:
         proc.close()
+
+
+def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -c code args...` in a fresh interpreter of the test's own Python, waited for."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout
+    )
