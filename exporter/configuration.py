@@ -11,7 +11,8 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from exporter.metrics import LabelLimits, default_metrics
+from exporter.instrumentation.budget import LabelLimits
+from exporter.metrics import default_metrics
 from exporter.slowlog import default_slow_log
 
 if TYPE_CHECKING:

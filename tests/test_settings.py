@@ -8,7 +8,7 @@ import pytest
 
 from exporter.cli import main
 from exporter.dsn import DsnError, async_url, masked, parse_dsn, sync_url
-from exporter.metrics import LabelLimits
+from exporter.instrumentation.budget import LabelLimits
 from exporter.settings import ConfigError, load_settings, settings_from_data
 
 REPO = Path(__file__).resolve().parent.parent

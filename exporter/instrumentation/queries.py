@@ -24,10 +24,12 @@ from prometheus_client.metrics import Counter
 from sqlalchemy.engine import Dialect
 
 from exporter.inprocess_settings import SlowQuerySettings
+from exporter.instrumentation.budget import OTHER
 from exporter.instrumentation.guard import FailureCounter
 from exporter.instrumentation.pool import POOL_WAIT
+from exporter.instrumentation.series import StatementSeries
 from exporter.instrumentation.tracing import current_exemplar
-from exporter.metrics import OTHER, Metrics, StatementSeries
+from exporter.metrics import Metrics
 from exporter.slowlog.callsite import call_site
 from exporter.slowlog.context import QueryContext, current_scope
 from exporter.slowlog.log import SlowQueryLog
