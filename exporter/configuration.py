@@ -33,10 +33,14 @@ INEFFECTIVE_IN_SIDECAR = {
 
 
 def warn_ineffective(settings: Settings, keys: Mapping[str, str], where: str) -> None:
-    """One warning line for each of `keys` that the config sets."""
-    for key in keys:
-        if key in settings.model_fields_set:
-            log.warning("config key %r has no effect in %s: %s", key, where, keys[key])
+    """One warning line for each of `keys` that the config sets to other than its default
+    (the documented config file writes every default out, and is used in both places)."""
+    for key, why in keys.items():
+        field = type(settings).model_fields.get(key)
+        if field is not None and getattr(settings, key) != field.get_default(
+            call_default_factory=True
+        ):
+            log.warning("config key %r has no effect in %s: %s", key, where, why)
 
 
 def configure(source: str | os.PathLike[str] | Settings | None = None) -> Exporter:
@@ -57,8 +61,8 @@ def configure(source: str | os.PathLike[str] | Settings | None = None) -> Export
     try:
         default_slow_log(settings.slow_queries, metrics)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ConfigError(f"slow_queries.file: cannot open {exc.filename}: {reason}") from None
+        where, reason = settings.slow_queries.file, exc.strerror or str(exc)
+        raise ConfigError(f"slow_queries.file: cannot open {where}: {reason}") from None
     metrics.limits = LabelLimits.from_settings(settings.instrumentation)
     warn_ineffective(settings, INEFFECTIVE_IN_APPLICATION, "the application")
     return exporter
