@@ -16,16 +16,22 @@ import traceback
 
 import yaml
 
-from exporter.configuration import INEFFECTIVE_IN_SIDECAR, warn_ineffective
 from exporter.demo import DemoError, run_demo
 from exporter.dsn import DsnError
 from exporter.embedded import EmbeddedUnavailable
 from exporter.metrics import default_metrics
 from exporter.server import Exporter, ListenError
-from exporter.settings import ConfigError, Settings, load_settings, parse_listen
+from exporter.settings import (
+    ConfigError,
+    Settings,
+    load_settings,
+    parse_listen,
+    sidecar_ignored,
+)
 from exporter.slowlog import report
 
 DEMO_LISTEN = "127.0.0.1:9188"
+log = logging.getLogger(__name__)
 
 
 class UsageError(Exception):
@@ -54,8 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--listen", default=DEMO_LISTEN, metavar="HOST:PORT")
 
-    serve = commands.add_parser("serve", help="run the standalone sidecar")
-    serve.add_argument("--config", required=True, metavar="FILE")
+    serve = commands.add_parser(
+        "serve", help="run the standalone sidecar (config: FILE and/or the environment)"
+    )
+    serve.add_argument("--config", metavar="FILE", help="default: the environment alone")
     serve.add_argument("--listen", metavar="HOST:PORT", help="overrides server.listen")
     serve.add_argument(
         "--web.config.file",
@@ -64,8 +72,10 @@ def _parser() -> argparse.ArgumentParser:
         help="TLS and basic auth (exporter-toolkit format); overrides server.web_config_file",
     )
 
-    check = commands.add_parser("check-config", help="validate a config file and print it")
-    check.add_argument("file", metavar="FILE")
+    check = commands.add_parser(
+        "check-config", help="validate the configuration (FILE and the environment) and print it"
+    )
+    check.add_argument("file", metavar="FILE", nargs="?", help="default: the environment alone")
 
     slowlog = commands.add_parser(
         "slowlog", help="rank the statements in a slow-query log (JSON lines)"
@@ -75,9 +85,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_config(path: str) -> None:
+def _settings(path: str | None) -> Settings:
+    """What `serve` runs and `check-config` shows: the file (if any) and the environment."""
     settings = load_settings(path)
-    print(f"# {path}: valid; effective configuration (passwords masked)")
+    if path is None and not settings.databases:
+        raise UsageError(
+            "nothing to watch: give a config file, or set DATABASE_URL (or DATA_SOURCE_NAME)"
+        )
+    return settings
+
+
+def _check_config(path: str | None) -> None:
+    settings = _settings(path)
+    print(f"# {path or 'environment'}: valid; effective configuration (passwords masked)")
     print(yaml.safe_dump(settings.masked(), sort_keys=False), end="")
 
 
@@ -113,7 +133,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "slowlog":
         _slowlog(args.file, args.top)
     elif args.command == "serve":
-        settings = load_settings(args.config)
+        settings = _settings(args.config)
         server = settings.server
         if _listen(args.listen) is not None:
             server = server.model_copy(update={"listen": args.listen})
@@ -121,7 +141,12 @@ def _run(args: argparse.Namespace) -> None:
             server = server.model_copy(update={"web_config_file": args.web_config_file})
         settings = settings.model_copy(update={"server": server})
         logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
-        warn_ineffective(settings, INEFFECTIVE_IN_SIDECAR, "the sidecar")
+        if ignored := sidecar_ignored(settings):
+            log.warning(
+                "db-exporter serve ignores %s: these settings apply to engines instrumented in "
+                "the application",
+                ", ".join(ignored),
+            )
         asyncio.run(_serve(settings))
     elif args.command == "demo":
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from exporter.instrumentation.budget import LabelLimits
@@ -21,27 +20,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("exporter.config")
 
-# Keys that change nothing where the config is loaded: key -> what decides instead.
-INEFFECTIVE_IN_APPLICATION = {
-    "log_level": "the application's own logging configuration decides",
-    "log_format": "the application's own logging configuration decides",
-}
-INEFFECTIVE_IN_SIDECAR = {
-    "instrumentation": "it applies where engines are instrumented (exporter.configure())",
-    "slow_queries": "it applies where engines are instrumented (exporter.configure())",
-}
-
-
-def warn_ineffective(settings: Settings, keys: Mapping[str, str], where: str) -> None:
-    """One warning line for each of `keys` that the config sets to other than its default
-    (the documented config file writes every default out, and is used in both places)."""
-    for key, why in keys.items():
-        field = type(settings).model_fields.get(key)
-        if field is not None and getattr(settings, key) != field.get_default(
-            call_default_factory=True
-        ):
-            log.warning("config key %r has no effect in %s: %s", key, where, why)
-
 
 def configure(source: str | os.PathLike[str] | Settings | None = None) -> Exporter:
     """Apply a config to this process and return the `Exporter` it describes, not started.
@@ -53,7 +31,7 @@ def configure(source: str | os.PathLike[str] | Settings | None = None) -> Export
     changed nothing, when the config is not valid or its slow-query file cannot be opened.
     """
     from exporter.server import Exporter
-    from exporter.settings import ConfigError, Settings, load_settings
+    from exporter.settings import SIDECAR_KEYS, ConfigError, Settings, load_settings, non_default
 
     settings = source if isinstance(source, Settings) else load_settings(source)
     metrics = default_metrics()
@@ -64,5 +42,9 @@ def configure(source: str | os.PathLike[str] | Settings | None = None) -> Export
         where, reason = settings.slow_queries.file, exc.strerror or str(exc)
         raise ConfigError(f"slow_queries.file: cannot open {where}: {reason}") from None
     metrics.limits = LabelLimits.from_settings(settings.instrumentation)
-    warn_ineffective(settings, INEFFECTIVE_IN_APPLICATION, "the application")
+    if ignored := non_default(settings, SIDECAR_KEYS):
+        log.warning(
+            "exporter.configure() ignores %s: the application's own logging configuration decides",
+            ", ".join(ignored),
+        )
     return exporter

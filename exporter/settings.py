@@ -6,8 +6,10 @@ the file and the line or key at fault, and never contains a secret.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -317,7 +319,8 @@ def _expand(value: Any, where: str, env: dict[str, str]) -> Any:
     return _VAR.sub(substitute, value)
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
+def key_path_text(loc: tuple[int | str, ...]) -> str:
+    """`("databases", 0, "dsn")` -> `databases[0].dsn`."""
     text = ""
     for part in loc:
         if isinstance(part, str) and not part.isprintable():
@@ -326,38 +329,53 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return text or "(top level)"
 
 
-def _describe(error: Any) -> str:
+def _describe(error: Any, variable_for: Callable[[tuple[int | str, ...]], str | None]) -> str:
     # Pydantic's own messages may echo the input value (a DSN with its password): build ours
     # from the location and the message only.
-    where = _location(tuple(error["loc"]))
+    loc = tuple(error["loc"])
+    where = key_path_text(loc)
     if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):  # models, dataclasses
-        return f"{where}: unknown key"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}"
+        message = "unknown key"
+    else:
+        message = str(error["msg"]).removeprefix("Value error, ")
+    variable = variable_for(loc)
+    return f"{variable} ({where}): {message}" if variable else f"{where}: {message}"
 
 
-def settings_from_data(data: Any, source: str, env: dict[str, str] | None = None) -> Settings:
+def _expanded(data: Any, source: str, env: dict[str, str]) -> dict[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
     try:
-        expanded = _expand(data, "", dict(os.environ) if env is None else env)
+        expanded: dict[str, Any] = _expand(data, "", env)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    try:
-        return Settings.model_validate(expanded)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+    return expanded
 
 
-def load_settings(
-    path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
+def _validated(
+    data: dict[str, Any],
+    source: str,
+    variable_for: Callable[[tuple[int | str, ...]], str | None] = lambda loc: None,
 ) -> Settings:
-    """Read, expand and validate one YAML config file (None: the defaults)."""
-    if path is None:
-        return settings_from_data({}, "the environment", env)
-    file = Path(path)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        problems = "; ".join(_describe(e, variable_for) for e in errors)
+        # Errors that all name their variable need no source before them.
+        if all(variable_for(tuple(e["loc"])) for e in errors):
+            raise ConfigError(problems) from None
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def settings_from_data(data: Any, source: str, env: dict[str, str] | None = None) -> Settings:
+    """Validate parsed YAML data (`${VAR}` expanded from `env`), without environment overrides."""
+    return _validated(_expanded(data, source, dict(os.environ) if env is None else env), source)
+
+
+def _read_yaml(file: Path) -> Any:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -365,11 +383,61 @@ def load_settings(
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{file}{line}: YAML syntax error: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: YAML error: {exc}") from None
-    return settings_from_data(data, str(file), env)
+
+
+@functools.cache
+def _keys_named_file() -> frozenset[str]:
+    """Keys whose own name ends in `file` (`server.web_config_file`, `slow_queries.file`): a
+    variable for one of them sets it, rather than naming a `_FILE` secret."""
+    schema = Settings.model_json_schema()
+    models = [schema, *schema.get("$defs", {}).values()]
+    return frozenset(key for m in models for key in m.get("properties", {}) if key.endswith("file"))
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Defaults < the YAML file (when given, `${VAR}` expanded) < the environment (`env`,
+    default `os.environ`): `DB_EXPORTER_...` variables, `..._FILE` secrets, `DATABASE_URL`."""
+    from exporter.environment import layered  # it imports this module
+
+    environ = dict(os.environ if env is None else env)
+    if path is None:
+        source, data = "environment", {}
+    else:
+        source = str(path)
+        data = _expanded(_read_yaml(Path(path)), source, environ)
+    layer = layered(data, environ, _keys_named_file)
+    return _validated(layer.data, source, layer.variable_for)
+
+
+# Sections only the application applies (instrument(), its slow-query log): the sidecar runs no
+# application statements, so there they have no effect.
+APPLICATION_SECTIONS = ("instrumentation", "slow_queries")
+# Keys only the sidecar applies: in the application, its own logging configuration decides.
+SIDECAR_KEYS = ("log_level", "log_format")
+
+
+def non_default(settings: Settings, names: Iterable[str]) -> list[str]:
+    """Those of the top-level `names` the configuration (file or environment) sets to other
+    than their defaults: the documented config file writes every default out, and serves the
+    sidecar and the application alike, so merely naming a key says nothing."""
+    fields = type(settings).model_fields
+    return [
+        name
+        for name in names
+        if name in fields
+        and getattr(settings, name) != fields[name].get_default(call_default_factory=True)
+    ]
+
+
+def sidecar_ignored(settings: Settings) -> list[str]:
+    """The application-only sections the configuration sets to other than their defaults."""
+    return non_default(settings, APPLICATION_SECTIONS)

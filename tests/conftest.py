@@ -55,3 +55,13 @@ def fresh_database(database_url: URL) -> Iterator[URL]:
 def registry() -> CollectorRegistry:
     """A registry of the test's own, so tests never share metric state."""
     return CollectorRegistry()
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No configuration in the process environment (`DATABASE_URL`, `DB_EXPORTER_...`): the test
+    sets what it needs with the returned monkeypatch."""
+    for name in list(os.environ):
+        if name.startswith(("DATABASE_URL", "DATA_SOURCE_NAME", "DB_EXPORTER_")):
+            monkeypatch.delenv(name)
+    return monkeypatch

@@ -1,4 +1,5 @@
-"""`python -m exporter ...` as a real subprocess whose output lines can be awaited."""
+"""The command line under test: `python -m exporter ...` as a real subprocess whose output lines
+can be awaited, or `exporter.cli.main` in this process, and the shape of its error line."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+import pytest
+
+from exporter.cli import main
 
 
 class Running:
@@ -79,6 +84,23 @@ def running(*args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
         yield proc
     finally:
         proc.close()
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`db-exporter ARGV...` in this process: (exit status, stdout, stderr)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("db-exporter: error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
 
 
 def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from subprocesses import running
+from sqlalchemy.engine import URL
+from subprocesses import assert_one_line_error, run_cli, running
 
 from exporter.embedded import embedded_postgres
 
@@ -204,3 +206,132 @@ def test_demo_with_a_bad_database_url_is_one_clear_line() -> None:
         "postgres://, postgresql+asyncpg://, postgresql+psycopg://)"
     ]
     assert "pw@" not in result.stderr + result.stdout
+
+
+# --- Configuration from the environment -----------------------------------------------------
+
+SECRET = "canary-s3cret-pw"
+
+
+def env_without_configuration() -> dict[str, str]:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "DATA_SOURCE_NAME", "DB_EXPORTER_"))
+    }
+
+
+def wait_ready(url: str, timeout: float = 20) -> tuple[int, str]:
+    deadline = time.monotonic() + timeout
+    while (answer := get(f"{url}/readyz"))[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return answer
+
+
+def test_serve_watches_database_url_alone_with_the_defaults(database_url: URL) -> None:
+    env = env_without_configuration() | {
+        "DATABASE_URL": database_url.render_as_string(hide_password=False),
+        "DB_EXPORTER_SERVER__LISTEN": "127.0.0.1:1",  # the --listen flag wins over it
+    }
+    port = free_port()
+    with running("serve", "--listen", f"127.0.0.1:{port}", env=env) as serve:
+        url = serve.wait_for(r"serving (http://\S+)/metrics").group(1)
+        assert url == f"http://127.0.0.1:{port}"
+        assert wait_ready(url) == (200, '{"status": "ready", "databases": {"main": "ok"}}')
+        assert 'db_up{database="main"} 1.0' in get(f"{url}/metrics")[1]
+        assert serve.stop(signal.SIGTERM) == 0
+    assert not [line for line in serve.output if "WARNING" in line]
+
+
+def test_serve_reads_its_dsn_from_a_secret_file_and_warns_once_about_app_sections(
+    database_url: URL, tmp_path: Path
+) -> None:
+    secret = tmp_path / "dsn"
+    secret.write_text(database_url.set(password=SECRET).render_as_string(False) + "\n")
+    env = env_without_configuration() | {
+        "DATA_SOURCE_NAME_FILE": str(secret),
+        "DB_EXPORTER_DATABASES__0__NAME": "wallet",
+        "DB_EXPORTER_SLOW_QUERIES__THRESHOLD_MS": "250",
+        "DB_EXPORTER_INSTRUMENTATION__MAX_LABEL_SETS": "50",
+    }
+    with running("serve", "--listen", f"127.0.0.1:{free_port()}", env=env) as serve:
+        url = serve.wait_for(r"serving (http://\S+)/metrics").group(1)
+        ready = wait_ready(url)
+        assert ready == (200, '{"status": "ready", "databases": {"wallet": "ok"}}')
+        metrics = get(f"{url}/metrics")[1]
+        assert 'db_up{database="wallet"} 1.0' in metrics
+        assert serve.stop(signal.SIGTERM) == 0
+    [warning] = [line for line in serve.output if "WARNING" in line]
+    assert "db-exporter serve ignores instrumentation, slow_queries: these settings apply to " \
+        "engines instrumented in the application" in warning  # fmt: skip
+    assert SECRET not in "".join(serve.output) + ready[1] + metrics
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"DB_EXPORTER_SERVER__LISTN": "127.0.0.1:9300"},
+            "DB_EXPORTER_SERVER__LISTN (server.listn): unknown key",
+        ),
+        (
+            {"DB_EXPORTER_DATABASES__0__CHECK_TIMEOUT_SECONDS": "soon"},
+            "DB_EXPORTER_DATABASES__0__CHECK_TIMEOUT_SECONDS (databases[0].check_timeout_seconds)",
+        ),
+        (
+            {"DB_EXPORTER_SERVER__WEB_CONFIG_FILE_FILE": "/run/secrets/absent"},
+            "DB_EXPORTER_SERVER__WEB_CONFIG_FILE_FILE: cannot read '/run/secrets/absent': "
+            "No such file or directory",
+        ),
+        (
+            {"DB_EXPORTER_LOG_LEVEL_FILE": "{tmp}"},
+            "DB_EXPORTER_LOG_LEVEL_FILE: cannot read '{tmp}': Is a directory",
+        ),
+        (
+            {"DATABASE_URL_FILE": "{tmp}/dsn"},
+            "DATABASE_URL and DATABASE_URL_FILE are both set; set one of them",
+        ),
+        (
+            {"DATABASE_URL": None},
+            "nothing to watch: give a config file, or set DATABASE_URL (or DATA_SOURCE_NAME)",
+        ),
+    ],
+)
+def test_serve_refuses_a_bad_environment_before_starting_anything(
+    clean_environment: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    env: dict[str, str | None],
+    message: str,
+) -> None:
+    (tmp_path / "dsn").write_text(f"postgresql://app:{SECRET}@db/app\n")
+    clean_environment.setenv("DATABASE_URL", f"postgresql://app:{SECRET}@db/app")
+    for name, value in env.items():
+        if value is None:
+            clean_environment.delenv(name)
+        else:
+            clean_environment.setenv(name, value.format(tmp=tmp_path))
+    threads = threading.enumerate()
+    port = free_port()
+
+    code, out, err = run_cli(capsys, "serve", "--listen", f"127.0.0.1:{port}")
+
+    assert_one_line_error(code, err, message.format(tmp=tmp_path))
+    assert out == ""
+    assert SECRET not in out + err
+    assert threading.enumerate() == threads
+    with socket.socket() as probe:  # nothing listens on it
+        probe.bind(("127.0.0.1", port))
+
+
+def test_serve_with_no_configuration_at_all_exits_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve"],
+        capture_output=True, text=True, timeout=60, env=env_without_configuration(),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        "db-exporter: error: nothing to watch: give a config file, or set DATABASE_URL "
+        "(or DATA_SOURCE_NAME)\n"
+    )
+    assert result.stdout == ""

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
-from subprocesses import running
 
 import exporter.metrics
 import exporter.slowlog
@@ -31,9 +30,9 @@ from exporter import (
     load_settings,
     uninstrument,
 )
-from exporter.configuration import INEFFECTIVE_IN_SIDECAR, warn_ineffective
 from exporter.dsn import sync_url
 from exporter.inprocess_settings import PlanSettings, SlowQuerySettings
+from exporter.settings import sidecar_ignored
 from exporter.slowlog import default_slow_log
 
 DOCUMENTED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "exporter.yaml"
@@ -248,25 +247,14 @@ def test_a_key_without_effect_in_the_application_warns_once(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="exporter.config"):
         configure(Settings(log_level="INFO"))  # the default: nothing to warn about
-        configure(load_settings(DOCUMENTED_CONFIG))  # every default written out
+        configure(load_settings(DOCUMENTED_CONFIG, env={}))  # every default written out
         assert caplog.messages == []
         configure(Settings(log_level="DEBUG"))
-    assert len(caplog.messages) == 1
-    assert "'log_level' has no effect in the application" in caplog.messages[0]
+    assert caplog.messages == [
+        "exporter.configure() ignores log_level: the application's own logging configuration "
+        "decides"
+    ]
 
 
-def test_the_documented_config_warns_about_nothing_in_the_sidecar(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="exporter.config"):
-        warn_ineffective(load_settings(DOCUMENTED_CONFIG), INEFFECTIVE_IN_SIDECAR, "the sidecar")
-    assert caplog.messages == []
-
-
-def test_a_key_without_effect_in_the_sidecar_warns_once(tmp_path: Path) -> None:
-    config = write(tmp_path, "slow_queries:\n  threshold_ms: 20\n")
-    with running("serve", "--config", str(config), "--listen", "127.0.0.1:0") as serve:
-        serve.wait_for(r"serving http://")
-    warnings = [line for line in serve.output if "has no effect" in line]
-    assert len(warnings) == 1
-    assert "'slow_queries' has no effect in the sidecar" in warnings[0]
+def test_the_documented_config_sets_nothing_the_sidecar_ignores() -> None:
+    assert sidecar_ignored(load_settings(DOCUMENTED_CONFIG, env={})) == []
