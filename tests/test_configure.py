@@ -4,6 +4,7 @@ they are loaded say so once."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import fields
@@ -105,6 +106,17 @@ def test_configure_after_instrument_changes_the_threshold_in_use(
     configure(Settings.model_validate({"slow_queries": {"threshold_ms": 1000, **QUIET}}))
     run(engine, SLEEP)
     assert slow_count() == 1  # no longer slow
+
+
+def test_a_log_file_configured_later_receives_the_records(engine: Engine, tmp_path: Path) -> None:
+    file = tmp_path / "slow.jsonl"
+    configure(
+        Settings.model_validate({"slow_queries": {"threshold_ms": 20, "file": str(file), **QUIET}})
+    )
+    run(engine, SLEEP)
+    assert slow_count() == 1
+    [line] = file.read_text().splitlines()
+    assert "pg_sleep" in json.loads(line)["sql"]
 
 
 def test_a_per_database_threshold_reaches_its_engine(engine: Engine, process: Metrics) -> None:
