@@ -1,7 +1,5 @@
-"""aiohttp: each request is one slow-query context (`exporter.slowlog.context`).
-
-app = web.Application(middlewares=[aiohttp_context_middleware])
-"""
+"""aiohttp: each request is one slow-query context (`exporter.slowlog.context`), with
+`web.Application(middlewares=[aiohttp_context_middleware])`."""
 
 from __future__ import annotations
 
