@@ -4,9 +4,15 @@
 # With TLS (a web-config file), set HEALTHCHECK_URL=https://127.0.0.1:9188/healthz.
 FROM python:3.12-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE MANIFEST.in ./
+# The package's links (exporter/demo/models, exporter/demo/migrations, exporter/assets/*) point
+# at these folders: the wheel carries copies of them.
 COPY exporter ./exporter
 COPY models ./models
+COPY alembic ./alembic
+COPY dashboards ./dashboards
+COPY config ./config
+COPY docs ./docs
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.12-slim
@@ -16,10 +22,7 @@ RUN groupadd --system --gid 10001 exporter \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin exporter
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-# The demo applies the wallet migrations from the working directory.
 WORKDIR /app
-COPY alembic.ini ./
-COPY alembic ./alembic
 COPY config/exporter.yaml /etc/db-exporter/exporter.yaml
 # Numeric, so that runAsNonRoot-style checks can verify it without reading /etc/passwd.
 USER 10001:10001

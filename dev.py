@@ -53,7 +53,8 @@ def main(argv: list[str]) -> None:
         os.execv(str(BIN / "db-exporter"), [str(BIN / "db-exporter"), "demo", *rest])
     run(str(BIN / "ruff"), "check", ".")
     run(str(BIN / "ruff"), "format", "--check", ".")
-    run(str(BIN / "mypy"), "exporter", "models")
+    # exporter/demo/models is the top-level models/: checked once, under the name it runs as.
+    run(str(BIN / "mypy"), "exporter")
     run(str(BIN / "pytest"), *rest)
 
 

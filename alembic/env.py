@@ -1,4 +1,4 @@
-"""Alembic environment of the wallet schema (`models.Base.metadata`), asyncpg by default.
+"""Alembic environment of the wallet schema (`exporter.demo.models`), asyncpg by default.
 
 Where the database comes from, first match wins:
 
@@ -28,7 +28,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, async_engine_from_config
 
-from models import Base
+from exporter.demo.models import Base
 
 config = context.config
 target_metadata = Base.metadata

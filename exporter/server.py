@@ -160,6 +160,7 @@ class Exporter:
         self.host, self.port = parse_listen(listen)
         self.web_config = web_config
         self._app = create_app(metrics, databases, slow_log, web_config)
+        self._listener: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
@@ -185,27 +186,42 @@ class Exporter:
         return f"{scheme}://{self.address}"
 
     async def start(self) -> None:
-        """Bind and serve; raises ListenError when the address cannot be bound."""
+        """Bind, then start the app (its collectors connect to the databases) and serve.
+
+        Binding comes first so that when the address is taken (ListenError) nothing has
+        started: no database connection is opened only to be cancelled halfway, which asyncpg
+        answers with a "Future exception was never retrieved" on stderr.
+        """
+        loop = asyncio.get_running_loop()
         runner = web.AppRunner(self._app, access_log=None)
-        await runner.setup()
+
+        def handler() -> asyncio.BaseProtocol:  # asked for only once serving has started
+            assert runner.server is not None
+            return runner.server()
+
         tls = self.web_config.tls if self.web_config is not None else None
-        site = web.TCPSite(runner, self.host, self.port, ssl_context=tls)
         try:
-            await site.start()
-        except BaseException as exc:
+            listener = await loop.create_server(
+                handler, self.host, self.port, ssl=tls, start_serving=False
+            )
+        except OSError as exc:
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise ListenError(f"cannot listen on {self.address}: {reason}") from exc
+        try:
+            await runner.setup()
+            await listener.start_serving()
+        except BaseException:
+            listener.close()
             await runner.cleanup()
-            if isinstance(exc, OSError):
-                reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-                raise ListenError(f"cannot listen on {self.address}: {reason}") from exc
             raise
         if self.port == 0:  # an ephemeral port: report the one the OS chose
-            server = getattr(site, "_server", None)
-            sockets = getattr(server, "sockets", None) or []
-            if sockets:
-                self.port = sockets[0].getsockname()[1]
-        self._runner = runner
+            self.port = listener.sockets[0].getsockname()[1]
+        self._listener, self._runner = listener, runner
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()  # no new connections; the runner ends the open ones
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,6 +23,7 @@ from exporter.dsn import DsnError, masked, parse_dsn
 from exporter.inprocess_settings import InstrumentationSettings as InstrumentationSettings
 from exporter.inprocess_settings import PlanSettings as PlanSettings
 from exporter.inprocess_settings import SlowQuerySettings as SlowQuerySettings
+from exporter.logs import LogFormat, LogLevel
 
 DEFAULT_LISTEN = "0.0.0.0:9188"
 
@@ -105,7 +106,7 @@ class MigrationsCollectorSettings(CollectorSettings):
     # The Alembic scripts directory (the one holding env.py and versions/), relative to the
     # working directory or absolute.
     script_location: str | None = None
-    # The ORM metadata as `module:attribute` (e.g. `models:Base.metadata`), imported at run
+    # The ORM metadata as `module:attribute` (e.g. `myapp.models:Base.metadata`), imported at run
     # time; without it only pending migrations are reported, not schema drift.
     metadata: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
     # Missing declared indexes named in db_schema_drift_missing_index (the count is always exact).
@@ -260,7 +261,8 @@ class DatabaseSettings(_Strict):
 
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "text"
     databases: tuple[DatabaseSettings, ...] = ()
     instrumentation: InstrumentationSettings = InstrumentationSettings()
     slow_queries: SlowQuerySettings = SlowQuerySettings()

@@ -3,9 +3,9 @@
 It is what db-exporter watches in the demo and the tests; it never imports `exporter`.
 """
 
-from models.balance import Balance
-from models.base import Base, CreatedAtMixin, TimestampMixin
-from models.db import (
+from .balance import Balance
+from .base import Base, CreatedAtMixin, TimestampMixin
+from .db import (
     EngineSettings,
     create_engine,
     health_check,
@@ -14,9 +14,9 @@ from models.db import (
     session_scope,
     with_retry,
 )
-from models.errors import BalanceError, InsufficientFunds, InsufficientLockedFunds, InvalidAmount
-from models.ledger import TRANSFER_KINDS, LedgerEntry, Transfer
-from models.user import User
+from .errors import BalanceError, InsufficientFunds, InsufficientLockedFunds, InvalidAmount
+from .ledger import TRANSFER_KINDS, LedgerEntry, Transfer
+from .user import User
 
 __all__ = [
     "TRANSFER_KINDS",

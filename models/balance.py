@@ -22,11 +22,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, TimestampMixin
-from models.errors import InsufficientFunds, InsufficientLockedFunds, InvalidAmount
+from .base import Base, TimestampMixin
+from .errors import InsufficientFunds, InsufficientLockedFunds, InvalidAmount
 
 if TYPE_CHECKING:
-    from models.user import User
+    from .user import User
 
 DEFAULT_ASSET = "USDT"
 # Amounts are NUMERIC(18, 6): below 10**12, at most six decimal places.

@@ -13,9 +13,9 @@ from typing import Final
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.balance import AMOUNT_PRECISION, AMOUNT_SCALE
-from models.base import Base, CreatedAtMixin
-from models.user import User
+from .balance import AMOUNT_PRECISION, AMOUNT_SCALE
+from .base import Base, CreatedAtMixin
+from .user import User
 
 TRANSFER_KINDS: Final = ("deposit", "withdrawal", "transfer")
 _KINDS_SQL = ", ".join(f"'{kind}'" for kind in TRANSFER_KINDS)

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import BigInteger, Identity, Index, String, false, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, TimestampMixin
+from .base import Base, TimestampMixin
 
 if TYPE_CHECKING:
-    from models.balance import Balance
+    from .balance import Balance
 
 
 class User(TimestampMixin, Base):

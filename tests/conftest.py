@@ -7,6 +7,7 @@ once for the session.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -16,8 +17,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
+from exporter.demo.embedded import embedded_postgres
 from exporter.dsn import parse_dsn, sync_url
-from exporter.embedded import embedded_postgres
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +56,19 @@ def fresh_database(database_url: URL) -> Iterator[URL]:
 def registry() -> CollectorRegistry:
     """A registry of the test's own, so tests never share metric state."""
     return CollectorRegistry()
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_found() -> Iterator[None]:
+    """`exporter.cli.main()` run in a test sets up the process's logging (handler, levels) as
+    the command line does: put it back, so that no other test sees it."""
+    root, own = logging.getLogger(), logging.getLogger("exporter")
+    handlers, levels = list(root.handlers), (root.level, own.level)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(levels[0])
+    own.setLevel(levels[1])
+    logging.captureWarnings(False)
 
 
 @pytest.fixture

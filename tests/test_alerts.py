@@ -17,6 +17,8 @@ from prom_helpers import (
     rules,
 )
 
+from exporter.assets import DEFAULT_RUNBOOK_BASE_URL
+
 SEVERITIES = {"critical", "warning", "info"}
 
 
@@ -63,7 +65,7 @@ def test_every_alert_has_severity_summary_description_and_a_runbook_section() ->
         assert annotations["summary"].strip(), name
         assert annotations["description"].strip(), name
         url = annotations["runbook_url"]
-        assert url.endswith(f"docs/runbooks.md#{name.lower()}"), (name, url)
+        assert url == f"{DEFAULT_RUNBOOK_BASE_URL}#{name.lower()}", (name, url)
         assert name.lower() in anchors, f"docs/runbooks.md has no section {name}"
         section = RUNBOOKS.read_text(encoding="utf-8").split(f"## {name}\n", 1)[1]
         section = section.split("\n## ", 1)[0]

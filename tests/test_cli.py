@@ -11,24 +11,22 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from processes import free_port, get, processes_mentioning
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import URL
-from subprocesses import assert_one_line_error, run_cli, running
+from subprocesses import (
+    assert_one_line_error,
+    assert_slow_query_records_only,
+    chatter,
+    log_records,
+    run_cli,
+    running,
+)
 
-from exporter.embedded import embedded_postgres
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+from exporter.demo.embedded import embedded_postgres
 
 
 def samples(body: str) -> dict[str, float]:
@@ -48,24 +46,6 @@ def write_config(tmp_path: Path, text: str) -> str:
     path = tmp_path / "exporter.yaml"
     path.write_text(text)
     return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def postgres_processes_under(directory: str) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if directory in cmdline:
-            found.append(cmdline)
-    return found
 
 
 @pytest.mark.embedded
@@ -101,10 +81,15 @@ def test_demo_serves_live_data_and_stops_cleanly() -> None:
         assert get(f"{url}/readyz")[0] == 200, "".join(demo.output)
         assert Path(directory).exists()
 
+        demo.wait_for(r'"kind": "slow_query"')
         assert demo.stop(signal.SIGINT) == 0
-        assert "db-exporter demo: stopped" in "".join(demo.output)
+    # stdout: slow-query records alone; stderr: log records, the embedded server's quiet.
+    assert_slow_query_records_only(demo.out_lines)
+    records = log_records(demo.err_lines, "text")
+    assert records[-1]["message"] == "stopped"
+    assert chatter(records) == []
     assert not Path(directory).exists()
-    assert postgres_processes_under(directory) == []
+    assert processes_mentioning(directory) == []
 
 
 def test_serve_survives_an_absent_database_and_connects_when_it_appears(tmp_path: Path) -> None:
@@ -145,23 +130,6 @@ def test_serve_survives_an_absent_database_and_connects_when_it_appears(tmp_path
                 assert serve.stop(signal.SIGTERM) == 0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def test_serve_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "log_level: INFO\n")
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "exporter", "serve", "--config", config,
-             "--listen", f"127.0.0.1:{port}"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        f"db-exporter: error: cannot listen on 127.0.0.1:{port}: address already in use"
-    )
 
 
 @pytest.mark.parametrize("listen", ["9188", "localhost", "127.0.0.1:99999"])

@@ -7,7 +7,6 @@ import asyncio
 import io
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,15 +16,14 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import URL
 
 from exporter.collectors.migrations import MigrationsCollector, MigrationsError
-from exporter.demo import alembic_config
+from exporter.demo.schema import METADATA, SCRIPT_LOCATION, alembic_config
 from exporter.settings import ConfigError, MigrationsCollectorSettings, settings_from_data
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = str(REPO / "alembic")
+SCRIPTS = str(SCRIPT_LOCATION)
 
 
 def collector(**options: Any) -> MigrationsCollector:
-    settings = {"enabled": True, "script_location": SCRIPTS, "metadata": "models:Base.metadata"}
+    settings = {"enabled": True, "script_location": SCRIPTS, "metadata": METADATA}
     return MigrationsCollector("main", MigrationsCollectorSettings(**{**settings, **options}))
 
 
@@ -125,10 +123,10 @@ async def test_unusable_paths_and_revisions_fail_clearly(fresh_database: URL) ->
         "ModuleNotFoundError: No module named 'no_such_module'"
     )
     with pytest.raises(MigrationsError) as error:
-        await run_collector(collector(metadata="models:Base"), fresh_database)
+        await run_collector(collector(metadata="exporter.demo.models:Base"), fresh_database)
     assert (
         str(error.value)
-        == "metadata 'models:Base' is a DeclarativeAttributeIntercept, not a MetaData"
+        == "metadata 'exporter.demo.models:Base' is a DeclarativeAttributeIntercept, not a MetaData"
     )
 
     with pytest.raises(MigrationsError) as error:
@@ -168,7 +166,8 @@ def test_enabled_without_a_script_location_is_a_config_error() -> None:
 def test_the_exporter_never_imports_the_models_itself() -> None:
     code = (
         "import sys, exporter, exporter.server, exporter.collectors;"
-        " print(sorted(m for m in sys.modules if m == 'models' or m.startswith('models.')))"
+        " print(sorted(m for m in sys.modules"
+        " if m.partition('.')[0] == 'models' or m.startswith('exporter.demo')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "[]\n"

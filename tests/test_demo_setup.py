@@ -10,7 +10,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from exporter.demo_setup import HAND_MADE_TABLE, add_hand_made_objects, enable_statement_statistics
+from exporter.demo.prepare import (
+    HAND_MADE_TABLE,
+    add_hand_made_objects,
+    enable_statement_statistics,
+)
 from exporter.dsn import async_url
 
 INDEXES = f"""

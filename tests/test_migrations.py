@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -14,9 +17,9 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from exporter import demo
+from exporter.demo import schema
+from exporter.demo.models import Base
 from exporter.dsn import async_url, sync_url
-from models import Base
 
 WALLET_TABLES = {"users", "balances", "transfers", "ledger_entries"}
 
@@ -61,8 +64,8 @@ EXPECTED_INDEXES = {
 
 
 def alembic_config(url: URL | None = None) -> Config:
-    """The repository's alembic.ini, pointed at `url`, printing nowhere."""
-    return demo.alembic_config(url, output_buffer=io.StringIO(), stdout=io.StringIO())
+    """The wallet's Alembic configuration, pointed at `url`, printing nowhere."""
+    return schema.alembic_config(url, output_buffer=io.StringIO(), stdout=io.StringIO())
 
 
 @pytest.fixture
@@ -174,7 +177,7 @@ def test_url_from_database_url_environment_variable(
     dsn = fresh_database.set(drivername="postgres").render_as_string(hide_password=False)
     monkeypatch.setenv("DATABASE_URL", dsn)
     cfg = alembic_config()
-    assert cfg.get_main_option("sqlalchemy.url") == ""
+    assert not cfg.get_main_option("sqlalchemy.url")
 
     command.upgrade(cfg, "head")
 
@@ -257,3 +260,20 @@ def test_offline_mode_writes_the_sql(no_database_url_env: None) -> None:
         " ON DELETE CASCADE" in sql
     )
     assert "INSERT INTO alembic_version (version_num) VALUES ('0001')" in sql
+
+
+def test_the_checkouts_alembic_ini_drives_the_same_scripts(
+    no_database_url_env: None, tmp_path: Path
+) -> None:
+    """`alembic` from the command line (the repository's alembic.ini, for new revisions) runs
+    the same env.py and models as the packaged configuration the demo uses."""
+    ini = Path(__file__).resolve().parent.parent / "alembic.ini"
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ini), "upgrade", "head", "--sql"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cfg = alembic_config()
+    command.upgrade(cfg, "head", sql=True)
+    assert isinstance(cfg.output_buffer, io.StringIO)
+    assert result.stdout == cfg.output_buffer.getvalue()

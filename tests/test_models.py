@@ -16,9 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from exporter.demo import alembic_config
-from exporter.dsn import async_url, sync_url
-from models import (
+from exporter.demo.models import (
     Balance,
     BalanceError,
     EngineSettings,
@@ -35,6 +33,8 @@ from models import (
     session_scope,
     with_retry,
 )
+from exporter.demo.schema import alembic_config
+from exporter.dsn import async_url, sync_url
 
 UNREACHABLE = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
 D = Decimal

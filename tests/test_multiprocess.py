@@ -62,12 +62,12 @@ def test_one_scrape_sums_every_worker(tmp_path: Path, database_url: URL) -> None
         for _ in range(2)
     ]
     config = tmp_path / "exporter.yaml"
-    config.write_text("log_level: WARNING\n")
+    config.write_text("log_level: INFO\n")
     port = free_port()
     sidecar = subprocess.Popen(
         [sys.executable, "-m", "exporter", "serve", "--config", str(config),
          "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     try:
         for worker in workers:

@@ -284,8 +284,8 @@ def test_serve_flag_serves_https_with_basic_auth(tmp_path: Path, certs: Certs) -
     )  # fmt: skip
     try:
         assert process.stdout is not None
-        assert process.stdout.readline().strip() == (
-            f"db-exporter: serving https://127.0.0.1:{port}/metrics"
+        assert process.stdout.readline().endswith(
+            f" INFO exporter.cli: serving https://127.0.0.1:{port}/metrics\n"
         )
         context = _client_context(certs)
         url = f"https://127.0.0.1:{port}"

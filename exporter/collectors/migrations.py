@@ -5,7 +5,7 @@ does its schema match the application's ORM models?
   head(s) of `script_location` (every revision when the database has none).
   `db_migrations_info{datname,database_revision,head_revision}` is 1 and names both (several
   heads joined with `,`; `none` when the database has no revision).
-- With `metadata` (an import path such as `models:Base.metadata`, imported on the first run,
+- With `metadata` (an import path such as `myapp.models:Base.metadata`, imported on the first run,
   never by the exporter package itself): `db_schema_drift_differences{datname}`, the number of
   operations Alembic's own `compare_metadata` finds (with its defaults: types compared, server
   defaults not), and `db_schema_drift_missing_index{datname,schemaname,relname,indexrelname}`

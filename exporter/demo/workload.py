@@ -20,10 +20,17 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from exporter.demo.models import (
+    Balance,
+    LedgerEntry,
+    Transfer,
+    User,
+    session_factory,
+    session_scope,
+)
 from exporter.slowlog import context
-from models import Balance, LedgerEntry, Transfer, User, session_factory, session_scope
 
-log = logging.getLogger("exporter.workload")
+log = logging.getLogger("exporter.demo.workload")
 
 USERS = 50
 START_BALANCE = Decimal("1000")
@@ -49,6 +56,7 @@ class WalletWorkload:
         self._slow_every = slow_report_every_seconds
         self._random = random.Random(seed)
         self._user_ids: list[int] = []
+        self._stopping = asyncio.Event()
 
     async def seed(self) -> None:
         """Create the users and their balances once; a second run reuses them."""
@@ -211,15 +219,22 @@ class WalletWorkload:
     async def _repeat(
         self, action: Callable[[], Awaitable[None]], pause: Callable[[], float]
     ) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await action()
             except Exception as exc:  # keep the demo running; the metrics show the errors
                 log.debug("workload step failed: %s", exc)
-            await asyncio.sleep(pause())
+            with suppress(TimeoutError):
+                async with asyncio.timeout(pause()):
+                    await self._stopping.wait()
+
+    def stop(self) -> None:
+        """End `run()` once each loop has finished its step in flight (a step cancelled halfway
+        can cut off a connection while the pool closes it, which the pool logs as an error)."""
+        self._stopping.set()
 
     async def run(self) -> None:
-        """Run until cancelled."""
+        """Run until `stop()` or until cancelled."""
         if not self._user_ids:
             await self.seed()
         async with asyncio.TaskGroup() as group:

@@ -7,17 +7,16 @@ stopped and deleted on the way out.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from contextlib import ExitStack, suppress
-from pathlib import Path
-from typing import Any
 
-from alembic.config import Config
 from sqlalchemy.engine import URL
 
-from exporter.demo_setup import add_hand_made_objects, enable_statement_statistics
+from exporter.demo.embedded import embedded_postgres
+from exporter.demo.prepare import add_hand_made_objects, enable_statement_statistics
+from exporter.demo.schema import METADATA, SCRIPT_LOCATION, apply_migrations
 from exporter.dsn import DsnError, async_url, masked, parse_dsn
-from exporter.embedded import embedded_postgres
 from exporter.instrumentation import instrument
 from exporter.metrics import default_metrics
 from exporter.server import Exporter
@@ -34,31 +33,21 @@ class DemoError(RuntimeError):
     """Something the person running the demo can fix; the message says what."""
 
 
+log = logging.getLogger("exporter.demo")
+
+
 def _say(message: str) -> None:
-    print(f"db-exporter demo: {message}", flush=True)
+    log.info("%s", message)  # on stderr: stdout carries only slow-query records
 
 
 # The demo application's name on the server (asyncpg's server_settings): the activity
 # collector counts its server-side connections under it, to compare with its pool's.
 APPLICATION_NAME = "wallet-demo"
+# How long the workload may take to finish its steps in flight when the demo stops.
+STOP_GRACE_SECONDS = 5.0
 
 
-def alembic_ini() -> Path:
-    """The repository's alembic.ini (its scripts are in the `alembic` directory beside it)."""
-    import models
-
-    # Next to models/ in a source checkout; the working directory in the container image.
-    candidates = [
-        Path(models.__file__).resolve().parent.parent / "alembic.ini",
-        Path("alembic.ini"),
-    ]
-    ini = next((path for path in candidates if path.exists()), None)
-    if ini is None:
-        raise DemoError("alembic.ini not found: run the demo from a db-exporter source checkout")
-    return ini.resolve()
-
-
-def demo_database_settings(url: URL, script_location: Path) -> DatabaseSettings:
+def demo_database_settings(url: URL) -> DatabaseSettings:
     """The exporter's settings for the demo's database: every collector the dashboards and
     alerts read, including activity per application and migrations with schema drift."""
     collectors = CollectorsSettings(
@@ -67,8 +56,8 @@ def demo_database_settings(url: URL, script_location: Path) -> DatabaseSettings:
         statements=StatementsCollectorSettings(interval_seconds=15),
         migrations=MigrationsCollectorSettings(
             enabled=True,
-            script_location=str(script_location),
-            metadata="models:Base.metadata",
+            script_location=str(SCRIPT_LOCATION),
+            metadata=METADATA,
         ),
     )
     return DatabaseSettings(
@@ -79,29 +68,9 @@ def demo_database_settings(url: URL, script_location: Path) -> DatabaseSettings:
     )
 
 
-def alembic_config(url: URL | None = None, **options: Any) -> Config:
-    """The repository's Alembic configuration, pointed at `url` (None: no URL set).
-
-    Alembic's ini values go through configparser interpolation, so every `%` in the URL (a
-    percent-encoded password or socket path) is doubled.
-    """
-    config = Config(str(alembic_ini()), **options)
-    if url is not None:
-        rendered = async_url(url).render_as_string(hide_password=False)
-        config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
-    return config
-
-
-def apply_migrations(url: URL) -> None:
-    """Upgrade the wallet schema to head with the repository's Alembic environment."""
-    from alembic import command
-
-    command.upgrade(alembic_config(url), "head")
-
-
 async def _serve_workload(url: URL, listen: str) -> None:
-    from exporter.workload import WalletWorkload
-    from models import Base, EngineSettings, create_engine
+    from exporter.demo.models import Base, EngineSettings, create_engine
+    from exporter.demo.workload import WalletWorkload
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -119,7 +88,7 @@ async def _serve_workload(url: URL, listen: str) -> None:
     instrument(engine, database="main", tables=Base.metadata)
     exporter = Exporter(
         listen=listen,
-        databases=[demo_database_settings(url, alembic_ini().parent / "alembic")],
+        databases=[demo_database_settings(url)],
         metrics=default_metrics(),
     )
     try:
@@ -130,9 +99,9 @@ async def _serve_workload(url: URL, listen: str) -> None:
         task = asyncio.create_task(workload.run())
         await stop.wait()
         _say("stopping")
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        workload.stop()
+        with suppress(TimeoutError):  # then it is cancelled
+            await asyncio.wait_for(task, STOP_GRACE_SECONDS)
     finally:
         await exporter.stop()
         await engine.dispose()
