@@ -65,7 +65,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-import exporter.metrics
+import exporter.instrumentation.series
 from exporter import Metrics, instrument, uninstrument
 from exporter.demo.embedded import embedded_postgres
 from exporter.dsn import async_url, sync_url
@@ -371,7 +371,7 @@ def count_child(url: str, driver: str, label: str, variant: str, n: int) -> None
     # Each histogram bucket looks up the current trace once per wall-clock second: once per
     # thousands of statements in a real run, but a clock-dependent share of them under
     # valgrind. Once per bucket is the closer (and repeatable) figure.
-    exporter.metrics.EXEMPLAR_INTERVAL_SECONDS = math.inf
+    exporter.instrumentation.series.EXEMPLAR_INTERVAL_SECONDS = math.inf
     sql, params = STATEMENTS[label]
     statement = text(sql)
     if driver == "asyncpg":

@@ -3,22 +3,36 @@
     from exporter import instrument
     instrument(engine, database="main")   # Engine or AsyncEngine
 
-and, to serve `/metrics` from inside the application:
+and, to apply a config file and serve `/metrics` from inside the application:
 
-    exporter = Exporter(listen="0.0.0.0:9188")
+    exporter = configure("exporter.yaml")  # label caps, slow-query log, the Exporter
     await exporter.start()                # or exporter.start_in_thread() in a sync app
+
+Importing this package and calling `instrument()` loads no server, driver or config code:
+the names below that need them are imported on first use.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from exporter.instrumentation import instrument, is_instrumented, uninstrument
 from exporter.metrics import Metrics, default_metrics
-from exporter.server import Exporter, create_app
-from exporter.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from exporter._version import __version__
+    from exporter.configuration import configure
+    from exporter.server import Exporter, create_app
+    from exporter.settings import ConfigError, Settings, load_settings
 
 __all__ = [
     "ConfigError",
     "Exporter",
     "Metrics",
     "Settings",
+    "__version__",
+    "configure",
     "create_app",
     "default_metrics",
     "instrument",
@@ -26,3 +40,27 @@ __all__ = [
     "load_settings",
     "uninstrument",
 ]
+
+# Public name -> the module that defines it, imported when the name is first used.
+_LAZY = {
+    "__version__": "exporter._version",
+    "configure": "exporter.configuration",
+    "Exporter": "exporter.server",
+    "create_app": "exporter.server",
+    "ConfigError": "exporter.settings",
+    "Settings": "exporter.settings",
+    "load_settings": "exporter.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

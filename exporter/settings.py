@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exporter.dsn import DsnError, masked, parse_dsn
+
+# The in-process settings are plain dataclasses of a light module (the application imports
+# them without pydantic); here they are validated as fields of `Settings`.
+from exporter.inprocess_settings import InstrumentationSettings as InstrumentationSettings
+from exporter.inprocess_settings import PlanSettings as PlanSettings
+from exporter.inprocess_settings import SlowQuerySettings as SlowQuerySettings
 from exporter.logs import LogFormat, LogLevel
 
 DEFAULT_LISTEN = "0.0.0.0:9188"
@@ -253,73 +259,6 @@ class DatabaseSettings(_Strict):
         return value
 
 
-# --- In-process instrumentation (exporter.instrument()) ------------------------------------
-
-# Metrics whose label sets grow with the application's statements, and so carry a cap.
-CAPPED_METRICS = ("query_duration_seconds",)
-
-
-class InstrumentationSettings(_Strict):
-    # The most label sets a capped metric may have; further ones fold into table="other"
-    # and are counted in exporter_label_overflow_total{metric}.
-    max_label_sets: int = Field(default=2000, ge=1)
-    # Per-metric overrides of max_label_sets, by metric name.
-    max_label_sets_per_metric: dict[str, int] = {}
-
-    @field_validator("max_label_sets_per_metric")
-    @classmethod
-    def _known_metrics(cls, value: dict[str, int]) -> dict[str, int]:
-        for name, cap in value.items():
-            if name not in CAPPED_METRICS:
-                raise ValueError(f"{name!r} has no cap (capped: {', '.join(CAPPED_METRICS)})")
-            if cap < 1:
-                raise ValueError(f"{name}: the cap must be at least 1")
-        return value
-
-
-# --- The slow-query log (exporter/slowlog/) ------------------------------------------------
-
-
-class PlanSettings(_Strict):
-    # Capture EXPLAIN (FORMAT JSON) for slow SELECTs, on a connection of the exporter's own.
-    enabled: bool = True
-    # EXPLAIN ANALYZE runs the statement again: off unless asked for.
-    analyze: bool = False
-    # Plans for INSERT/UPDATE/DELETE too (inside a transaction that is rolled back).
-    non_select: bool = False
-    # At most one plan per fingerprint per this many seconds.
-    min_interval_seconds: float = Field(default=600.0, ge=0)
-    # statement_timeout of the EXPLAIN itself.
-    timeout_seconds: float = Field(default=2.0, gt=0)
-
-
-class SlowQuerySettings(_Strict):
-    # A statement at or above this wall time is slow. Per-database overrides below.
-    threshold_ms: float = Field(default=100.0, ge=0)
-    threshold_ms_per_database: dict[str, float] = {}
-    # Logged SQL is the normalised statement (literals masked), cut past this many characters.
-    max_sql_length: int = Field(default=2000, ge=80)
-    # Bind parameters are logged as type and length only, unless this is turned on.
-    include_parameter_values: bool = False
-    # Sinks: JSON lines on stdout, optionally a rotating file; the last `ring_buffer_size`
-    # records are always kept in memory for /slow-queries and /.
-    stdout: bool = True
-    file: str | None = None
-    file_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    file_backups: int = Field(default=5, ge=0)
-    ring_buffer_size: int = Field(default=1000, ge=1)
-    # Records wait here for the writer; when it is full they are dropped and counted.
-    queue_size: int = Field(default=10_000, ge=1)
-    # Per-fingerprint aggregates kept (the least recently seen are forgotten first).
-    max_fingerprints: int = Field(default=1000, ge=1)
-    # The same fingerprint this many times within one context (request, task): an N+1 warning.
-    n_plus_one_threshold: int = Field(default=10, ge=2)
-    plans: PlanSettings = PlanSettings()
-
-    def threshold_seconds(self, database: str) -> float:
-        return self.threshold_ms_per_database.get(database, self.threshold_ms) / 1000
-
-
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     log_level: LogLevel = "INFO"
@@ -386,6 +325,8 @@ def key_path_text(loc: tuple[int | str, ...]) -> str:
     """`("databases", 0, "dsn")` -> `databases[0].dsn`."""
     text = ""
     for part in loc:
+        if isinstance(part, str) and not part.isprintable():
+            part = repr(part)  # a key with a line break must not break the one-line message
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "(top level)"
 
@@ -395,7 +336,7 @@ def _describe(error: Any, variable_for: Callable[[tuple[int | str, ...]], str | 
     # from the location and the message only.
     loc = tuple(error["loc"])
     where = key_path_text(loc)
-    if error["type"] == "extra_forbidden":
+    if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):  # models, dataclasses
         message = "unknown key"
     else:
         message = str(error["msg"]).removeprefix("Value error, ")
@@ -482,8 +423,23 @@ def load_settings(
 # Sections only the application applies (instrument(), its slow-query log): the sidecar runs no
 # application statements, so there they have no effect.
 APPLICATION_SECTIONS = ("instrumentation", "slow_queries")
+# Keys only the sidecar applies: in the application, its own logging configuration decides.
+SIDECAR_KEYS = ("log_level", "log_format")
+
+
+def non_default(settings: Settings, names: Iterable[str]) -> list[str]:
+    """Those of the top-level `names` the configuration (file or environment) sets to other
+    than their defaults: the documented config file writes every default out, and serves the
+    sidecar and the application alike, so merely naming a key says nothing."""
+    fields = type(settings).model_fields
+    return [
+        name
+        for name in names
+        if name in fields
+        and getattr(settings, name) != fields[name].get_default(call_default_factory=True)
+    ]
 
 
 def sidecar_ignored(settings: Settings) -> list[str]:
-    """The application-only sections the configuration sets (file or environment)."""
-    return [name for name in APPLICATION_SECTIONS if name in settings.model_fields_set]
+    """The application-only sections the configuration sets to other than their defaults."""
+    return non_default(settings, APPLICATION_SECTIONS)

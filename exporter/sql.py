@@ -18,8 +18,6 @@ import re
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from pglast import parser as pg
-
 # Distinct statement strings remembered; applications with statements built from inlined
 # literals would otherwise grow the cache without end.
 CACHE_SIZE = 10_000
@@ -88,12 +86,21 @@ def _select_table(select: dict[str, Any]) -> str | None:
     return _from_item_table(from_clause[0]) if from_clause else None
 
 
-def _identify_postgresql(sql: str) -> QueryIdentity:
-    """Raises pglast's ParseError for SQL PostgreSQL would not accept."""
+def _identify_postgresql(sql: str) -> QueryIdentity | None:
+    """None for SQL PostgreSQL would not accept."""
+    # Imported on the first new statement, not with the package: pglast's node classes cost
+    # ~25 ms once (bench/import_cost.py), which an application importing db-exporter need not pay
+    # before it runs a statement. Afterwards this is a sys.modules lookup, on cache misses only.
+    from pglast import parser as pg
+
     text = _dollar_placeholders(sql) if "%" in sql else sql
-    statements = json.loads(pg.parse_sql_json(text)).get("stmts", [])
-    if not statements:
-        raise pg.ParseError("no statement", 0)
+    try:
+        statements = json.loads(pg.parse_sql_json(text)).get("stmts", [])
+        if not statements:
+            return None
+        fingerprint, normalized = pg.fingerprint(text), pg.normalize(text)
+    except pg.ParseError:
+        return None
     node_type, node = next(iter(statements[0]["stmt"].items()))
     operation = _AST_OPERATIONS.get(node_type)
     if operation == "SELECT":
@@ -102,7 +109,7 @@ def _identify_postgresql(sql: str) -> QueryIdentity:
         table = str(node["relation"]["relname"])
     else:
         operation, table = _scan(sql).operation, None
-    return QueryIdentity(pg.fingerprint(text), pg.normalize(text), operation, table)
+    return QueryIdentity(fingerprint, normalized, operation, table)
 
 
 # -- any dialect: a scanner over the statement's top level ---------------------------------
@@ -199,7 +206,9 @@ def identify(sql: str, postgresql: bool = True) -> QueryIdentity:
     """The identity of one statement; never raises, whatever the input."""
     if postgresql:
         try:
-            return _identify_postgresql(sql)
-        except (pg.ParseError, KeyError, IndexError, StopIteration, ValueError):
-            pass  # SQL PostgreSQL would reject, or a tree shape we do not know: the fallback
-    return _identify_any(sql)
+            found = _identify_postgresql(sql)
+        except (KeyError, IndexError, StopIteration, ValueError):
+            found = None  # a tree shape we do not know
+        if found is not None:
+            return found
+    return _identify_any(sql)  # other dialects, SQL PostgreSQL would reject

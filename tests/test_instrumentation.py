@@ -20,8 +20,8 @@ import exporter.instrumentation as instrumentation
 import exporter.instrumentation.queries as queries
 from exporter import Metrics, instrument, is_instrumented, uninstrument
 from exporter.dsn import async_url, sync_url
+from exporter.instrumentation.budget import LabelLimits
 from exporter.instrumentation.queries import STATEMENT_METHODS
-from exporter.metrics import LabelLimits
 
 POOL_SIZE = 3
 

@@ -23,7 +23,7 @@ import exporter.instrumentation.pool as pool_module
 import exporter.instrumentation.queries as queries
 from exporter import Metrics, instrument, uninstrument
 from exporter.dsn import async_url, sync_url
-from exporter.metrics import LabelLimits
+from exporter.instrumentation.budget import LabelLimits
 
 metadata = MetaData()
 items = Table("items", metadata, Column("id", Integer, primary_key=True), Column("name", String))

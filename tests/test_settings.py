@@ -12,7 +12,7 @@ from subprocesses import assert_one_line_error, run_cli
 
 from exporter.dsn import DsnError, async_url, masked, parse_dsn, sync_url
 from exporter.environment import PREFIX
-from exporter.metrics import LabelLimits
+from exporter.instrumentation.budget import LabelLimits
 from exporter.settings import (
     ConfigError,
     DatabaseSettings,
@@ -181,7 +181,7 @@ def test_label_caps_come_from_the_config(tmp_path: Path) -> None:
 def test_a_cap_for_a_metric_without_one_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, "instrumentation:\n  max_label_sets_per_metric: {db_up: 5}\n")
     with pytest.raises(
-        ConfigError, match=r"instrumentation.max_label_sets_per_metric: 'db_up' has no cap"
+        ConfigError, match=r"instrumentation: max_label_sets_per_metric: 'db_up' has no cap"
     ):
         load_settings(path)
 

@@ -10,17 +10,19 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exporter.instrumentation.guard import FailureCounter
 from exporter.instrumentation.pool import PoolListener
 from exporter.instrumentation.queries import QueryListener
 from exporter.metrics import Metrics, default_metrics
 from exporter.slowlog import SlowQueryLog, default_slow_log
+
+if TYPE_CHECKING:  # sqlalchemy.ext.asyncio is not loaded for an application that never did
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 @dataclass
@@ -40,7 +42,7 @@ _lock = threading.Lock()
 
 
 def _sync_engine(engine: Engine | AsyncEngine) -> Engine:
-    return engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    return engine if isinstance(engine, Engine) else engine.sync_engine
 
 
 def _known_tables(tables: MetaData | Iterable[str] | None) -> frozenset[str] | None:

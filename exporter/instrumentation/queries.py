@@ -23,10 +23,13 @@ from typing import Any
 from prometheus_client.metrics import Counter
 from sqlalchemy.engine import Dialect
 
+from exporter.inprocess_settings import SlowQuerySettings
+from exporter.instrumentation.budget import OTHER
 from exporter.instrumentation.guard import FailureCounter
 from exporter.instrumentation.pool import POOL_WAIT
+from exporter.instrumentation.series import StatementSeries
 from exporter.instrumentation.tracing import current_exemplar
-from exporter.metrics import OTHER, Metrics, StatementSeries
+from exporter.metrics import Metrics
 from exporter.slowlog.callsite import call_site
 from exporter.slowlog.context import QueryContext, current_scope
 from exporter.slowlog.log import SlowQueryLog
@@ -96,6 +99,12 @@ class QueryListener:
         self._slow_log = slow_log
         self._slow_threshold = slow_log.threshold_seconds(database) if slow_log else math.inf
         self._n_plus_one: dict[str, Counter] = {}
+        if slow_log is not None:
+            slow_log.watch(self)
+
+    def slow_query_settings_changed(self, settings: SlowQuerySettings) -> None:
+        # The threshold is kept here because the query path reads it for every statement.
+        self._slow_threshold = settings.threshold_seconds(self._database)
 
     def _statement(self, sql: str) -> _Statement:
         entry = self._statements.get(sql)

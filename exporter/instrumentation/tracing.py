@@ -6,13 +6,14 @@ observations carry no exemplar. Exemplars appear in the OpenMetrics exposition o
 
 from __future__ import annotations
 
-try:
-    from opentelemetry import trace
-except ImportError:  # the optional dependency is absent
-    trace = None  # type: ignore[assignment]
+import sys
 
 
 def current_exemplar() -> dict[str, str] | None:
+    # A span can only be active once the application has imported OpenTelemetry: until then
+    # there is nothing to look up, and nothing to import (it is asked at most once per bucket
+    # per second, so the lookup costs the query path nothing measurable).
+    trace = sys.modules.get("opentelemetry.trace")
     if trace is None:
         return None
     context = trace.get_current_span().get_span_context()

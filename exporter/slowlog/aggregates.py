@@ -49,6 +49,13 @@ class Aggregates:
         self._by_key: OrderedDict[tuple[str, str], Aggregate] = OrderedDict()
         self._lock = threading.Lock()
 
+    def resize(self, limit: int) -> None:
+        """Keep at most `limit` fingerprints from now on (forgetting the least recent)."""
+        with self._lock:
+            self._limit = limit
+            while len(self._by_key) > limit:
+                self._by_key.popitem(last=False)
+
     def add(self, record: dict[str, Any]) -> None:
         key = (record["database"], record["fingerprint"])
         seconds = record["duration_ms"] / 1000

@@ -10,13 +10,11 @@ counts, so one request is one scope.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
-
-from aiohttp import web
 
 
 @dataclass
@@ -45,16 +43,3 @@ def context(**fields: Any) -> Iterator[QueryContext]:
         yield scope
     finally:
         current.reset(token)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def aiohttp_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp middleware: each request is one context, with its route (the resource's
-    pattern, e.g. `/users/{id}`, never the raw path) and method."""
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    with context(route=route, method=request.method):
-        return await handler(request)

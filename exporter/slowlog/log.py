@@ -11,12 +11,13 @@ import json
 import logging
 import queue
 import threading
-from typing import Any
+import weakref
+from typing import Any, Protocol
 
 from sqlalchemy.engine import URL
 
+from exporter.inprocess_settings import SlowQuerySettings
 from exporter.metrics import Metrics
-from exporter.settings import SlowQuerySettings
 from exporter.slowlog.aggregates import Aggregates
 from exporter.slowlog.plans import PlanCapture
 from exporter.slowlog.record import SlowQuery
@@ -25,6 +26,23 @@ from exporter.slowlog.sinks import FileSink, RingBuffer, Sink, StdoutSink
 log = logging.getLogger("exporter.slowlog")
 
 _STOP = object()
+# The settings that decide where records are written: when one changes, the sinks are remade.
+_SINK_FIELDS = ("stdout", "file", "file_max_bytes", "file_backups")
+
+
+class SettingsWatcher(Protocol):
+    def slow_query_settings_changed(self, settings: SlowQuerySettings) -> None:
+        """Called by `SlowQueryLog.apply` (values the query path keeps at hand)."""
+
+
+def _sinks(settings: SlowQuerySettings) -> list[Sink]:
+    """Raises OSError when the file cannot be opened."""
+    sinks: list[Sink] = []
+    if settings.stdout:
+        sinks.append(StdoutSink())
+    if settings.file:
+        sinks.append(FileSink(settings.file, settings.file_max_bytes, settings.file_backups))
+    return sinks
 
 
 class SlowQueryLog:
@@ -34,21 +52,44 @@ class SlowQueryLog:
         self.ring = RingBuffer(settings.ring_buffer_size)
         self._metrics = metrics
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_size)
-        self._sinks: list[Sink] = []
-        if settings.stdout:
-            self._sinks.append(StdoutSink())
-        if settings.file:
-            self._sinks.append(
-                FileSink(settings.file, settings.file_max_bytes, settings.file_backups)
-            )
+        self._sinks = _sinks(settings)
+        self._sinks_lock = threading.Lock()  # the writer's sinks against apply()
         self._dropped = metrics.slow_query_log_dropped
         self.plans = PlanCapture(settings.plans, self.aggregates)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._failed_sinks: set[str] = set()
+        self._watchers: weakref.WeakSet[SettingsWatcher] = weakref.WeakSet()
+        self._apply_lock = threading.Lock()
 
     def threshold_seconds(self, database: str) -> float:
         return self.settings.threshold_seconds(database)
+
+    def watch(self, watcher: SettingsWatcher) -> None:
+        """Tell `watcher` about every later `apply()`, for as long as it lives."""
+        self._watchers.add(watcher)
+
+    def apply(self, settings: SlowQuerySettings) -> None:
+        """Use `settings` from now on, in every engine already logging here: thresholds,
+        sinks, sizes and plans. Raises OSError, changing nothing, when a new file sink
+        cannot be opened."""
+        with self._apply_lock:
+            old = self.settings
+            moved = any(getattr(old, name) != getattr(settings, name) for name in _SINK_FIELDS)
+            sinks = _sinks(settings) if moved else None
+            self.settings = settings
+            self.aggregates.resize(settings.max_fingerprints)
+            self.ring.resize(settings.ring_buffer_size)
+            with self._queue.mutex:  # records already queued stay; the bound applies to new ones
+                self._queue.maxsize = settings.queue_size
+            self.plans.settings = settings.plans
+            if sinks is not None:
+                with self._sinks_lock:
+                    sinks, self._sinks = self._sinks, sinks
+                for sink in sinks:
+                    sink.close()
+            for watcher in list(self._watchers):
+                watcher.slow_query_settings_changed(settings)
 
     def register(self, database: str, url: URL) -> None:
         """The database an instrumented engine talks to, for plans of its slow statements."""
@@ -89,14 +130,15 @@ class SlowQueryLog:
     def _write(self, record: SlowQuery) -> None:
         data = record.as_dict(self.settings.max_sql_length)
         line = json.dumps(data, ensure_ascii=True, default=str)
-        for sink in self._sinks:
-            try:
-                sink.write(line)
-            except Exception as exc:  # e.g. a full disk: keep the other sinks going
-                name = type(sink).__name__
-                if name not in self._failed_sinks:
-                    self._failed_sinks.add(name)
-                    log.warning("slow-query sink %s failed: %s", name, exc)
+        with self._sinks_lock:
+            for sink in self._sinks:
+                try:
+                    sink.write(line)
+                except Exception as exc:  # e.g. a full disk: keep the other sinks going
+                    name = type(sink).__name__
+                    if name not in self._failed_sinks:
+                        self._failed_sinks.add(name)
+                        log.warning("slow-query sink %s failed: %s", name, exc)
         self.ring.append(data)
         if record.kind == "slow_query":
             self.aggregates.add(data)
@@ -126,5 +168,6 @@ class SlowQueryLog:
             self._queue.put(_STOP)
             self._thread.join(timeout=5)
             self._thread = None
-        for sink in self._sinks:
-            sink.close()
+        with self._sinks_lock:
+            for sink in self._sinks:
+                sink.close()

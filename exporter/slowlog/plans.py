@@ -13,7 +13,6 @@ thread of its own, never on the query path.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import queue
@@ -23,11 +22,9 @@ import time
 from contextlib import suppress
 from typing import Any
 
-import asyncpg
 from sqlalchemy.engine import URL
 
-from exporter.dsn import asyncpg_connect_args
-from exporter.settings import PlanSettings
+from exporter.inprocess_settings import PlanSettings
 from exporter.slowlog.aggregates import Aggregates
 from exporter.slowlog.record import SlowQuery
 
@@ -117,6 +114,8 @@ class PlanCapture:
             self._queue.put_nowait(record)
 
     def _run(self) -> None:
+        import asyncio  # here, as asyncpg below: an application that never plans never loads them
+
         # One short-lived event loop per plan: plans are rare, and a loop (or an executor
         # thread) left waiting on the queue would keep the process from exiting.
         while True:
@@ -129,6 +128,10 @@ class PlanCapture:
                 self._queue.task_done()
 
     async def _explain(self, record: SlowQuery) -> None:
+        import asyncpg
+
+        from exporter.dsn import asyncpg_connect_args  # with its ssl import: only when planning
+
         self.attempts += 1
         sql = record.identity.normalized
         parameters = max((int(n) for n in _PARAMETER.findall(sql)), default=0)

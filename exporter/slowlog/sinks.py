@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import sys
 import threading
 from collections import deque
@@ -29,6 +28,8 @@ class FileSink:
     """JSON lines in a file that rotates at `max_bytes`, keeping `backups` old files."""
 
     def __init__(self, path: str, max_bytes: int, backups: int) -> None:
+        import logging.handlers  # only when a file is configured
+
         self._handler = logging.handlers.RotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
@@ -51,6 +52,12 @@ class RingBuffer:
     def append(self, record: dict[str, Any]) -> None:
         with self._lock:
             self._records.append(record)
+
+    def resize(self, size: int) -> None:
+        """Keep at most `size` records from now on (the most recent of those held)."""
+        with self._lock:
+            if size != self._records.maxlen:
+                self._records = deque(self._records, maxlen=size)
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -1,0 +1,116 @@
+"""The settings of the in-process side (`instrument()`, the slow-query log), as plain frozen
+dataclasses: the application imports them without pydantic. Each default is written here
+once; a config file validates them through pydantic as fields of `exporter.settings.Settings`
+(which also checks types and refuses unknown keys), and `__post_init__` checks the bounds in
+both cases, so a value made in code is held to the same rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# Metrics whose label sets grow with the application's statements, and so carry a cap.
+CAPPED_METRICS = ("query_duration_seconds",)
+
+# Read by pydantic when these dataclasses are validated from a config: unknown keys are errors.
+_STRICT: dict[str, Any] = {"extra": "forbid"}
+
+
+def _check_bounds(settings: Any, bounds: Mapping[str, tuple[str, float]]) -> None:
+    """`bounds`: field name -> (">=" or ">", limit). Raises ValueError naming the field."""
+    for name, (op, limit) in bounds.items():
+        value = getattr(settings, name)
+        if value < limit if op == ">=" else value <= limit:
+            relation = "at least" if op == ">=" else "greater than"
+            raise ValueError(f"{name} must be {relation} {limit:g}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class InstrumentationSettings:
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    # The most label sets a capped metric may have; further ones fold into table="other"
+    # and are counted in exporter_label_overflow_total{metric}.
+    max_label_sets: int = 2000
+    # Per-metric overrides of max_label_sets, by metric name.
+    max_label_sets_per_metric: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_bounds(self, {"max_label_sets": (">=", 1)})
+        for name, cap in self.max_label_sets_per_metric.items():
+            if name not in CAPPED_METRICS:
+                raise ValueError(
+                    f"max_label_sets_per_metric: {name!r} has no cap "
+                    f"(capped: {', '.join(CAPPED_METRICS)})"
+                )
+            if cap < 1:
+                raise ValueError(f"max_label_sets_per_metric: {name}: the cap must be at least 1")
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    # Capture EXPLAIN (FORMAT JSON) for slow SELECTs, on a connection of the exporter's own.
+    enabled: bool = True
+    # EXPLAIN ANALYZE runs the statement again: off unless asked for.
+    analyze: bool = False
+    # Plans for INSERT/UPDATE/DELETE too (inside a transaction that is rolled back).
+    non_select: bool = False
+    # At most one plan per fingerprint per this many seconds.
+    min_interval_seconds: float = 600.0
+    # statement_timeout of the EXPLAIN itself.
+    timeout_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check_bounds(self, {"min_interval_seconds": (">=", 0), "timeout_seconds": (">", 0)})
+
+
+@dataclass(frozen=True)
+class SlowQuerySettings:
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    # A statement at or above this wall time is slow. Per-database overrides below.
+    threshold_ms: float = 100.0
+    threshold_ms_per_database: Mapping[str, float] = field(default_factory=dict)
+    # Logged SQL is the normalised statement (literals masked), cut past this many characters.
+    max_sql_length: int = 2000
+    # Bind parameters are logged as type and length only, unless this is turned on.
+    include_parameter_values: bool = False
+    # Sinks: JSON lines on stdout, optionally a rotating file; the last `ring_buffer_size`
+    # records are always kept in memory for /slow-queries and /.
+    stdout: bool = True
+    file: str | None = None
+    file_max_bytes: int = 10 * 1024 * 1024
+    file_backups: int = 5
+    ring_buffer_size: int = 1000
+    # Records wait here for the writer; when it is full they are dropped and counted.
+    queue_size: int = 10_000
+    # Per-fingerprint aggregates kept (the least recently seen are forgotten first).
+    max_fingerprints: int = 1000
+    # The same fingerprint this many times within one context (request, task): an N+1 warning.
+    n_plus_one_threshold: int = 10
+    plans: PlanSettings = field(default_factory=PlanSettings)
+
+    def __post_init__(self) -> None:
+        _check_bounds(
+            self,
+            {
+                "threshold_ms": (">=", 0),
+                "max_sql_length": (">=", 80),
+                "file_max_bytes": (">=", 1024),
+                "file_backups": (">=", 0),
+                "ring_buffer_size": (">=", 1),
+                "queue_size": (">=", 1),
+                "max_fingerprints": (">=", 1),
+                "n_plus_one_threshold": (">=", 2),
+            },
+        )
+        for database, ms in self.threshold_ms_per_database.items():
+            if ms < 0:
+                raise ValueError(f"threshold_ms_per_database: {database}: must be at least 0")
+
+    def threshold_seconds(self, database: str) -> float:
+        return self.threshold_ms_per_database.get(database, self.threshold_ms) / 1000
