@@ -1,6 +1,8 @@
 # db-exporter: a small image that runs `db-exporter serve` as an unprivileged user.
 # Build: docker build -t db-exporter .
 # Run:   docker run -p 9188:9188 -e DATABASE_URL=postgresql://... db-exporter
+#        (or DATA_SOURCE_NAME, DB_EXPORTER_* variables, *_FILE secrets: README, configuration
+#        from the environment); with a file: ... db-exporter serve --config /etc/db-exporter/exporter.yaml
 # With TLS (a web-config file), set HEALTHCHECK_URL=https://127.0.0.1:9188/healthz.
 FROM python:3.12-slim AS build
 WORKDIR /src
@@ -31,4 +33,6 @@ EXPOSE 9188
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import os, ssl, urllib.request; urllib.request.urlopen(os.environ['HEALTHCHECK_URL'], timeout=2, context=ssl._create_unverified_context())"]
 ENTRYPOINT ["db-exporter"]
-CMD ["serve", "--config", "/etc/db-exporter/exporter.yaml"]
+# From the environment alone, as postgres_exporter's image: the documented file above lists a
+# database of its own, which would shadow DATA_SOURCE_NAME.
+CMD ["serve"]
