@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from exporter.slowlog import params
 from exporter.slowlog.log import SlowQueryLog
 
 SLOW_LOG = web.AppKey("slow_log", SlowQueryLog)
@@ -22,25 +23,16 @@ MAX_LIMIT = 1000
 TOP_ON_PAGE = 25
 
 
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise web.HTTPBadRequest(
-            text=f'{{"error": "limit must be a whole number from 1 to {MAX_LIMIT}"}}',
-            content_type="application/json",
-        )
-    return int(raw)
-
-
 async def slow_queries(request: web.Request) -> web.Response:
     """Recent records (newest first) and per-fingerprint aggregates (costliest first).
     Filters: `database`, `since` (ISO 8601, as in the records), `limit` (default 100)."""
     log = request.app[SLOW_LOG]
-    limit = _limit(request)
+    limit = params.whole_number(request.query, "limit", 100, 1, MAX_LIMIT)
+    since = params.timestamp(request.query, "since")
     database = request.query.get("database")
     body = {
         "threshold_ms": log.settings.threshold_ms,
-        "records": log.records(database, request.query.get("since"), limit),
+        "records": log.records(database, since, limit),
         "aggregates": log.aggregates.ranked(database)[:limit],
     }
     return web.json_response(body)
