@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, text
 
 from exporter import Metrics, instrument, uninstrument
 from exporter.dsn import sync_url
-from exporter.settings import SlowQuerySettings
+from exporter.inprocess_settings import PlanSettings, SlowQuerySettings
 from exporter.slowlog import SlowQueryLog
 
 
@@ -42,14 +42,13 @@ def main() -> None:
 
         def log(threshold_ms: float) -> SlowQueryLog:
             settings = SlowQuerySettings(
-                threshold_ms=threshold_ms, stdout=False, file=out, queue_size=1_000_000
+                threshold_ms=threshold_ms,
+                stdout=False,
+                file=out,
+                queue_size=1_000_000,
+                plans=PlanSettings(enabled=False),
             )
-            return SlowQueryLog(
-                settings.model_copy(
-                    update={"plans": settings.plans.model_copy(update={"enabled": False})}
-                ),
-                metrics,
-            )
+            return SlowQueryLog(settings, metrics)
 
         never, always = log(1e9), log(0)
         statement, params = text("SELECT name FROM bench_items WHERE id = :id"), {"id": 42}
