@@ -18,11 +18,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine
+from subprocesses import assert_one_line_error, run_exporter
 
 from exporter import Metrics, create_app, instrument, uninstrument
 from exporter.dsn import sync_url
 from exporter.inprocess_settings import CallSiteSettings, SlowQuerySettings
-from exporter.slowlog import SlowQueryLog
+from exporter.slowlog import SlowQueryLog, callsite
+from exporter.slowlog.callsite import CallSiteFinder
 
 REPOSITORY = str(Path(__file__).parent.parent)
 TEMPLATE = "https://example.test/org/app/blob/{commit}/{path}#L{line}"
@@ -259,3 +261,32 @@ def test_any_template_is_either_refused_or_makes_a_link(template: str) -> None:
         return
     assert refused.startswith("source_url_template")
     assert "\n" not in refused
+
+
+def test_check_config_refuses_a_bad_template_and_takes_the_commit_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "exporter.yaml"
+    config.write_text(f"slow_queries:\n  call_sites:\n    source_url_template: '{TEMPLATE}'\n")
+    refused = run_exporter("check-config", str(config))
+    assert_one_line_error(
+        refused.returncode,
+        refused.stderr,
+        "slow_queries.call_sites: source_url_template uses {commit} but source_commit is not set",
+    )
+    env = {**os.environ, "DB_EXPORTER_SLOW_QUERIES__CALL_SITES__SOURCE_COMMIT": "0a1b2c"}
+    accepted = run_exporter("check-config", str(config), env=env)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "source_commit: 0a1b2c" in accepted.stdout
+
+
+def test_the_remembered_decisions_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(callsite, "MAX_CACHED_CODE", 3)
+    finder = CallSiteFinder(CallSiteSettings(source_root=REPOSITORY))
+    # Ten functions with the same body in ten files: equal code objects, told apart by identity.
+    for i in range(10):
+        namespace = {"finder": finder}
+        source = "def f():\n    return finder.find()\n"
+        exec(compile(source, f"{REPOSITORY}/m{i}.py", "exec"), namespace)
+        assert namespace["f"]() == (f"m{i}.py", 2, "f", None)
+    assert len(finder._shown) <= 3

@@ -70,8 +70,10 @@ class CallSiteFinder:
         self._skip_dirs = _installed_and_stdlib_dirs() + tuple(_dir(p) for p in skip if os.sep in p)
         self._root = _dir(settings.source_root or _START_DIR)
         self._template = settings.source_url_template
-        # code object -> the path shown for it, or None when it is not the application's
-        self._shown: dict[CodeType, str | None] = {}
+        # id(code object) -> (the code object, the path shown for it or None when it is not the
+        # application's). By identity: code objects compare equal across files when their
+        # bodies are the same, and the code is kept so that its id is not reused meanwhile.
+        self._shown: dict[int, tuple[CodeType, str | None]] = {}
 
     def find(self) -> CallSite | None:
         found = self._search(sys._getframe(1))
@@ -86,9 +88,10 @@ class CallSiteFinder:
         shown = self._shown
         while frame is not None:
             code = frame.f_code
-            try:
-                path = shown[code]
-            except KeyError:
+            known = shown.get(id(code))
+            if known is not None and known[0] is code:
+                path = known[1]
+            else:
                 path = self._decide(code, frame.f_globals.get("__name__"))
             if path is not None:
                 return self._site(path, frame.f_lineno, code.co_name)
@@ -99,7 +102,7 @@ class CallSiteFinder:
         path = self._shown_path(code.co_filename, module if isinstance(module, str) else "")
         if len(self._shown) >= MAX_CACHED_CODE:
             self._shown.clear()
-        self._shown[code] = path
+        self._shown[id(code)] = (code, path)
         return path
 
     def _shown_path(self, filename: str, module: str) -> str | None:
