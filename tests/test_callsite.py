@@ -290,3 +290,10 @@ def test_the_remembered_decisions_stay_bounded(monkeypatch: pytest.MonkeyPatch) 
         exec(compile(source, f"{REPOSITORY}/m{i}.py", "exec"), namespace)
         assert namespace["f"]() == (f"m{i}.py", 2, "f", None)
     assert len(finder._shown) <= 3
+
+
+def test_the_demo_workload_is_the_application_even_when_installed(tmp_path: Path) -> None:
+    installed = tmp_path / "site-packages" / "exporter" / "demo" / "workload.py"
+    namespace = {"__name__": "exporter.demo.workload", "finder": CallSiteFinder(CallSiteSettings())}
+    exec(compile("def f():\n    return finder.find()\n", str(installed), "exec"), namespace)
+    assert namespace["f"]() == (str(installed), 2, "f", None)

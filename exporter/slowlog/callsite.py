@@ -27,6 +27,8 @@ _LIBRARIES = (
     "exporter.instrumentation", "exporter.slowlog", "exporter.integrations",
     "sqlalchemy", "asyncpg", "psycopg", "psycopg2", "greenlet", "pymysql",
 )  # fmt: skip
+# The demo's workload is application code even when db-exporter is installed (the image).
+_APPLICATION = ("exporter.demo",)
 # Path components of installed distributions, wherever the environment keeps them.
 _INSTALLED_DIRS = ("site-packages", "dist-packages")
 # Remembered decisions; cleared when full (a few more walks then, no growth).
@@ -65,7 +67,7 @@ class CallSiteFinder:
     def __init__(self, settings: CallSiteSettings) -> None:
         self.settings = settings
         skip = settings.skip_packages
-        self._app_modules = settings.app_packages
+        self._app_modules = _APPLICATION + settings.app_packages
         self._skip_modules = _LIBRARIES + tuple(p for p in skip if os.sep not in p)
         self._skip_dirs = _installed_and_stdlib_dirs() + tuple(_dir(p) for p in skip if os.sep in p)
         self._root = _dir(settings.source_root or _START_DIR)
