@@ -11,6 +11,10 @@ between rounds, medians of per-round client CPU and wall time), on psycopg:
   parameters, queue), against the same log with a threshold nothing reaches: the cost of one
   record on the query path. The writer thread's JSON and I/O run beside it, not counted here
   (its output goes to a file so the terminal does not slow it).
+
+`--call-site`: one call-site lookup on its own, from inside SQLAlchemy's execute path (a
+listener posing as part of SQLAlchemy, so the walk passes SQLAlchemy's frames to this file):
+the part of a record's cost that depends on the stack, repeatable on a busy machine.
 """
 
 from __future__ import annotations
@@ -18,22 +22,54 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import timeit
+from typing import Any
 
+import sqlalchemy
 from instrumentation_overhead import Comparison, database, prepare, timed  # bench/ is on the path
 from prometheus_client import CollectorRegistry
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 from exporter import Metrics, instrument, uninstrument
 from exporter.dsn import sync_url
-from exporter.settings import SlowQuerySettings
+from exporter.inprocess_settings import CallSiteSettings, PlanSettings, SlowQuerySettings
 from exporter.slowlog import SlowQueryLog
+from exporter.slowlog.callsite import CallSiteFinder
+
+# Compiled under SQLAlchemy's directory and module name: skipped like SQLAlchemy's own frames.
+_LOOKUP = """
+def measure(*_):
+    results.append(min(timeit.repeat(finder.find, number=number, repeat=7)) / number)
+    results.append(finder.find())
+"""
+
+
+def call_site_cost(url: str, number: int = 20_000) -> None:
+    engine = create_engine(sync_url(url))
+    results: list[Any] = []
+    finder = CallSiteFinder(CallSiteSettings())
+    namespace = {"__name__": "sqlalchemy._bench", "timeit": timeit, "finder": finder}
+    namespace.update(results=results, number=number)
+    where = os.path.join(os.path.dirname(sqlalchemy.__file__), "_bench.py")
+    exec(compile(_LOOKUP, where, "exec"), namespace)
+    event.listen(engine, "before_cursor_execute", namespace["measure"])
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    engine.dispose()
+    seconds, site = results
+    print(f"call site    {seconds * 1e6:6.2f} us per lookup, found {site.file}:{site.line}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--call-site", action="store_true", help="time one call-site lookup")
     args = parser.parse_args()
+    if args.call_site:
+        with database() as url:
+            call_site_cost(url)
+        return
     with database() as url, tempfile.TemporaryDirectory() as scratch:
         prepare(url)
         engine = create_engine(sync_url(url))
@@ -42,14 +78,13 @@ def main() -> None:
 
         def log(threshold_ms: float) -> SlowQueryLog:
             settings = SlowQuerySettings(
-                threshold_ms=threshold_ms, stdout=False, file=out, queue_size=1_000_000
+                threshold_ms=threshold_ms,
+                stdout=False,
+                file=out,
+                queue_size=1_000_000,
+                plans=PlanSettings(enabled=False),
             )
-            return SlowQueryLog(
-                settings.model_copy(
-                    update={"plans": settings.plans.model_copy(update={"enabled": False})}
-                ),
-                metrics,
-            )
+            return SlowQueryLog(settings, metrics)
 
         never, always = log(1e9), log(0)
         statement, params = text("SELECT name FROM bench_items WHERE id = :id"), {"id": 42}

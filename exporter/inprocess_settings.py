@@ -7,6 +7,7 @@ both cases, so a value made in code is held to the same rules.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -68,6 +69,52 @@ class PlanSettings:
         _check_bounds(self, {"min_interval_seconds": (">=", 0), "timeout_seconds": (">", 0)})
 
 
+# What a call site's link may be made of.
+URL_PLACEHOLDERS = ("path", "line", "commit")
+_ALLOWED = ", ".join("{" + name + "}" for name in URL_PLACEHOLDERS)
+
+
+def _placeholders(template: str) -> set[str]:
+    """The names in `template`'s {fields}; ValueError, in one line, for any other template.
+    Plain names only: a format spec such as {line:>9999999} could fail or grow each link."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"source_url_template: {exc}") from None
+    names = set()
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in URL_PLACEHOLDERS or spec or conversion:
+            shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise ValueError(
+                f"source_url_template: unknown placeholder {{{shown}}} (allowed: {_ALLOWED})"
+            )
+        names.add(name)
+    return names
+
+
+@dataclass(frozen=True)
+class CallSiteSettings:
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    # Module prefixes that are the application even when installed into site-packages.
+    app_packages: tuple[str, ...] = ()
+    # Further module prefixes (`mylib`) or path prefixes (`/opt/vendor/`) that are not.
+    skip_packages: tuple[str, ...] = ()
+    # Paths are shown relative to this directory (None: the working directory at start-up).
+    source_root: str | None = None
+    # Makes each call site a link, from {path} (relative to source_root), {line} and {commit}.
+    source_url_template: str | None = None
+    source_commit: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source_url_template is None:
+            return
+        if "commit" in _placeholders(self.source_url_template) and not self.source_commit:
+            raise ValueError("source_url_template uses {commit} but source_commit is not set")
+
+
 @dataclass(frozen=True)
 class SlowQuerySettings:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
@@ -93,6 +140,8 @@ class SlowQuerySettings:
     # The same fingerprint this many times within one context (request, task): an N+1 warning.
     n_plus_one_threshold: int = 10
     plans: PlanSettings = field(default_factory=PlanSettings)
+    # Which frames are the application's, and how their places are shown.
+    call_sites: CallSiteSettings = field(default_factory=CallSiteSettings)
 
     def __post_init__(self) -> None:
         _check_bounds(

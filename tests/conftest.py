@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
+from exporter import Metrics
 from exporter.demo.embedded import embedded_postgres
 from exporter.dsn import parse_dsn, sync_url
 
@@ -57,6 +58,12 @@ def fresh_database(database_url: URL) -> Iterator[URL]:
 def registry() -> CollectorRegistry:
     """A registry of the test's own, so tests never share metric state."""
     return CollectorRegistry()
+
+
+@pytest.fixture
+def metrics(registry: CollectorRegistry) -> Metrics:
+    """db-exporter's metrics in the test's own registry."""
+    return Metrics(registry)
 
 
 @pytest.fixture(scope="session")

@@ -126,6 +126,25 @@ def test_a_per_database_threshold_reaches_its_engine(engine: Engine, process: Me
     assert slow_count() == 1
 
 
+def test_call_site_settings_reach_an_engine_instrumented_before(engine: Engine) -> None:
+    call_sites = {
+        "source_root": str(DOCUMENTED_CONFIG.parent.parent),
+        "source_url_template": "https://x.test/{commit}/{path}#L{line}",
+        "source_commit": "c0ffee",
+    }
+    configure(
+        Settings.model_validate(
+            {"slow_queries": {"threshold_ms": 20, "call_sites": call_sites, **QUIET}}
+        )
+    )
+    run(engine, SLEEP)
+    default_slow_log().flush()
+    (record,) = default_slow_log().records()
+    site = record["call_site"]
+    assert site["file"] == "tests/test_configure.py"
+    assert site["url"] == f"https://x.test/c0ffee/tests/test_configure.py#L{site['line']}"
+
+
 def label_set_count(metrics: Metrics, table: str) -> float | None:
     return metrics.registry.get_sample_value(
         "query_duration_seconds_count",
@@ -181,6 +200,11 @@ BAD_CONFIGS = [
         id="a missing web config",
     ),
     pytest.param("slow_queries: [20\n", "YAML syntax error", id="a YAML error"),
+    pytest.param(
+        "slow_queries:\n  call_sites: {source_url_template: 'https://x.test/{file}'}\n",
+        "slow_queries.call_sites: source_url_template: unknown placeholder {file}",
+        id="a source URL template with an unknown placeholder",
+    ),
 ]
 
 

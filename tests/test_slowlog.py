@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import source_lines
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
@@ -54,11 +55,7 @@ class Book(Base):
 
 
 def line_of(marker: str) -> int:
-    """The line of this file that carries `marker` in a comment."""
-    for number, line in enumerate(Path(__file__).read_text().splitlines(), start=1):
-        if line.rstrip().endswith(f"# {marker}"):
-            return number
-    raise AssertionError(marker)
+    return source_lines.line_of(__file__, marker)
 
 
 @pytest.fixture
@@ -111,9 +108,10 @@ def test_one_slow_statement_is_one_record_with_its_call_site(
         conn.execute(text("SELECT pg_sleep(0.2)"))  # the slow one
     (record,) = slow_records(slow_log)
     assert record["call_site"] == {
-        "file": __file__,
+        "file": source_lines.shown_path(__file__),
         "line": line_of("the slow one"),
         "function": "test_one_slow_statement_is_one_record_with_its_call_site",
+        "url": None,
     }
     assert record["operation"] == "SELECT"
     assert record["sql"] == "SELECT pg_sleep($1)"  # the literal is masked
@@ -131,7 +129,7 @@ async def test_async_call_site_is_found_through_the_greenlet(
     async with async_engine.connect() as conn:
         await conn.execute(text("SELECT pg_sleep(0.15)"))  # async slow one
     (record,) = slow_records(slow_log)
-    assert record["call_site"]["file"] == __file__
+    assert record["call_site"]["file"] == source_lines.shown_path(__file__)
     assert record["call_site"]["line"] == line_of("async slow one")
 
 
@@ -219,7 +217,7 @@ def test_n_plus_one_fires_for_lazy_loads_and_not_for_one_batched_query(
     assert warning["table"] == "books"
     assert warning["repeats"] == 5
     assert warning["context"] == {"route": "/authors", "request_id": "r-1"}
-    assert warning["call_site"]["file"] == __file__
+    assert warning["call_site"]["file"] == source_lines.shown_path(__file__)
     labels = {"database": "main", "table": "books"}
     assert registry.get_sample_value("db_n_plus_one_total", labels) == 1
 

@@ -30,7 +30,6 @@ from exporter.instrumentation.pool import POOL_WAIT
 from exporter.instrumentation.series import StatementSeries
 from exporter.instrumentation.tracing import current_exemplar
 from exporter.metrics import Metrics
-from exporter.slowlog.callsite import call_site
 from exporter.slowlog.context import QueryContext, current_scope
 from exporter.slowlog.log import SlowQueryLog
 from exporter.slowlog.record import SlowQuery, redact
@@ -286,7 +285,7 @@ class QueryListener:
                     database=self._database,
                     seconds=seconds,
                     identity=entry.identity,
-                    call_site=call_site(),
+                    call_site=self._slow_log.call_sites.find(),
                     parameters=redact(parameters, include_values, batch),
                     context=scope.fields if scope is not None else {},
                     trace=current_exemplar(),

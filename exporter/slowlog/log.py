@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL
 from exporter.inprocess_settings import SlowQuerySettings
 from exporter.metrics import Metrics
 from exporter.slowlog.aggregates import Aggregates
+from exporter.slowlog.callsite import CallSiteFinder
 from exporter.slowlog.plans import PlanCapture
 from exporter.slowlog.record import SlowQuery
 from exporter.slowlog.sinks import FileSink, RingBuffer, Sink, StdoutSink
@@ -56,6 +57,7 @@ class SlowQueryLog:
         self._sinks_lock = threading.Lock()  # the writer's sinks against apply()
         self._dropped = metrics.slow_query_log_dropped
         self.plans = PlanCapture(settings.plans, self.aggregates)
+        self.call_sites = CallSiteFinder(settings.call_sites)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._failed_sinks: set[str] = set()
@@ -71,7 +73,7 @@ class SlowQueryLog:
 
     def apply(self, settings: SlowQuerySettings) -> None:
         """Use `settings` from now on, in every engine already logging here: thresholds,
-        sinks, sizes and plans. Raises OSError, changing nothing, when a new file sink
+        sinks, sizes, plans and call sites. Raises OSError, changing nothing, when a new file sink
         cannot be opened."""
         with self._apply_lock:
             old = self.settings
@@ -83,6 +85,8 @@ class SlowQueryLog:
             with self._queue.mutex:  # records already queued stay; the bound applies to new ones
                 self._queue.maxsize = settings.queue_size
             self.plans.settings = settings.plans
+            if settings.call_sites != old.call_sites:
+                self.call_sites = CallSiteFinder(settings.call_sites)
             if sinks is not None:
                 with self._sinks_lock:
                     sinks, self._sinks = self._sinks, sinks

@@ -39,10 +39,14 @@ async def slow_queries(request: web.Request) -> web.Response:
 
 
 def _call_site(worst: dict[str, Any] | None) -> str:
+    """The slowest record's call site as HTML: a link when a source URL template is set."""
     site = (worst or {}).get("call_site")
     if not site:
         return "unknown"
-    return f"{site['file']}:{site['line']} in {site['function']}"
+    where = escape(f"{site['file']}:{site['line']}")
+    if site.get("url"):
+        where = f'<a href="{escape(site["url"])}">{where}</a>'
+    return f"{where} in {escape(site['function'])}"
 
 
 def _fingerprint_rows(aggregates: list[dict[str, Any]]) -> str:
@@ -56,7 +60,7 @@ def _fingerprint_rows(aggregates: list[dict[str, Any]]) -> str:
             str(a["count"]),
             f"{a['total_ms']:.1f}",
             f"{a['max_ms']:.1f}",
-            escape(_call_site(a["worst"])),
+            _call_site(a["worst"]),
             escape(a["plan_summary"] or "no plan"),
             f"<code>{escape(a['sql'][:300])}</code>",
         ]
