@@ -6,43 +6,36 @@ unused indexes, the collectors' last snapshot.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from html import escape
 from typing import Any
 
 from aiohttp import web
 
+from exporter.endpoints import parse_limit, slow_queries_body
 from exporter.slowlog.log import SlowQueryLog
 
 SLOW_LOG = web.AppKey("slow_log", SlowQueryLog)
 # () -> [{"database", "schema", "table", "index", "size_bytes"}], from the collectors' snapshot
 UnusedIndexes = Callable[[], list[dict[str, Any]]]
 UNUSED_INDEXES: web.AppKey[UnusedIndexes] = web.AppKey("unused_indexes")
-MAX_LIMIT = 1000
 TOP_ON_PAGE = 25
 
 
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise web.HTTPBadRequest(
-            text=f'{{"error": "limit must be a whole number from 1 to {MAX_LIMIT}"}}',
-            content_type="application/json",
-        )
-    return int(raw)
-
-
 async def slow_queries(request: web.Request) -> web.Response:
-    """Recent records (newest first) and per-fingerprint aggregates (costliest first).
-    Filters: `database`, `since` (ISO 8601, as in the records), `limit` (default 100)."""
-    log = request.app[SLOW_LOG]
-    limit = _limit(request)
-    database = request.query.get("database")
-    body = {
-        "threshold_ms": log.settings.threshold_ms,
-        "records": log.records(database, request.query.get("since"), limit),
-        "aggregates": log.aggregates.ranked(database)[:limit],
-    }
+    """Recent records and per-fingerprint aggregates. Filters: `database`, `since` (ISO 8601,
+    as in the records), `limit` (default 100)."""
+    try:
+        limit = parse_limit(request.query.get("limit"))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": str(exc)}), content_type="application/json"
+        ) from None
+    query = request.query
+    body = slow_queries_body(
+        request.app[SLOW_LOG], query.get("database"), query.get("since"), limit
+    )
     return web.json_response(body)
 
 
