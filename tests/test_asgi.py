@@ -124,6 +124,10 @@ def records(log: SlowQueryLog, kind: str = "slow_query") -> list[dict[str, Any]]
     return [r for r in reversed(log.records(limit=1000)) if r["kind"] == kind]  # oldest first
 
 
+def get_context(route: str, request_id: str) -> dict[str, str]:
+    return {"route": route, "method": "GET", "request_id": request_id}
+
+
 async def test_records_carry_route_templates_method_and_request_id_never_the_path(
     engine: Engine,
     async_engine: AsyncEngine,
@@ -148,11 +152,7 @@ async def test_records_carry_route_templates_method_and_request_id_never_the_pat
             for path in ("/metrics", "/slow-queries")
         }
     first, second = records(slow_log)
-    assert first["context"] == {
-        "route": "/users/{email}/orders",
-        "method": "GET",
-        "request_id": "req-1",
-    }
+    assert first["context"] == get_context("/users/{email}/orders", "req-1")
     assert second["context"]["route"] == "/async/users/{email}"
     assert GENERATED_ID.match(second["context"]["request_id"])
     places = {
@@ -208,11 +208,7 @@ async def test_an_application_that_raises_leaves_no_context_behind(
         await http.get("/users/x/orders", headers={"X-Request-ID": "next"})
     assert failed.status_code == 500
     failing, following = records(slow_log)
-    assert failing["context"] == {
-        "route": "/boom/{email}",
-        "method": "GET",
-        "request_id": "failing",
-    }
+    assert failing["context"] == get_context("/boom/{email}", "failing")
     assert following["context"]["request_id"] == "next"
 
 
@@ -291,6 +287,17 @@ async def test_starlette_routes_and_mounted_sub_apps(
     assert mounted == UNMATCHED  # the mount's prefix in the path is a raw value
 
 
+async def assert_ready(http: httpx.AsyncClient, path: str) -> None:
+    """`path` answers ready for the database `main` once its first check has finished."""
+    for _ in range(100):
+        ready = await http.get(path)
+        if "not checked yet" not in ready.text:
+            break
+        await asyncio.sleep(0.05)
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ready", "databases": {"main": "ok"}}
+
+
 async def test_mounted_endpoints_and_the_lifespan_start_and_stop_the_collectors(
     engine: Engine,
     async_engine: AsyncEngine,
@@ -320,14 +327,7 @@ async def test_mounted_endpoints_and_the_lifespan_start_and_stop_the_collectors(
     app.mount("/db-exporter", endpoints)
     async with app.router.lifespan_context(app) as state, client(app) as http:
         assert state == {"answer": "42"}
-        ready = await http.get("/db-exporter/readyz")
-        for _ in range(100):
-            if "not checked yet" not in ready.text:
-                break
-            await asyncio.sleep(0.05)
-            ready = await http.get("/db-exporter/readyz")
-        assert ready.status_code == 200, ready.text
-        assert ready.json() == {"status": "ready", "databases": {"main": "ok"}}
+        await assert_ready(http, "/db-exporter/readyz")
         scrape = await http.get("/db-exporter/metrics")
         assert scrape.headers["content-type"].startswith("text/plain; version=0.0.4")
         assert 'db_up{database="main"} 1.0' in scrape.text
@@ -344,6 +344,25 @@ async def test_mounted_endpoints_and_the_lifespan_start_and_stop_the_collectors(
         assert (await http.get("/db-exporter/nothing")).status_code == 404
         assert (await http.post("/db-exporter/metrics")).status_code == 405
     assert events == ["sidecar starts", "app starts", "app stops", "sidecar stops"]
+
+
+async def test_endpoints_served_on_their_own_answer_the_lifespan_events(
+    metrics: Metrics, fresh_database: Any
+) -> None:
+    endpoints = ExporterEndpoints(databases=[database("main", fresh_database)], metrics=metrics)
+    events: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    answers: list[str] = []
+
+    async def send(message: Any) -> None:
+        answers.append(message["type"])
+
+    lifespan = asyncio.create_task(endpoints({"type": "lifespan"}, events.get, send))
+    await events.put({"type": "lifespan.startup"})
+    async with client(endpoints) as http:
+        await assert_ready(http, "/readyz")  # the check runs: the startup started it
+    await events.put({"type": "lifespan.shutdown"})
+    await asyncio.wait_for(lifespan, 10)
+    assert answers == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
 
 def test_mounted_endpoints_load_no_web_server() -> None:
