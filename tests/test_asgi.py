@@ -38,7 +38,7 @@ from exporter import Metrics
 from exporter.integrations.asgi import QueryContextMiddleware
 from exporter.integrations.asgi_endpoints import ExporterEndpoints, exporter_lifespan
 from exporter.integrations.request import UNMATCHED, clean_request_id
-from exporter.slowlog import SlowQueryLog
+from exporter.slowlog import SlowQueryLog, context
 from exporter.slowlog.context import current
 
 __all__ = ["async_engine", "engine", "metrics", "slow_log"]  # fixtures, used by name
@@ -296,6 +296,29 @@ async def assert_ready(http: httpx.AsyncClient, path: str) -> None:
         await asyncio.sleep(0.05)
     assert ready.status_code == 200, ready.text
     assert ready.json() == {"status": "ready", "databases": {"main": "ok"}}
+
+
+async def test_contexts_inside_and_around_a_request_add_to_its_fields(
+    engine: Engine, slow_log: SlowQueryLog, lazy_authors: None
+) -> None:
+    async def charge(request: Request) -> JSONResponse:
+        with context(step="charge"), Session(engine) as session:
+            for author in session.scalars(select(Author)).all():
+                assert author.books  # lazy loads: counted in the request's one N+1 scope
+            session.execute(text(SLOW))
+        return JSONResponse("charged")
+
+    app = Starlette(routes=[Route("/accounts/{account}/charge", charge, methods=["POST"])])
+    app.add_middleware(QueryContextMiddleware)
+    with context(suite="asgi"):  # and the request inside a context of the caller's
+        async with client(app) as http:
+            await http.post(f"/accounts/{CANARY}/charge", headers={"X-Request-ID": "c-1"})
+    (warning,) = records(slow_log, "n_plus_one")
+    (record,) = records(slow_log)
+    expected = {**get_context("/accounts/{account}/charge", "c-1"), "method": "POST"}
+    fields = {**expected, "step": "charge", "suite": "asgi"}
+    assert warning["context"] == record["context"] == fields
+    assert current.get() is None
 
 
 async def test_mounted_endpoints_and_the_lifespan_start_and_stop_the_collectors(
