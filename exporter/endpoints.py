@@ -15,10 +15,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from exporter.collectors.exposition import SnapshotStore, prerendered
 from exporter.metrics import Metrics
 from exporter.probe import ProbeState
+from exporter.slowlog import params
 from exporter.slowlog.log import SlowQueryLog
 
 MAX_LIMIT = 1000  # records and aggregates in one /slow-queries answer
-LIMIT_ERROR = f"limit must be a whole number from 1 to {MAX_LIMIT}"
 
 
 def scraped_registry(metrics: Metrics) -> CollectorRegistry:
@@ -65,18 +65,13 @@ def readiness(states: Mapping[str, ProbeState]) -> tuple[dict[str, Any], int]:
     return body, 200 if ready else 503
 
 
-def parse_limit(raw: str | None) -> int:
-    """The `limit` query parameter of `/slow-queries`; ValueError(LIMIT_ERROR) when bad."""
-    raw = "100" if raw is None else raw
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ValueError(LIMIT_ERROR)
-    return int(raw)
-
-
-def slow_queries_body(
-    log: SlowQueryLog, database: str | None, since: str | None, limit: int
-) -> dict[str, Any]:
-    """Recent records (newest first) and per-fingerprint aggregates (costliest first)."""
+def slow_queries_body(log: SlowQueryLog, query: Mapping[str, str]) -> dict[str, Any]:
+    """Recent records (newest first) and per-fingerprint aggregates (costliest first).
+    Filters: `database`, `since` (ISO 8601, as in the records), `limit` (default 100);
+    `params.BadParameter` names a bad one."""
+    limit = params.whole_number(query, "limit", 100, 1, MAX_LIMIT)
+    since = params.timestamp(query, "since")
+    database = query.get("database")
     return {
         "threshold_ms": log.settings.threshold_ms,
         "records": log.records(database, since, limit),

@@ -7,12 +7,14 @@ whose lifetime `cleanup_ctx` manages.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors.runner import CollectorRunner
@@ -28,6 +30,28 @@ METRICS = web.AppKey("metrics", Metrics)
 SCRAPED = web.AppKey("scraped", CollectorRegistry)
 DATABASES = web.AppKey("databases", tuple)
 RUNNER = web.AppKey("runner", CollectorRunner)
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (a header over 8 KiB, a bad request line) as an
+    ERROR with a traceback quoting the line, which may carry credentials. That is the client's
+    mistake, answered 400: one INFO line naming only the kind of problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        problem = record.exc_info[1] if record.exc_info else None
+        if isinstance(problem, HttpProcessingError) and problem.code < 500:
+            client = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "refused a malformed request from %s (%s)"
+            record.args = (client, type(problem).__name__)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+# The exporter's server logs through its own logger, so the host application's aiohttp
+# servers keep aiohttp's behaviour.
+server_log = logging.getLogger("exporter.server")
+server_log.addFilter(_MalformedRequests())
 
 
 async def _runner_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -167,7 +191,7 @@ class Exporter:
         answers with a "Future exception was never retrieved" on stderr.
         """
         loop = asyncio.get_running_loop()
-        runner = web.AppRunner(self._app, access_log=None)
+        runner = web.AppRunner(self._app, access_log=None, logger=server_log)
 
         def handler() -> asyncio.BaseProtocol:  # asked for only once serving has started
             assert runner.server is not None

@@ -35,8 +35,10 @@ class ConfigError(ValueError):
 def parse_listen(value: str) -> tuple[str, int]:
     """`HOST:PORT` (`[::1]:PORT` for IPv6) -> (host, port)."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not HOST:PORT (for example 0.0.0.0:9188)")
+    digits = port.isascii() and port.isdigit() and len(port) <= 5
+    if not sep or not host or not digits or not 0 <= int(port) <= 65535:
+        # The value is not echoed: a DSN set here by mistake would show its password.
+        raise ValueError("expected HOST:PORT (for example 0.0.0.0:9188)")
     return host.strip("[]"), int(port)
 
 

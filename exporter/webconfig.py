@@ -19,7 +19,9 @@ unless the request carries a listed user and its password. A bcrypt check costs 
 milliseconds by design, so it runs in a thread, and a successful (user, password) pair is
 remembered as a keyed hash, as exporter-toolkit does, so that a scrape every few seconds does
 not pay it again. Unknown users are checked against a dummy hash so that the answer takes as
-long as for a known one, and the cached digests are compared in constant time.
+long as for a known one, and the cached digests are compared in constant time. Hashes must
+have a cost bcrypt defines (04 to 31), checked at start-up; bcrypt reads only the first 72
+bytes of a password, so a longer password is refused (401) rather than checked in part.
 
 Keys of the format that db-exporter does not implement (inline `cert`/`key`/`client_ca`,
 cipher and curve lists, `client_allowed_sans`, `rate_limit`) are refused at start-up rather
@@ -65,14 +67,26 @@ _CLIENT_AUTH = {
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
 _UNVERIFIED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert")
-_BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+_BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+# bcrypt's cost is log2 of its rounds; the algorithm defines 4 to 31 and refuses the rest.
+MIN_COST, MAX_COST = 4, 31
+# bcrypt reads at most this many bytes of a password (see BasicAuth.authenticated).
+MAX_PASSWORD_BYTES = 72
 _UNSUPPORTED = "is not supported by db-exporter"
 
 
 def _bcrypt_hash(value: str) -> str:
-    if not _BCRYPT.match(value):
+    shape = _BCRYPT.fullmatch(value)
+    if shape is None:
         # Never echo the value: it may be a password typed in by mistake.
         raise ValueError("not a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters)")
+    cost = int(shape[1])
+    if not MIN_COST <= cost <= MAX_COST:
+        raise ValueError(f"bcrypt cost {shape[1]} is outside {MIN_COST:02} to {MAX_COST}")
+    try:  # the parsing every login does, at the cheapest cost: a salt bcrypt refuses fails here
+        bcrypt.checkpw(b"", f"{value[:4]}{MIN_COST:02}{value[6:]}".encode())
+    except ValueError:
+        raise ValueError("the bcrypt salt is not valid (make the hash again)") from None
     return value
 
 
@@ -302,7 +316,9 @@ class BasicAuth:
         except (binascii.Error, ValueError):
             return False
         user_bytes, sep, password = decoded.partition(b":")
-        if not sep:
+        if not sep or len(password) > MAX_PASSWORD_BYTES:
+            # bcrypt cannot check a longer password whole: refused for every user alike,
+            # rather than accepted on its first 72 bytes as truncating implementations do.
             return False
         user = user_bytes.decode("utf-8", "replace")
         hashed = self._users.get(user)

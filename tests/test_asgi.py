@@ -359,11 +359,15 @@ async def test_mounted_endpoints_and_the_lifespan_start_and_stop_the_collectors(
         )
         assert openmetrics.text.endswith("# EOF\n")
         assert (await http.get("/db-exporter/healthz")).json() == {"status": "ok"}
-        bad = await http.get("/db-exporter/slow-queries?limit=0")
-        assert (bad.status_code, bad.json()) == (
-            400,
-            {"error": "limit must be a whole number from 1 to 1000"},
-        )
+        for query, error in [  # the sidecar's strict parameters, one line naming the culprit
+            ("limit=0", "limit must be a whole number from 1 to 1000"),
+            ("limit=", "limit must be a whole number from 1 to 1000"),
+            ("since=yesterday", "since must be an ISO 8601 time such as 2024-05-01T12:00:00+00:00"),
+        ]:
+            bad = await http.get(f"/db-exporter/slow-queries?{query}")
+            assert (bad.status_code, bad.json()) == (400, {"error": error}), query
+        recent = await http.get("/db-exporter/slow-queries?since=2020-01-01T00:00:00&limit=5")
+        assert recent.json()["threshold_ms"] == slow_log.settings.threshold_ms
         assert (await http.get("/db-exporter/nothing")).status_code == 404
         assert (await http.post("/db-exporter/metrics")).status_code == 405
     assert events == ["sidecar starts", "app starts", "app stops", "sidecar stops"]

@@ -143,7 +143,7 @@ def test_bad_listen_flag_is_one_clear_line(tmp_path: Path, listen: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("db-exporter: error: --listen: ")
-    assert "is not HOST:PORT" in lines[0]
+    assert "expected HOST:PORT" in lines[0]
 
 
 def test_config_error_has_no_traceback_unless_debug(tmp_path: Path) -> None:

@@ -109,11 +109,22 @@ def test_unsupported_dsn_scheme_never_echoes_the_password(
     assert SECRET not in err
 
 
+@pytest.mark.parametrize("listen", [f"postgresql://app:{SECRET}@db:5432/app", f"h:{SECRET}", "h:²"])
+def test_a_bad_listen_address_is_not_echoed(listen: str) -> None:
+    # A DSN set as the listen address by mistake must not show its password in the error.
+    with pytest.raises(ConfigError) as error:
+        load_settings(
+            env={"DB_EXPORTER_SERVER__LISTEN": listen, "DATABASE_URL": "postgresql://h/d"}
+        )
+    assert "DB_EXPORTER_SERVER__LISTEN (server.listen): expected HOST:PORT" in str(error.value)
+    assert SECRET not in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
         ("server:\n  listen: 9188\n", "server.listen: Input should be a valid string"),
-        ("server:\n  listen: localhost:http\n", "is not HOST:PORT"),
+        ("server:\n  listen: localhost:http\n", "expected HOST:PORT"),
         ("log_level: LOUD\n", "log_level: Input should be"),
         ("databases:\n  - name: 'bad name'\n    dsn: postgresql://h/d\n", "databases[0].name"),
         ("databases:\n  - name: a\n", "databases[0].dsn: Field required"),

@@ -5,7 +5,7 @@ certificate for 127.0.0.1 and a client certificate, all signed by that CA."""
 
 from __future__ import annotations
 
-import base64
+import logging
 import shutil
 import socket
 import ssl
@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import bcrypt
 import pytest
+from basic_auth import basic_auth, bcrypt_hash
 from certs import Certs, needs_openssl
 from prometheus_client import CollectorRegistry
 
@@ -31,11 +31,7 @@ pytestmark = needs_openssl
 
 PASSWORD = "s3cret: with a colon"
 PROTECTED = ["/metrics", "/readyz", "/slow-queries", "/"]
-
-
-def _hash(password: str, prefix: str = "$2b$") -> str:
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-    return prefix + hashed[4:]
+VALID_HASH = "$2b$04$HfWEkHavScDwM9rhayqz/eHUGdMmuU4UR0DhY5mdv/HNJJynVKA/a"  # of "pw"
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -57,11 +53,6 @@ def _client_context(certs: Certs, with_cert: bool = False) -> ssl.SSLContext:
     if with_cert:
         context.load_cert_chain(certs.client_cert, certs.client_key)
     return context
-
-
-def _auth(user: str, password: str) -> dict[str, str]:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
 
 
 @pytest.fixture
@@ -97,7 +88,7 @@ async def test_https_with_basic_auth_protects_every_route_but_healthz(
     path = _write(
         tmp_path,
         _tls_block(certs)
-        + f"basic_auth_users:\n  prometheus: '{_hash(PASSWORD, '$2y$')}'\n"
+        + f"basic_auth_users:\n  prometheus: '{bcrypt_hash(PASSWORD, '$2y$')}'\n"
         + "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n",
     )
     url = await serve(load_web_config(path))  # type: ignore[operator]
@@ -110,20 +101,20 @@ async def test_https_with_basic_auth_protects_every_route_but_healthz(
         assert headers["WWW-Authenticate"] == 'Basic realm="db-exporter", charset="UTF-8"'
         assert headers["X-Content-Type-Options"] == "nosniff"
         for wrong in (
-            _auth("prometheus", "wrong"),
-            _auth("nobody", PASSWORD),
+            basic_auth("prometheus", "wrong"),
+            basic_auth("nobody", PASSWORD),
             {"Authorization": "Basic !!!not-base64"},
             {"Authorization": "Bearer " + PASSWORD},
         ):
             assert (await _get(url + route, tls, wrong))[0] == 401, (route, wrong)
 
-    status, _, body = await _get(url + "/metrics", tls, _auth("prometheus", PASSWORD))
+    status, _, body = await _get(url + "/metrics", tls, basic_auth("prometheus", PASSWORD))
     assert status == 200
     assert "exporter_build_info" in body
     # The second request is served from the verified-credentials cache, and still checked.
-    assert (await _get(url + "/metrics", tls, _auth("prometheus", PASSWORD)))[0] == 200
-    assert (await _get(url + "/metrics", tls, _auth("prometheus", PASSWORD + "x")))[0] == 401
-    assert (await _get(url + "/", tls, _auth("prometheus", PASSWORD)))[0] == 200
+    assert (await _get(url + "/metrics", tls, basic_auth("prometheus", PASSWORD)))[0] == 200
+    assert (await _get(url + "/metrics", tls, basic_auth("prometheus", PASSWORD + "x")))[0] == 401
+    assert (await _get(url + "/", tls, basic_auth("prometheus", PASSWORD)))[0] == 200
     assert (await _get(url + "/healthz", tls))[0] == 200
 
     # Plain HTTP on the TLS port gets nowhere.
@@ -135,12 +126,30 @@ async def test_https_with_basic_auth_protects_every_route_but_healthz(
 
 
 async def test_basic_auth_without_tls(tmp_path: Path, serve: object) -> None:
-    path = _write(tmp_path, f"basic_auth_users:\n  alice: '{_hash('pw')}'\n")
+    path = _write(tmp_path, f"basic_auth_users:\n  alice: '{bcrypt_hash('pw')}'\n")
     url = await serve(load_web_config(path))  # type: ignore[operator]
     assert url.startswith("http://")
     assert (await _get(url + "/metrics"))[0] == 401
-    assert (await _get(url + "/metrics", headers=_auth("alice", "pw")))[0] == 200
+    assert (await _get(url + "/metrics", headers=basic_auth("alice", "pw")))[0] == 200
     assert (await _get(url + "/healthz"))[0] == 200
+
+
+async def test_passwords_over_72_bytes_are_refused_for_every_user(
+    tmp_path: Path, serve: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    longest = "é" * 36  # 72 bytes in UTF-8: the most bcrypt reads
+    path = _write(tmp_path, f"basic_auth_users:\n  alice: '{bcrypt_hash(longest)}'\n")
+    url = await serve(load_web_config(path))  # type: ignore[operator]
+    assert (await _get(url + "/metrics", headers=basic_auth("alice", longest)))[0] == 200
+    for user, password in [
+        ("alice", longest + "x"),  # bcrypt would match it on its first 72 bytes
+        ("alice", "x" * 73),
+        ("nobody", "x" * 73),
+        ("nobody", "x" * 6000),
+    ]:
+        status, _, body = await _get(url + "/metrics", headers=basic_auth(user, password))
+        assert (status, body) == (401, "Unauthorized\n"), (user, len(password))
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_client_certificates_when_required(
@@ -193,6 +202,12 @@ def test_relative_file_names_are_relative_to_the_web_config_file(
          "tls_server_config.client_auth_type: RequireAnyClientCert is not supported by "
          "db-exporter: client certificates are always verified; use VerifyClientCertIfGiven "
          "or RequireAndVerifyClientCert"),
+        *((f"basic_auth_users:\n  alice: '$2b${cost}{VALID_HASH[6:]}'\n",
+           f"basic_auth_users.alice: bcrypt cost {cost} is outside 04 to 31")
+          for cost in ("03", "32", "99")),
+        # The 22nd salt character carries 2 bits: bcrypt refuses one with the others set.
+        (f"basic_auth_users:\n  alice: '{VALID_HASH[:28]}A{VALID_HASH[29:]}'\n",
+         "basic_auth_users.alice: the bcrypt salt is not valid (make the hash again)"),
         ("- a list\n", "the top level must be a mapping of keys to values"),
         ("basic_auth_users: [\n", "YAML syntax error"),
     ],
@@ -236,10 +251,12 @@ def test_settings_name_the_web_config_file(tmp_path: Path) -> None:
     assert load_settings(config).server.web_config_file == "/etc/db-exporter/web.yml"
 
 
-def test_serve_flag_serves_https_with_basic_auth(tmp_path: Path, certs: Certs) -> None:
+def test_serve_flag_serves_https_with_basicbasic_auth(tmp_path: Path, certs: Certs) -> None:
     config = tmp_path / "exporter.yaml"
     config.write_text("log_level: INFO\n")
-    web = _write(tmp_path, _tls_block(certs) + f"basic_auth_users:\n  alice: '{_hash('pw')}'\n")
+    web = _write(
+        tmp_path, _tls_block(certs) + f"basic_auth_users:\n  alice: '{bcrypt_hash('pw')}'\n"
+    )
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "exporter", "serve", "--config", str(config),
@@ -257,7 +274,7 @@ def test_serve_flag_serves_https_with_basic_auth(tmp_path: Path, certs: Certs) -
             urllib.request.urlopen(f"{url}/metrics", context=context, timeout=10)
         assert denied.value.code == 401
         denied.value.close()  # it holds the response's socket
-        request = urllib.request.Request(f"{url}/metrics", headers=_auth("alice", "pw"))
+        request = urllib.request.Request(f"{url}/metrics", headers=basic_auth("alice", "pw"))
         with urllib.request.urlopen(request, context=context, timeout=10) as response:
             assert response.status == 200
         with urllib.request.urlopen(f"{url}/healthz", context=context, timeout=10) as response:

@@ -20,7 +20,6 @@ from urllib.parse import parse_qs
 from exporter.collectors.runner import CollectorRunner
 from exporter.endpoints import (
     metrics_body,
-    parse_limit,
     readiness,
     scraped_registry,
     slow_queries_body,
@@ -29,6 +28,7 @@ from exporter.integrations.asgi import Receive, Scope, Send
 from exporter.metrics import Metrics, default_metrics
 from exporter.settings import DatabaseSettings
 from exporter.slowlog import SlowQueryLog, default_slow_log
+from exporter.slowlog.params import BadParameter
 
 
 class ExporterEndpoints:
@@ -70,11 +70,9 @@ class ExporterEndpoints:
     def _slow_queries(self, scope: Scope) -> tuple[int, str, bytes]:
         query = {name: values[0] for name, values in _query(scope).items()}
         try:
-            limit = parse_limit(query.get("limit"))
-        except ValueError as exc:
+            return _json(200, slow_queries_body(self.slow_log, query))
+        except BadParameter as exc:
             return _json(400, {"error": str(exc)})
-        body = slow_queries_body(self.slow_log, query.get("database"), query.get("since"), limit)
-        return _json(200, body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -115,7 +113,7 @@ def _path_below_mount(scope: Scope) -> str:
 
 
 def _query(scope: Scope) -> dict[str, list[str]]:
-    return parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
 
 
 def _json(status: int, body: Any) -> tuple[int, str, bytes]:

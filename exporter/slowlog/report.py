@@ -1,6 +1,7 @@
 """`db-exporter slowlog [FILE|-]`: a ranked table from slow-query JSON lines, so a log taken
 from production can be read without other tools. Lines that are not slow-query records (other
-log output interleaved on stdout) are skipped and counted."""
+log output interleaved on stdout, or records whose fields have the wrong type) are skipped and
+counted."""
 
 from __future__ import annotations
 
@@ -10,7 +11,31 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 TOP = 20
+
+
+class _Checked(BaseModel):
+    # Strict: a null duration or a string call site is a line to skip, not a value to coerce.
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+class _CallSite(_Checked):
+    file: str
+    line: int
+
+
+class _Record(_Checked):
+    """The fields the report reads; the rest of a record is kept as it is."""
+
+    kind: str
+    fingerprint: str
+    operation: str = "?"
+    table: str | None = None
+    sql: str = ""
+    duration_ms: float = 0.0
+    call_site: _CallSite | None = None
 
 
 @dataclass
@@ -38,26 +63,23 @@ def read(lines: Iterable[str]) -> tuple[list[Row], int]:
     skipped = 0
     for line in lines:
         try:
-            record = json.loads(line)
-            kind, fingerprint = record["kind"], record["fingerprint"]
-        except (ValueError, KeyError, TypeError):
+            raw = json.loads(line)
+            record = _Record.model_validate(raw)
+        # Not JSON (or nested past the parser's depth), not a record, or a field mistyped.
+        except (ValueError, RecursionError, ValidationError):
             skipped += bool(line.strip())
             continue
-        row = rows.get(fingerprint)
+        row = rows.get(record.fingerprint)
         if row is None:
-            row = rows[fingerprint] = Row(
-                fingerprint,
-                record.get("operation", "?"),
-                record.get("table"),
-                record.get("sql", ""),
+            row = rows[record.fingerprint] = Row(
+                record.fingerprint, record.operation, record.table, record.sql
             )
-        if kind == "n_plus_one":
+        if record.kind == "n_plus_one":
             row.n_plus_one += 1
             continue
-        duration = float(record.get("duration_ms", 0.0))
-        row.durations.append(duration)
-        if row.worst is None or duration >= float(row.worst.get("duration_ms", 0.0)):
-            row.worst = record
+        row.durations.append(record.duration_ms)
+        if row.worst is None or record.duration_ms >= float(row.worst.get("duration_ms", 0.0)):
+            row.worst = raw
     return sorted(rows.values(), key=lambda r: r.total, reverse=True), skipped
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.endpoints import parse_limit, slow_queries_body
+from exporter.endpoints import slow_queries_body
 from exporter.slowlog.log import SlowQueryLog
+from exporter.slowlog.params import BadParameter
 
 SLOW_LOG = web.AppKey("slow_log", SlowQueryLog)
 # () -> [{"database", "schema", "table", "index", "size_bytes"}], from the collectors' snapshot
@@ -24,18 +25,12 @@ TOP_ON_PAGE = 25
 
 
 async def slow_queries(request: web.Request) -> web.Response:
-    """Recent records and per-fingerprint aggregates. Filters: `database`, `since` (ISO 8601,
-    as in the records), `limit` (default 100)."""
     try:
-        limit = parse_limit(request.query.get("limit"))
-    except ValueError as exc:
+        body = slow_queries_body(request.app[SLOW_LOG], request.query)
+    except BadParameter as exc:
         raise web.HTTPBadRequest(
             text=json.dumps({"error": str(exc)}), content_type="application/json"
         ) from None
-    query = request.query
-    body = slow_queries_body(
-        request.app[SLOW_LOG], query.get("database"), query.get("since"), limit
-    )
     return web.json_response(body)
 
 
