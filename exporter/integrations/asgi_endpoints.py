@@ -51,7 +51,7 @@ class ExporterEndpoints:
         self._routes: dict[str, Callable[[Scope], tuple[int, str, bytes]]] = {
             "/metrics": self._metrics,
             "/healthz": lambda scope: _json(200, {"status": "ok"}),
-            "/readyz": lambda scope: _json(*reversed(readiness(self.runner.states()))),
+            "/readyz": self._readyz,
             "/slow-queries": self._slow_queries,
         }
 
@@ -66,6 +66,10 @@ class ExporterEndpoints:
         names = _query(scope).get("name[]")
         body, content_type = metrics_body(self.scraped, self.runner.store, accept, names)
         return 200, content_type, body
+
+    def _readyz(self, scope: Scope) -> tuple[int, str, bytes]:
+        body, status = readiness(self.runner.states())
+        return _json(status, body)
 
     def _slow_queries(self, scope: Scope) -> tuple[int, str, bytes]:
         query = {name: values[0] for name, values in _query(scope).items()}
