@@ -16,11 +16,9 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.multiprocess import MultiProcessCollector
 
-from exporter.collectors.exposition import prerendered
 from exporter.collectors.runner import CollectorRunner
+from exporter.endpoints import metrics_body, readiness, scraped_registry
 from exporter.metrics import Metrics, default_metrics
 from exporter.settings import DEFAULT_LISTEN, DatabaseSettings, Settings, parse_listen
 from exporter.slowlog import SlowQueryLog, default_slow_log
@@ -66,31 +64,12 @@ async def _runner_ctx(app: web.Application) -> AsyncIterator[None]:
     await runner.stop()
 
 
-def scraped_registry(metrics: Metrics) -> CollectorRegistry:
-    """What /metrics renders: this process's registry or, when PROMETHEUS_MULTIPROC_DIR is set
-    (gunicorn/uvicorn workers writing their metrics to files), the sum over every process."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not directory:
-        return metrics.registry
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    return registry
-
-
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    """The registry rendered by prometheus_client, plus the collectors' pre-rendered snapshot
-    (rendering thousands of per-index series on every scrape would stall the event loop)."""
-    registry = request.app[SCRAPED]
-    encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
-    names = request.query.getall("name[]", []) or None  # `?name[]=...` filters by name
-    with prerendered():
-        body = encoder(registry if names is None else registry.restricted_registry(names))
-    openmetrics = content_type.startswith("application/openmetrics-text")
-    snapshot = request.app[RUNNER].store.exposition(openmetrics, names)
-    if snapshot and body.endswith(b"# EOF\n"):
-        body = body[: -len(b"# EOF\n")] + snapshot + b"# EOF\n"
-    else:
-        body += snapshot
+    accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
+    names = request.query.getall("name[]", [])  # `?name[]=...` filters by name
+    body, content_type = metrics_body(
+        request.app[SCRAPED], request.app[RUNNER].store, accept, names
+    )
     response = web.Response(body=body, headers={"Content-Type": content_type})
     response.enable_compression()
     return response
@@ -101,13 +80,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    states = request.app[RUNNER].states()
-    ready = all(state.ok for state in states.values())
-    body = {
-        "status": "ready" if ready else "not ready",
-        "databases": {name: state.reason for name, state in states.items()},
-    }
-    return web.json_response(body, status=200 if ready else 503)
+    body, status = readiness(request.app[RUNNER].states())
+    return web.json_response(body, status=status)
 
 
 def _unused_indexes(app: web.Application) -> Callable[[], list[dict[str, Any]]]:

@@ -10,7 +10,8 @@ counts, so one request is one scope.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import ChainMap
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 
 @dataclass
 class QueryContext:
-    fields: dict[str, str]
+    fields: Mapping[str, str]
     counts: dict[str, int] = field(default_factory=dict)  # fingerprint -> executions
 
 
@@ -32,12 +33,21 @@ current_scope: Callable[[], QueryContext | None] = current.get
 @contextmanager
 def context(**fields: Any) -> Iterator[QueryContext]:
     """Attach `fields` (stringified) to the slow-query records of statements run inside."""
+    with context_of({name: str(value) for name, value in fields.items()}) as scope:
+        yield scope
+
+
+@contextmanager
+def context_of(fields: Mapping[str, str]) -> Iterator[QueryContext]:
+    """`context()` for fields given as a mapping, which may compute a value when it is read
+    (a middleware's route is known only once the framework has routed the request)."""
     outer = current.get()
-    values = {name: str(value) for name, value in fields.items()}
     if outer is not None:
-        scope = QueryContext({**outer.fields, **values}, outer.counts)
+        # Read through, not copied, so a computed value stays computed; nothing writes to it.
+        layered: Mapping[str, str] = ChainMap(fields, outer.fields)  # type: ignore[arg-type]
+        scope = QueryContext(layered, outer.counts)
     else:
-        scope = QueryContext(values)
+        scope = QueryContext(fields)
     token = current.set(scope)
     try:
         yield scope

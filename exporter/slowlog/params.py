@@ -1,39 +1,36 @@
-"""Strict parsing of `/slow-queries` query parameters: a bad value is a 400 with a one-line
-JSON body naming the parameter, never an exception from deeper down (a Unicode digit passes
-`str.isdigit` but not `int`; a 5,000-digit number exceeds Python's conversion limit)."""
+"""Strict parsing of `/slow-queries` query parameters: a bad value is a `BadParameter` (a 400
+with a one-line JSON body naming the parameter, in the aiohttp server and the mounted ASGI
+app alike), never an exception from deeper down (a Unicode digit passes `str.isdigit` but not
+`int`; a 5,000-digit number exceeds Python's conversion limit)."""
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
-
-from aiohttp import web
-from multidict import MultiMapping
 
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")  # ASCII only; 9 digits fit every range used here
 MAX_TIMESTAMP_LENGTH = 64  # ISO 8601 with a zone and nanoseconds is 35 characters
 
 
-def bad_request(name: str, expected: str) -> web.HTTPBadRequest:
-    """A 400 whose JSON body names the parameter and what it must be (never echoes the value)."""
-    return web.HTTPBadRequest(
-        text=json.dumps({"error": f"{name} must be {expected}"}),
-        content_type="application/json",
-    )
+class BadParameter(ValueError):
+    """Names the parameter and what it must be (never echoes the value)."""
+
+    def __init__(self, name: str, expected: str) -> None:
+        super().__init__(f"{name} must be {expected}")
 
 
-def whole_number(query: MultiMapping[str], name: str, default: int, low: int, high: int) -> int:
+def whole_number(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     """`name` as an integer from `low` to `high` in ASCII digits, or `default` when absent."""
     raw = query.get(name)
     if raw is None:
         return default
     if _WHOLE_NUMBER.fullmatch(raw) is None or not low <= int(raw) <= high:
-        raise bad_request(name, f"a whole number from {low} to {high}")
+        raise BadParameter(name, f"a whole number from {low} to {high}")
     return int(raw)
 
 
-def timestamp(query: MultiMapping[str], name: str) -> str | None:
+def timestamp(query: Mapping[str, str], name: str) -> str | None:
     """`name` as an ISO 8601 time (UTC when it names no zone), rendered as records render
     theirs so that the two compare as strings; None when absent."""
     raw = query.get(name)
@@ -47,4 +44,4 @@ def timestamp(query: MultiMapping[str], name: str) -> str | None:
             moment = moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC).isoformat(timespec="milliseconds")
     except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved across a zone
-        raise bad_request(name, "an ISO 8601 time such as 2024-05-01T12:00:00+00:00") from None
+        raise BadParameter(name, "an ISO 8601 time such as 2024-05-01T12:00:00+00:00") from None

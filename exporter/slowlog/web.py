@@ -6,35 +6,31 @@ unused indexes, the collectors' last snapshot.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from html import escape
 from typing import Any
 
 from aiohttp import web
 
-from exporter.slowlog import params
+from exporter.endpoints import slow_queries_body
 from exporter.slowlog.log import SlowQueryLog
+from exporter.slowlog.params import BadParameter
 
 SLOW_LOG = web.AppKey("slow_log", SlowQueryLog)
 # () -> [{"database", "schema", "table", "index", "size_bytes"}], from the collectors' snapshot
 UnusedIndexes = Callable[[], list[dict[str, Any]]]
 UNUSED_INDEXES: web.AppKey[UnusedIndexes] = web.AppKey("unused_indexes")
-MAX_LIMIT = 1000
 TOP_ON_PAGE = 25
 
 
 async def slow_queries(request: web.Request) -> web.Response:
-    """Recent records (newest first) and per-fingerprint aggregates (costliest first).
-    Filters: `database`, `since` (ISO 8601, as in the records), `limit` (default 100)."""
-    log = request.app[SLOW_LOG]
-    limit = params.whole_number(request.query, "limit", 100, 1, MAX_LIMIT)
-    since = params.timestamp(request.query, "since")
-    database = request.query.get("database")
-    body = {
-        "threshold_ms": log.settings.threshold_ms,
-        "records": log.records(database, since, limit),
-        "aggregates": log.aggregates.ranked(database)[:limit],
-    }
+    try:
+        body = slow_queries_body(request.app[SLOW_LOG], request.query)
+    except BadParameter as exc:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": str(exc)}), content_type="application/json"
+        ) from None
     return web.json_response(body)
 
 

@@ -1,0 +1,79 @@
+"""What `/metrics`, `/readyz` and `/slow-queries` answer, without a web framework: the aiohttp
+server (`exporter.server`) and the ASGI app mounted inside an application
+(`exporter.integrations.asgi_endpoints`) both serve these."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from exporter.collectors.exposition import SnapshotStore, prerendered
+from exporter.metrics import Metrics
+from exporter.probe import ProbeState
+from exporter.slowlog import params
+from exporter.slowlog.log import SlowQueryLog
+
+MAX_LIMIT = 1000  # records and aggregates in one /slow-queries answer
+
+
+def scraped_registry(metrics: Metrics) -> CollectorRegistry:
+    """What /metrics renders: this process's registry or, when PROMETHEUS_MULTIPROC_DIR is set
+    (gunicorn/uvicorn workers writing their metrics to files), the sum over every process."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return metrics.registry
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def metrics_body(
+    registry: CollectorRegistry,
+    snapshot: SnapshotStore | None,
+    accept: str,
+    names: Sequence[str] | None = None,
+) -> tuple[bytes, str]:
+    """The body and content type of `/metrics`: the registry rendered by prometheus_client,
+    plus the collectors' pre-rendered snapshot (rendering thousands of per-index series on
+    every scrape would stall the event loop). `names` keeps only those families."""
+    encoder, content_type = choose_encoder(accept)
+    with prerendered():
+        body = encoder(registry if not names else registry.restricted_registry(names))
+    if snapshot is None:
+        return body, content_type
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    rendered = snapshot.exposition(openmetrics, list(names) if names else None)
+    if rendered and body.endswith(b"# EOF\n"):
+        body = body[: -len(b"# EOF\n")] + rendered + b"# EOF\n"
+    else:
+        body += rendered
+    return body, content_type
+
+
+def readiness(states: Mapping[str, ProbeState]) -> tuple[dict[str, Any], int]:
+    """The body and status of `/readyz`: 200 when every database answered its last check."""
+    ready = all(state.ok for state in states.values())
+    body = {
+        "status": "ready" if ready else "not ready",
+        "databases": {name: state.reason for name, state in states.items()},
+    }
+    return body, 200 if ready else 503
+
+
+def slow_queries_body(log: SlowQueryLog, query: Mapping[str, str]) -> dict[str, Any]:
+    """Recent records (newest first) and per-fingerprint aggregates (costliest first).
+    Filters: `database`, `since` (ISO 8601, as in the records), `limit` (default 100);
+    `params.BadParameter` names a bad one."""
+    limit = params.whole_number(query, "limit", 100, 1, MAX_LIMIT)
+    since = params.timestamp(query, "since")
+    database = query.get("database")
+    return {
+        "threshold_ms": log.settings.threshold_ms,
+        "records": log.records(database, since, limit),
+        "aggregates": log.aggregates.ranked(database)[:limit],
+    }

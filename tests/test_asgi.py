@@ -1,0 +1,407 @@
+"""The ASGI middleware, the mounted endpoints and the lifespan helper, with the real FastAPI
+and Starlette, over httpx, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import BackgroundTasks, FastAPI
+from fastapi.responses import StreamingResponse
+from prometheus_client import CollectorRegistry
+from sqlalchemy import select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session, selectinload
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from test_server import database
+from test_slowlog import (  # the models and the instrumented engines of the slow-query tests
+    Author,
+    Book,
+    async_engine,
+    engine,
+    metrics,
+    slow_log,
+)
+
+from exporter import Metrics
+from exporter.integrations.asgi import QueryContextMiddleware
+from exporter.integrations.asgi_endpoints import ExporterEndpoints, exporter_lifespan
+from exporter.integrations.request import UNMATCHED, clean_request_id
+from exporter.slowlog import SlowQueryLog, context
+from exporter.slowlog.context import current
+
+__all__ = ["async_engine", "engine", "metrics", "slow_log"]  # fixtures, used by name
+
+CANARY = "canary-7d1e@example.com"  # in paths and headers; must reach no output
+SLOW = "SELECT pg_sleep(0.12)"
+GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def fastapi_app(engine: Engine, async_engine: AsyncEngine) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/users/{email}/orders")
+    def sync_orders(email: str) -> dict[str, str]:
+        with engine.connect() as conn:
+            conn.execute(text(SLOW))
+        return {"ok": email}
+
+    @app.get("/async/users/{email}")
+    async def async_user(email: str) -> dict[str, str]:
+        async with async_engine.connect() as conn:
+            await conn.execute(text(SLOW))
+        return {"ok": email}
+
+    @app.get("/authors/lazy")
+    def lazy_books() -> int:
+        with Session(engine) as session:
+            authors = session.scalars(select(Author)).all()
+            return sum(len(author.books) for author in authors)  # one SELECT per author
+
+    @app.get("/authors/batched")
+    def batched_books() -> int:
+        with Session(engine) as session:
+            query = select(Author).options(selectinload(Author.books))
+            return sum(len(author.books) for author in session.scalars(query).all())
+
+    @app.get("/stream/{email}")
+    def stream(email: str) -> StreamingResponse:
+        def chunks() -> Iterator[bytes]:
+            yield b"first,"
+            with engine.connect() as conn:  # runs while the response streams
+                conn.execute(text(SLOW))
+            yield b"second"
+
+        return StreamingResponse(chunks())
+
+    @app.post("/later/{email}")
+    def later(email: str, tasks: BackgroundTasks) -> str:
+        def slow_task() -> None:
+            with engine.connect() as conn:
+                conn.execute(text(SLOW))
+
+        tasks.add_task(slow_task)  # runs after the response is sent
+        return "queued"
+
+    @app.get("/boom/{email}")
+    def boom(email: str) -> None:
+        with engine.connect() as conn:
+            conn.execute(text(SLOW))
+        raise RuntimeError("the handler failed")
+
+    return app
+
+
+@pytest.fixture
+def lazy_authors(engine: Engine) -> None:
+    """Six authors with a book each: six lazy loads, one more than the N+1 threshold."""
+    with Session(engine) as session:
+        session.add_all(Author(id=i, books=[Book(id=i)]) for i in range(1, 7))
+        session.commit()
+
+
+@asynccontextmanager
+async def client(app: Any, **transport: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, **transport), base_url="http://app"
+    ) as http:
+        yield http
+
+
+def records(log: SlowQueryLog, kind: str = "slow_query") -> list[dict[str, Any]]:
+    log.flush()
+    return [r for r in reversed(log.records(limit=1000)) if r["kind"] == kind]  # oldest first
+
+
+def get_context(route: str, request_id: str) -> dict[str, str]:
+    return {"route": route, "method": "GET", "request_id": request_id}
+
+
+async def test_records_carry_route_templates_method_and_request_id_never_the_path(
+    engine: Engine,
+    async_engine: AsyncEngine,
+    slow_log: SlowQueryLog,
+    metrics: Metrics,
+    registry: CollectorRegistry,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    app = fastapi_app(engine, async_engine)
+    app.add_middleware(QueryContextMiddleware)
+    endpoints = ExporterEndpoints(metrics=metrics, slow_log=slow_log)
+    app.mount("/db-exporter", endpoints)
+    headers = {"X-Request-ID": "req-1", "X-Canary": CANARY}
+    async with client(app) as http:
+        assert (await http.get(f"/users/{CANARY}/orders", headers=headers)).status_code == 200
+        assert (await http.get(f"/async/users/{CANARY}")).status_code == 200
+        assert (await http.get(f"/nowhere/{CANARY}", headers=headers)).status_code == 404
+        served = {
+            path: (await http.get(f"/db-exporter{path}")).text
+            for path in ("/metrics", "/slow-queries")
+        }
+    first, second = records(slow_log)
+    assert first["context"] == get_context("/users/{email}/orders", "req-1")
+    assert second["context"]["route"] == "/async/users/{email}"
+    assert GENERATED_ID.match(second["context"]["request_id"])
+    places = {
+        "records": json.dumps(slow_log.records(limit=1000)),
+        **served,
+        "stdout": capsys.readouterr().out,
+        # every log line but those of httpx, the test's own client
+        "logs": "\n".join(r.getMessage() for r in caplog.records if r.name != "httpx"),
+    }
+    assert places["stdout"].count('"/users/{email}/orders"') == 1
+    for place, content in places.items():
+        assert CANARY.split("@")[0] not in content, place  # also when percent-encoded
+
+
+async def test_n_plus_one_is_reported_once_per_request_and_not_for_a_batched_load(
+    engine: Engine, async_engine: AsyncEngine, slow_log: SlowQueryLog, lazy_authors: None
+) -> None:
+    app = fastapi_app(engine, async_engine)
+    app.add_middleware(QueryContextMiddleware)
+    async with client(app) as http:
+        for request_id in ("lazy-1", "lazy-2"):
+            response = await http.get("/authors/lazy", headers={"X-Request-ID": request_id})
+            assert response.json() == 6
+        assert (await http.get("/authors/batched")).json() == 6
+    warnings = records(slow_log, "n_plus_one")
+    assert [w["context"]["request_id"] for w in warnings] == ["lazy-1", "lazy-2"]
+    assert {w["context"]["route"] for w in warnings} == {"/authors/lazy"}
+    assert {w["table"] for w in warnings} == {"books"}
+
+
+async def test_streaming_and_background_tasks_are_untouched_and_in_the_request_context(
+    engine: Engine, async_engine: AsyncEngine, slow_log: SlowQueryLog
+) -> None:
+    app = fastapi_app(engine, async_engine)
+    app.add_middleware(QueryContextMiddleware)
+    async with client(app) as http:
+        streamed = await http.get(f"/stream/{CANARY}", headers={"X-Request-ID": "s"})
+        queued = await http.post(f"/later/{CANARY}", headers={"X-Request-ID": "b"})
+    assert streamed.content == b"first,second"
+    assert queued.json() == "queued"
+    routes = [(r["context"]["route"], r["context"]["request_id"]) for r in records(slow_log)]
+    assert routes == [("/stream/{email}", "s"), ("/later/{email}", "b")]
+
+
+async def test_an_application_that_raises_leaves_no_context_behind(
+    engine: Engine, async_engine: AsyncEngine, slow_log: SlowQueryLog
+) -> None:
+    app = fastapi_app(engine, async_engine)
+    app.add_middleware(QueryContextMiddleware)
+    async with client(app, raise_app_exceptions=False) as http:
+        failed = await http.get(f"/boom/{CANARY}", headers={"X-Request-ID": "failing"})
+        assert current.get() is None
+        await http.get("/users/x/orders", headers={"X-Request-ID": "next"})
+    assert failed.status_code == 500
+    failing, following = records(slow_log)
+    assert failing["context"] == get_context("/boom/{email}", "failing")
+    assert following["context"]["request_id"] == "next"
+
+
+async def test_middleware_added_twice_sets_the_context_once(
+    engine: Engine, async_engine: AsyncEngine, slow_log: SlowQueryLog, lazy_authors: None
+) -> None:
+    app = fastapi_app(engine, async_engine)
+    app.add_middleware(QueryContextMiddleware, request_id_header="X-Inner-ID")
+    app.add_middleware(QueryContextMiddleware)  # the outer one: its settings apply
+    headers = {"X-Request-ID": "outer", "X-Inner-ID": "inner"}
+    async with client(app) as http:
+        await http.get("/authors/lazy", headers=headers)
+        await http.get("/users/x/orders", headers=headers)
+    (warning,) = records(slow_log, "n_plus_one")
+    (record,) = records(slow_log)
+    assert warning["context"]["request_id"] == record["context"]["request_id"] == "outer"
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("a" * 10_000, "a" * 128),
+        ("id\r\nX-Injected: 1\x00\x1b[31m", "idX-Injected:1[31m"),
+        ("\x01\x02 \t", None),  # nothing visible: a generated id
+        ("überall-1", "berall-1"),
+    ],
+)
+async def test_request_ids_are_cut_and_cleaned(
+    engine: Engine,
+    async_engine: AsyncEngine,
+    slow_log: SlowQueryLog,
+    given: str,
+    kept: str | None,
+) -> None:
+    app = fastapi_app(engine, async_engine)
+    app.add_middleware(QueryContextMiddleware)
+    raw = given.encode("latin-1")
+    async with client(app) as http:
+        await http.get("/users/x/orders", headers=[(b"X-Request-ID", raw)])
+    (record,) = records(slow_log)
+    request_id = record["context"]["request_id"]
+    assert request_id == kept if kept is not None else GENERATED_ID.match(request_id)
+
+
+def test_clean_request_id_bounds_any_input() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    @given(st.text(), st.integers(min_value=1, max_value=300))
+    def check(raw: str, length: int) -> None:
+        cleaned = clean_request_id(raw, length)
+        assert 1 <= len(cleaned) <= max(length, 32)
+        assert cleaned.isascii()
+        assert cleaned.isprintable()
+        assert " " not in cleaned
+
+    check()
+
+
+async def test_starlette_routes_and_mounted_sub_apps(
+    engine: Engine, slow_log: SlowQueryLog
+) -> None:
+    async def item(request: Request) -> JSONResponse:
+        with engine.connect() as conn:
+            conn.execute(text(SLOW))
+        return JSONResponse(request.path_params["item_id"])
+
+    inner = Starlette(routes=[Route("/items/{item_id}", item)])
+    app = Starlette(routes=[Route("/items/{item_id}", item), Mount("/tenants/{tenant}", inner)])
+    app.add_middleware(QueryContextMiddleware)
+    async with client(app) as http:
+        assert (await http.get(f"/items/{CANARY}")).json() == CANARY
+        assert (await http.get(f"/tenants/{CANARY}/items/1")).json() == "1"
+    top, mounted = (r["context"]["route"] for r in records(slow_log))
+    assert top == "/items/{item_id}"
+    assert mounted == UNMATCHED  # the mount's prefix in the path is a raw value
+
+
+async def assert_ready(http: httpx.AsyncClient, path: str) -> None:
+    """`path` answers ready for the database `main` once its first check has finished."""
+    for _ in range(100):
+        ready = await http.get(path)
+        if "not checked yet" not in ready.text:
+            break
+        await asyncio.sleep(0.05)
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ready", "databases": {"main": "ok"}}
+
+
+async def test_contexts_inside_and_around_a_request_add_to_its_fields(
+    engine: Engine, slow_log: SlowQueryLog, lazy_authors: None
+) -> None:
+    async def charge(request: Request) -> JSONResponse:
+        with context(step="charge"), Session(engine) as session:
+            for author in session.scalars(select(Author)).all():
+                assert author.books  # lazy loads: counted in the request's one N+1 scope
+            session.execute(text(SLOW))
+        return JSONResponse("charged")
+
+    app = Starlette(routes=[Route("/accounts/{account}/charge", charge, methods=["POST"])])
+    app.add_middleware(QueryContextMiddleware)
+    with context(suite="asgi"):  # and the request inside a context of the caller's
+        async with client(app) as http:
+            await http.post(f"/accounts/{CANARY}/charge", headers={"X-Request-ID": "c-1"})
+    (warning,) = records(slow_log, "n_plus_one")
+    (record,) = records(slow_log)
+    expected = {**get_context("/accounts/{account}/charge", "c-1"), "method": "POST"}
+    fields = {**expected, "step": "charge", "suite": "asgi"}
+    assert warning["context"] == record["context"] == fields
+    assert current.get() is None
+
+
+async def test_mounted_endpoints_and_the_lifespan_start_and_stop_the_collectors(
+    engine: Engine,
+    async_engine: AsyncEngine,
+    metrics: Metrics,
+    slow_log: SlowQueryLog,
+    fresh_database: Any,
+) -> None:
+    endpoints = ExporterEndpoints(
+        databases=[database("main", fresh_database)], metrics=metrics, slow_log=slow_log
+    )
+    events: list[str] = []
+
+    class Sidecar:  # another service, to see the order of starts and stops
+        async def start(self) -> None:
+            events.append("sidecar starts")
+
+        async def stop(self) -> None:
+            events.append("sidecar stops")
+
+    @asynccontextmanager
+    async def own_lifespan(app: FastAPI) -> AsyncIterator[dict[str, str]]:
+        events.append("app starts")
+        yield {"answer": "42"}
+        events.append("app stops")
+
+    app = FastAPI(lifespan=exporter_lifespan(endpoints, Sidecar(), wrap=own_lifespan))
+    app.mount("/db-exporter", endpoints)
+    async with app.router.lifespan_context(app) as state, client(app) as http:
+        assert state == {"answer": "42"}
+        await assert_ready(http, "/db-exporter/readyz")
+        scrape = await http.get("/db-exporter/metrics")
+        assert scrape.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert 'db_up{database="main"} 1.0' in scrape.text
+        openmetrics = await http.get(
+            "/db-exporter/metrics", headers={"Accept": "application/openmetrics-text"}
+        )
+        assert openmetrics.text.endswith("# EOF\n")
+        assert (await http.get("/db-exporter/healthz")).json() == {"status": "ok"}
+        for query, error in [  # the sidecar's strict parameters, one line naming the culprit
+            ("limit=0", "limit must be a whole number from 1 to 1000"),
+            ("limit=", "limit must be a whole number from 1 to 1000"),
+            ("since=yesterday", "since must be an ISO 8601 time such as 2024-05-01T12:00:00+00:00"),
+        ]:
+            bad = await http.get(f"/db-exporter/slow-queries?{query}")
+            assert (bad.status_code, bad.json()) == (400, {"error": error}), query
+        recent = await http.get("/db-exporter/slow-queries?since=2020-01-01T00:00:00&limit=5")
+        assert recent.json()["threshold_ms"] == slow_log.settings.threshold_ms
+        assert (await http.get("/db-exporter/nothing")).status_code == 404
+        assert (await http.post("/db-exporter/metrics")).status_code == 405
+    assert events == ["sidecar starts", "app starts", "app stops", "sidecar stops"]
+
+
+async def test_endpoints_served_on_their_own_answer_the_lifespan_events(
+    metrics: Metrics, fresh_database: Any
+) -> None:
+    endpoints = ExporterEndpoints(databases=[database("main", fresh_database)], metrics=metrics)
+    events: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    answers: list[str] = []
+
+    async def send(message: Any) -> None:
+        answers.append(message["type"])
+
+    lifespan = asyncio.create_task(endpoints({"type": "lifespan"}, events.get, send))
+    await events.put({"type": "lifespan.startup"})
+    async with client(endpoints) as http:
+        await assert_ready(http, "/readyz")  # the check runs: the startup started it
+    await events.put({"type": "lifespan.shutdown"})
+    await asyncio.wait_for(lifespan, 10)
+    assert answers == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def test_mounted_endpoints_load_no_web_server() -> None:
+    from subprocesses import run_python
+
+    result = run_python(
+        "import sys, exporter.integrations.asgi_endpoints, exporter.integrations.asgi\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'aiohttp', 'starlette'}))"
+    )
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_a_request_id_length_below_one_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ValueError, match=r"^max_request_id_length must be at least 1, not 0$"):
+        QueryContextMiddleware(FastAPI(), max_request_id_length=0)
