@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exporter.sql import identify, without_trailing_comment
 
@@ -119,3 +121,12 @@ def test_only_the_last_comment_is_stripped() -> None:
 )
 def test_statements_without_a_trailing_block_comment_are_kept(sql: str) -> None:
     assert without_trailing_comment(sql) is sql
+
+
+@given(
+    sql=st.text(max_size=200),
+    comment=st.text(alphabet=st.characters(blacklist_characters="/*"), max_size=80),
+)
+def test_any_appended_comment_is_stripped(sql: str, comment: str) -> None:
+    assert without_trailing_comment(f"{sql} /*{comment}*/") == sql.rstrip()
+    identify(f"{sql} /*{comment}*/")  # never raises

@@ -348,10 +348,10 @@ def _reaches(method: Any, target: Any) -> bool:
     while pending and looked < 32:
         candidate = pending.pop()
         looked += 1
+        if candidate is target:  # the very bound method attach() stored: `is`, never `==`
+            return True
         if candidate is None:
             continue
-        if candidate == target:
-            return True
         pending.append(getattr(candidate, "__wrapped__", None))
         function = getattr(candidate, "__func__", candidate)
         for cell in getattr(function, "__closure__", None) or ():
