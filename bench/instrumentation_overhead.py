@@ -3,6 +3,7 @@
     .venv/bin/python bench/instrumentation_overhead.py [--rounds 25] [--queries 2000]
     .venv/bin/python bench/instrumentation_overhead.py --instructions [--queries 300] [--seeds 3]
     .venv/bin/python bench/instrumentation_overhead.py --memory
+    .venv/bin/python bench/instrumentation_overhead.py --commenter [--rounds 25] [--queries 2000]
 
 Against a real PostgreSQL (BENCH_DATABASE_URL, else TEST_DATABASE_URL, else an embedded one).
 For each driver (psycopg on an Engine, asyncpg on an AsyncEngine) and statement (`SELECT 1`, a
@@ -36,6 +37,9 @@ in parentheses turns our count into time at the rate the bare statement runs use
 on this machine (its instructions over its user CPU time, the least of five runs outside
 valgrind): the listeners make no system calls, so this is their time without the noise.
 
+`--commenter` times ours on a psycopg point select sent with a new sqlcommenter-style
+`/*traceparent=...*/` each time (as OpenTelemetry's commenter sends it) and without one.
+
 `--memory` runs 1,000,000 statements over 10,000 distinct SQL strings on a bare and on an
 instrumented engine and prints the RSS each grew by.
 """
@@ -45,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import math
 import os
 import re
@@ -265,6 +270,32 @@ async def bench_async(url: str, rounds: int, n: int, otel: OTelPeer | None) -> N
     finally:
         await conn.close()
         await engine.dispose()
+
+
+def bench_commenter(url: str, rounds: int, n: int) -> None:
+    """--commenter: what ours adds to a statement that sqlcommenter has given a traceparent of
+    its own (a new statement text every time), beside the same statement without one."""
+    engine = create_engine(sync_url(url))
+    metrics = Metrics(CollectorRegistry())
+    sql = "SELECT name FROM bench_items WHERE id = %(id)s"
+    traces = itertools.count()
+    variants: dict[str, Callable[[], str]] = {
+        "off": lambda: sql,
+        "on": lambda: f"{sql} /*traceparent='00-{next(traces):032x}-00f067aa0ba902b7-01'*/",
+    }
+    with engine.connect() as conn:
+        for label, statement in variants.items():
+
+            def run(statement: Callable[[], str] = statement) -> None:
+                conn.exec_driver_sql(statement(), {"id": 42})
+
+            timed(run, 200)
+            ours = Comparison(
+                lambda: instrument(engine, metrics=metrics), lambda: uninstrument(engine)
+            )
+            compare_sync(conn, run, ours, rounds, n)
+            report("psycopg", f"commenter {label}", ours, None)
+    engine.dispose()
 
 
 def check_peer_attaches(url: str, otel: OTelPeer) -> None:
@@ -514,6 +545,11 @@ def main() -> None:
         "--queries", type=int, help="statements per round (2000; 300 with --instructions)"
     )
     parser.add_argument("--memory", action="store_true", help="run the memory benchmark")
+    parser.add_argument(
+        "--commenter",
+        action="store_true",
+        help="a point select with and without a per-statement sqlcommenter traceparent",
+    )
     parser.add_argument("--statements", type=int, default=1_000_000)
     parser.add_argument("--distinct", type=int, default=10_000)
     parser.add_argument(
@@ -538,6 +574,10 @@ def main() -> None:
             return
         if args.memory:
             memory(url, args.statements, args.distinct)
+            return
+        if args.commenter:
+            prepare(url)
+            bench_commenter(url, args.rounds, args.queries or 2000)
             return
         queries = args.queries or 2000
         prepare(url)

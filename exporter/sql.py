@@ -6,8 +6,9 @@ placeholders share it, and the normalised text has every literal replaced by `$n
 pglast cannot parse, and other dialects, fall back to a small scanner and a hash of the text
 with its literals masked.
 
-`identify()` is cached per statement string, so a statement seen before costs one lookup; the
-slow-query log reuses the same identity, so its fingerprints match the metrics'.
+`identify()` is cached per statement string (without a trailing comment such as sqlcommenter's
+per-request `/*traceparent=...*/`), so a statement seen before costs one lookup; the slow-query
+log reuses the same identity, so its fingerprints match the metrics'.
 """
 
 from __future__ import annotations
@@ -95,11 +96,17 @@ def _identify_postgresql(sql: str) -> QueryIdentity | None:
 
     text = _dollar_placeholders(sql) if "%" in sql else sql
     try:
-        statements = json.loads(pg.parse_sql_json(text)).get("stmts", [])
-        if not statements:
-            return None
+        tree = pg.parse_sql_json(text)  # libpg_query bounds its own depth: a ParseError
         fingerprint, normalized = pg.fingerprint(text), pg.normalize(text)
     except pg.ParseError:
+        return None
+    try:
+        statements = json.loads(tree).get("stmts", [])
+    except RecursionError:
+        # Deeper than Python's JSON decoder goes (~500 chained `+` or `||`): the parser
+        # accepted it, so its fingerprint stands; the scanner names operation and table.
+        return QueryIdentity(fingerprint, normalized, *_scan(sql))
+    if not statements:
         return None
     node_type, node = next(iter(statements[0]["stmt"].items()))
     operation = _AST_OPERATIONS.get(node_type)
@@ -201,9 +208,29 @@ def _identify_any(sql: str) -> QueryIdentity:
     return QueryIdentity(fingerprint, normalized, operation, table)
 
 
-@lru_cache(maxsize=CACHE_SIZE)
+def without_trailing_comment(sql: str) -> str:
+    """`SELECT 1 /*traceparent='00-...'*/` -> `SELECT 1`.
+
+    sqlcommenter (OpenTelemetry's, Django's, ...) appends a comment that changes with every
+    request; without it such statements share one cache entry and one fingerprint. A statement
+    without one costs a single `endswith`.
+    """
+    if not sql.endswith("*/"):
+        return sql
+    start = sql.rfind("/*")
+    # Not when the comment is the whole statement, or ends a nested comment that began earlier.
+    if start <= 0 or "*/" in sql[start + 2 : -2]:
+        return sql
+    return sql[:start].rstrip()
+
+
 def identify(sql: str, postgresql: bool = True) -> QueryIdentity:
     """The identity of one statement; never raises, whatever the input."""
+    return _identify(without_trailing_comment(sql), postgresql)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _identify(sql: str, postgresql: bool) -> QueryIdentity:
     if postgresql:
         try:
             found = _identify_postgresql(sql)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from exporter.sql import identify
+from exporter.sql import identify, without_trailing_comment
 
 
 @pytest.mark.parametrize(
@@ -80,3 +82,51 @@ def test_identify_never_raises(sql: str) -> None:
 def test_identities_are_cached() -> None:
     sql = "SELECT id FROM cache_probe WHERE id = $1"
     assert identify(sql) is identify(sql)
+
+
+@pytest.mark.parametrize("operands", [500, 5_000, 200_000])
+@pytest.mark.parametrize("operator", ["+", "||"])
+def test_deep_statements_keep_their_identity(operands: int, operator: str) -> None:
+    # Deeper than Python's JSON decoder (500, 5,000) or than libpg_query's own limit (200,000).
+    sql = f"SELECT {operator.join(['1'] * operands)} FROM ledger_entries"
+    identity = identify(sql)
+    assert (identity.operation, identity.table) == ("SELECT", "ledger_entries")
+    assert len(identity.fingerprint) == 16
+    assert identify(sql.replace("1", "2")).fingerprint == identity.fingerprint
+
+
+TRACEPARENT = "/*traceparent='00-{}-00f067aa0ba902b7-01'*/"
+
+
+@pytest.mark.parametrize("postgresql", [True, False])
+def test_a_trailing_comment_does_not_change_the_identity(postgresql: bool) -> None:
+    sql = "SELECT owner FROM accounts WHERE id = %(id)s"
+    plain = identify(sql, postgresql)
+    for trace in ("4bf92f3577b34da6a3ce929d0e0e4736", "0af7651916cd43dd8448eb211c80319c"):
+        assert identify(f"{sql} {TRACEPARENT.format(trace)}", postgresql) is plain
+
+
+def test_only_the_last_comment_is_stripped() -> None:
+    assert without_trailing_comment("SELECT 1 /* a */ /* b */") == "SELECT 1 /* a */"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "/* only a comment */",
+        "SELECT 1 /* outer /* nested */ still outer */",
+        "SELECT '/*' AS x",
+        "SELECT 1 -- line comment",
+    ],
+)
+def test_statements_without_a_trailing_block_comment_are_kept(sql: str) -> None:
+    assert without_trailing_comment(sql) is sql
+
+
+@given(
+    sql=st.text(max_size=200),
+    comment=st.text(alphabet=st.characters(blacklist_characters="/*"), max_size=80),
+)
+def test_any_appended_comment_is_stripped(sql: str, comment: str) -> None:
+    assert without_trailing_comment(f"{sql} /*{comment}*/") == sql.rstrip()
+    identify(f"{sql} /*{comment}*/")  # never raises

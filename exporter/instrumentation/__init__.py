@@ -100,10 +100,12 @@ def instrument(
             ("close", pool.close),
             ("close_detached", pool.close_detached),
             ("invalidate", pool.invalidate),
+            # Another library's statement method put in our place after this call is reported.
+            ("checkout", queries.check_attached),
         ]
+        queries.attach()  # first: check_attached() compares with what it put in place
         for name, fn in listeners:
             event.listen(sync, name, fn)
-        queries.attach()
         pool.wrap(sync.pool)
         metrics.pools.add(sync, database)
         finalizer = weakref.finalize(sync, pool.release)

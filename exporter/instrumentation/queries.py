@@ -33,7 +33,7 @@ from exporter.metrics import Metrics
 from exporter.slowlog.context import QueryContext, current_scope
 from exporter.slowlog.log import SlowQueryLog
 from exporter.slowlog.record import SlowQuery, redact
-from exporter.sql import QueryIdentity, identify
+from exporter.sql import QueryIdentity, identify, without_trailing_comment
 
 # The dialect methods every statement goes through; the listener has one of each name.
 STATEMENT_METHODS = ("do_execute", "do_executemany", "do_execute_no_params")
@@ -92,6 +92,9 @@ class QueryListener:
         self._do_executemany = dialect.do_executemany
         self._do_execute_no_params = dialect.do_execute_no_params
         self._postgresql = dialect.name == "postgresql"
+        # What attach() puts in place, and what check_attached() has last seen there.
+        self._attached: dict[str, Any] = {name: getattr(self, name) for name in STATEMENT_METHODS}
+        self._seen = dict(self._attached)
         self._failures = failures
         self._statements: dict[str, _Statement] = {}
         self._errors: dict[tuple[str, str], Counter] = {}
@@ -105,7 +108,10 @@ class QueryListener:
         # The threshold is kept here because the query path reads it for every statement.
         self._slow_threshold = settings.threshold_seconds(self._database)
 
-    def _statement(self, sql: str) -> _Statement:
+    def _statement(self, statement: str) -> _Statement:
+        # Keyed without a trailing comment: sqlcommenter's differs per request, and would
+        # otherwise fill the cache with one entry per request.
+        sql = without_trailing_comment(statement)
         entry = self._statements.get(sql)
         if entry is None:
             identity = identify(sql, self._postgresql)
@@ -123,8 +129,32 @@ class QueryListener:
         return entry
 
     def attach(self) -> None:
-        for name in STATEMENT_METHODS:
-            setattr(self._dialect, name, getattr(self, name))
+        for name, method in self._attached.items():
+            setattr(self._dialect, name, method)
+
+    def check_attached(self, *_checkout: Any) -> None:
+        """A pool `checkout` listener: says once, in one log line, when another library has
+        put a statement method in our place that does not call ours, because that library's
+        statements then go uncounted. A wrapper that calls ours needs nothing: every statement
+        is still counted once. Costs three lookups per checkout while nothing changes."""
+        try:
+            methods = self._dialect.__dict__
+            for name in STATEMENT_METHODS:
+                current = methods.get(name)
+                if current is self._seen[name]:
+                    continue
+                self._seen[name] = current
+                if not _reaches(current, self._attached[name]):
+                    log.warning(
+                        "dialect.%s of database %r was replaced after instrument() by %s, "
+                        "which does not call db-exporter's: statements it runs are not counted; "
+                        "call instrument() after that library is set up",
+                        name,
+                        self._database,
+                        _describe(current),
+                    )
+        except Exception:
+            self._failures.record("query_check_attached")
 
     def detach(self) -> None:
         """Put back what attach() replaced, unless another library has since put its own
@@ -307,6 +337,36 @@ class QueryListener:
         repeats = scope.counts.get(fingerprint, 0) + 1
         scope.counts[fingerprint] = repeats
         return repeats if repeats == self._slow_log.settings.n_plus_one_threshold else None
+
+
+def _reaches(method: Any, target: Any) -> bool:
+    """Whether `method` is `target` or wraps it: through `__wrapped__` (functools.wraps, wrapt)
+    or a closure, a few levels deep. A wrapper keeping the method it replaced elsewhere (on an
+    object, in a registry) is not seen: it is reported, wrongly but only once."""
+    pending, looked = [method], 0
+    while pending and looked < 32:
+        candidate = pending.pop()
+        looked += 1
+        if candidate is target:  # the very bound method attach() stored: `is`, never `==`
+            return True
+        if candidate is None:
+            continue
+        pending.append(getattr(candidate, "__wrapped__", None))
+        function = getattr(candidate, "__func__", candidate)
+        for cell in getattr(function, "__closure__", None) or ():
+            try:
+                pending.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+    return False
+
+
+def _describe(method: Any) -> str:
+    if method is None:
+        return "the dialect class's own method (db-exporter's was removed)"
+    function = getattr(method, "__func__", method)
+    module = getattr(function, "__module__", None) or "?"
+    return f"{module}.{getattr(function, '__qualname__', type(function).__qualname__)}"
 
 
 def _pool_wait(context: Any) -> float | None:
