@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
+
+from exporter.config_bounds import out_of_range
 
 # Metrics whose label sets grow with the application's statements, and so carry a cap.
 CAPPED_METRICS = ("query_duration_seconds",)
@@ -20,7 +22,12 @@ _STRICT: dict[str, Any] = {"extra": "forbid"}
 
 
 def _check_bounds(settings: Any, bounds: Mapping[str, tuple[str, float]]) -> None:
-    """`bounds`: field name -> (">=" or ">", limit). Raises ValueError naming the field."""
+    """`bounds`: field name -> (">=" or ">", limit), beside the shared ones every numeric
+    setting has (exporter/config_bounds.py). Raises ValueError naming the field."""
+    for each in fields(settings):
+        problem = out_of_range(each.name, getattr(settings, each.name))
+        if problem is not None:
+            raise ValueError(f"{each.name} {problem}")
     for name, (op, limit) in bounds.items():
         value = getattr(settings, name)
         if value < limit if op == ">=" else value <= limit:

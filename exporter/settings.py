@@ -14,8 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from exporter import config_yaml
+from exporter.config_bounds import MAX_SQL_BYTES, out_of_range
 from exporter.dsn import DsnError, masked, parse_dsn
 
 # The in-process settings are plain dataclasses of a light module (the application imports
@@ -44,6 +54,14 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _in_range(cls, value: Any, info: ValidationInfo) -> Any:
+        problem = out_of_range(info.field_name or "", value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class ServerSettings(_Strict):
@@ -208,6 +226,8 @@ def _select_problem(sql: str) -> str | None:
     from pglast import parse_sql  # imported here: only configs with custom queries need it
     from pglast.parser import ParseError
 
+    if len(sql.encode()) > MAX_SQL_BYTES:  # the parser's recursion, bounded before it runs
+        return f"longer than {MAX_SQL_BYTES} bytes"
     try:
         statements = parse_sql(sql)
     except ParseError as exc:
@@ -381,19 +401,24 @@ def settings_from_data(data: Any, source: str, env: dict[str, str] | None = None
 
 def _read_yaml(file: Path) -> Any:
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as stream:
+            content = stream.read(config_yaml.MAX_FILE_BYTES + 1)
+        text = content.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{file}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read: {exc}") from None
+    if len(content) > config_yaml.MAX_FILE_BYTES:
+        raise ConfigError(f"{file}: larger than {config_yaml.MAX_FILE_BYTES} bytes")
     try:
-        return yaml.safe_load(text)
+        return config_yaml.load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{file}{line}: YAML syntax error: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: YAML error: {exc}") from None
+        kind = "" if isinstance(exc, config_yaml.YamlRefused) else "YAML syntax error: "
+        raise ConfigError(f"{file}{line}: {kind}{exc.problem or exc}") from None
+    except yaml.YAMLError as exc:  # a character YAML does not allow: its message has two lines
+        raise ConfigError(f"{file}: YAML error: {' '.join(str(exc).split())}") from None
 
 
 @functools.cache

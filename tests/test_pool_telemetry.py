@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -167,6 +169,67 @@ def test_checkout_timing_survives_dispose(
             pass
     # The new pool is wrapped by its first connection: the checkout that made it goes untimed.
     assert value(registry, "db_pool_checkout_wait_seconds_count") == 2
+
+
+def checkouts_at_once(engine: Engine, checkouts: int, new_connections: int) -> None:
+    """`checkouts` threads each check out a connection and hold it until all have one. The
+    `new_connections` connections made wait for each other before they connect, so that all
+    of them are being made before any is counted: the race of a cold pool, every time."""
+    made = threading.Barrier(new_connections)
+    held = threading.Barrier(checkouts)
+
+    def wait_for_the_others_made(*connect_arguments: object) -> None:
+        made.wait(timeout=10)
+
+    def check_out() -> None:
+        with engine.connect():
+            held.wait(timeout=10)
+
+    event.listen(engine, "do_connect", wait_for_the_others_made)
+    try:
+        with ThreadPoolExecutor(checkouts) as threads:
+            for done in [threads.submit(check_out) for _ in range(checkouts)]:
+                done.result()
+    finally:
+        event.remove(engine, "do_connect", wait_for_the_others_made)
+
+
+def test_concurrent_first_checkouts_count_only_the_connections_beyond_pool_size(
+    database_url: URL, metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    engine = create_engine(sync_url(database_url), pool_size=2, max_overflow=1, pool_timeout=10)
+    instrument(engine, metrics=metrics)
+    try:
+        checkouts_at_once(engine, checkouts=3, new_connections=3)  # a cold pool
+        assert value(registry, "db_pool_overflow_total") == 1
+        assert value(registry, "db_connections_created_total") == 3
+        checkouts_at_once(engine, checkouts=3, new_connections=1)  # warm: two idle ones reused
+        assert value(registry, "db_pool_overflow_total") == 2
+        engine.dispose()  # a new, empty pool
+        checkouts_at_once(engine, checkouts=3, new_connections=3)
+        assert value(registry, "db_pool_overflow_total") == 3
+        assert value(registry, "db_connections_created_total") == 7
+    finally:
+        uninstrument(engine)
+        engine.dispose()
+
+
+def test_connections_open_before_instrument_count_toward_pool_size(
+    database_url: URL, metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    engine = create_engine(sync_url(database_url), pool_size=2, max_overflow=1, pool_timeout=10)
+    try:
+        with engine.connect(), engine.connect():  # both kept idle in the pool
+            pass
+        instrument(engine, metrics=metrics)
+        checkouts_at_once(engine, checkouts=3, new_connections=1)
+        assert value(registry, "db_pool_overflow_total") == 1
+        engine.dispose()  # closes the two from before: the new pool starts empty
+        checkouts_at_once(engine, checkouts=3, new_connections=3)
+        assert value(registry, "db_pool_overflow_total") == 2
+    finally:
+        uninstrument(engine)
+        engine.dispose()
 
 
 def _listener_snapshot(engine: Engine) -> dict[str, list[object]]:

@@ -4,10 +4,15 @@
   class and sums across worker processes. A checkout is marked on its pool entry with the
   listener that saw it, so returns of connections checked out before `instrument()` (or
   after `uninstrument()`) are ignored.
-- `QueuePool.overflow()` is open connections minus pool_size (it starts at -pool_size), so an
-  overflow *event* is a new connection made while it is above zero. `connect` also fires when
-  an invalidated connection reconnects; a marker in the entry's lifetime info keeps those from
-  being counted twice.
+- An overflow *event* is a new connection that makes the pool's open connections exceed
+  pool_size. `QueuePool.overflow()` cannot tell: it counts connections still being made, so
+  concurrent first checkouts of an empty pool all saw it above zero. Each pool's open
+  connections are counted here instead (`_OpenConnections`, under a lock), and each connection
+  remembers the count it is in, so a close after `Engine.dispose()` lowers its old pool's count.
+  The connections a pool had before `instrument()` start its count, and their closes (unmarked)
+  lower it.
+  `connect` also fires when an invalidated connection reconnects; a marker in the entry's
+  lifetime info keeps those from being counted as events.
 - SQLAlchemy raises its pool `TimeoutError` without firing `handle_error`, and no event fires
   before a checkout starts, so the wait is timed by wrapping this pool's `connect()` (an
   instance attribute, removed again by `unwrap`). `Engine.dispose()` swaps in a new pool; its
@@ -16,6 +21,7 @@
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable
 from time import perf_counter
@@ -31,8 +37,35 @@ from exporter.metrics import Metrics
 _SEEN = "db_exporter.seen"
 _CREATE_START = "db_exporter.create_start"
 _CHECKED_OUT = "db_exporter.checked_out"
+_OPEN = "db_exporter.open"  # the _OpenConnections this entry's live connection is counted in
 _WRAPPER_MARK = "__db_exporter_wrapper__"
 POOL_WAIT = "db_exporter.pool_wait"  # this checkout's wait, on the checked-out connection
+
+
+class _OpenConnections:
+    """One pool's open connections, as connect and close events see them; `before` were open
+    before they were counted by events."""
+
+    def __init__(self, before: int = 0) -> None:
+        self._lock = threading.Lock()  # connect events of one pool run in several threads
+        self._count = self._before = before
+
+    def opened(self) -> int:
+        """Count one more; the count with it."""
+        with self._lock:
+            self._count += 1
+            return self._count
+
+    def closed(self) -> None:
+        with self._lock:
+            self._count -= 1
+
+    def closed_from_before(self) -> None:
+        """A connection without a mark closed: one of those open before, while any are left."""
+        with self._lock:
+            if self._before > 0:
+                self._before -= 1
+                self._count -= 1
 
 
 class PoolListener:
@@ -52,6 +85,11 @@ class PoolListener:
         self._create_time = metrics.connection_create_time.labels(database)
         self._use_time = metrics.connection_use_time.labels(database)
         self.outstanding = 0  # checkouts this listener counted and has not seen returned
+        self._open: weakref.WeakKeyDictionary[Pool, _OpenConnections] = weakref.WeakKeyDictionary()
+        if isinstance(engine.pool, QueuePool):  # its slots: checked in, out, or being made
+            self._open[engine.pool] = _OpenConnections(
+                max(0, engine.pool.checkedout() + engine.pool.checkedin())
+            )
 
     # -- checkout timing: a wrapper around Pool.connect ---------------------------------
 
@@ -121,14 +159,19 @@ class PoolListener:
             start = info.pop(_CREATE_START, None)
             if start is not None:
                 self._create_time.observe(perf_counter() - start)
-            if _SEEN in info:  # a reconnect after invalidation, not a new pool slot
-                return
-            info[_SEEN] = True
             engine = self._engine()
             if engine is None:
                 return
-            self.wrap(engine.pool)  # a no-op unless Engine.dispose() replaced the pool
-            if isinstance(engine.pool, QueuePool) and engine.pool.overflow() > 0:
+            pool = engine.pool
+            self.wrap(pool)  # a no-op unless Engine.dispose() replaced the pool
+            if not isinstance(pool, QueuePool):
+                return
+            counted = self._open.setdefault(pool, _OpenConnections())
+            info[_OPEN] = (self, counted)
+            now_open = counted.opened()
+            reconnect = _SEEN in info  # after invalidation: the same pool slot, not a new one
+            info[_SEEN] = True
+            if now_open > pool.size() and not reconnect:
                 self._overflow.inc()
         except Exception:
             self._failures.record("pool_connect")
@@ -171,14 +214,28 @@ class PoolListener:
     def detach(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         try:
             self._returned(record)  # the connection leaves the pool's care for good
+            self._left_the_pool(record)
         except Exception:
             self._failures.record("pool_detach")
 
     def close(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         try:
             self._closed.inc()
+            self._left_the_pool(record)
         except Exception:
             self._failures.record("pool_close")
+
+    def _left_the_pool(self, record: ConnectionPoolEntry) -> None:
+        info = record.record_info
+        mark = info.pop(_OPEN, None) if info is not None else None
+        if mark is not None and mark[0] is self:
+            mark[1].closed()
+            return
+        # Open before instrument() (or counted by an earlier listener): of the current pool.
+        engine = self._engine()
+        counted = self._open.get(engine.pool) if engine is not None else None
+        if counted is not None:
+            counted.closed_from_before()
 
     def close_detached(self, dbapi_connection: Any) -> None:
         try:
