@@ -15,7 +15,7 @@ import signal
 import sys
 import traceback
 from datetime import datetime
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 import yaml
 
@@ -211,6 +211,12 @@ async def _serve(settings: Settings) -> None:
         await exporter.stop()
 
 
+def _binary_input(path: str) -> BinaryIO:
+    """The file, or stdin for `-` (left open when done); bytes, so that a line that is not
+    UTF-8 is one line to skip rather than an error."""
+    return open(sys.stdin.fileno(), "rb", closefd=False) if path == "-" else open(path, "rb")
+
+
 def _slowlog(args: argparse.Namespace) -> None:
     window = report.Window(args.since, args.until, args.database)
     if window.since and window.until and window.since >= window.until:
@@ -219,14 +225,7 @@ def _slowlog(args: argparse.Namespace) -> None:
         )
     name = "stdin" if args.file == "-" else args.file
     try:
-        with (
-            (
-                open(sys.stdin.fileno(), "rb", closefd=False)
-                if args.file == "-"
-                else open(args.file, "rb")
-            ) as stream,
-            Progress(name, stream) as progress,
-        ):
+        with _binary_input(args.file) as stream, Progress(name, stream) as progress:
             found = report.read(report.lines_of(stream), window, progress.show)
     except OSError as exc:
         raise UsageError(f"{name}: {exc.strerror or exc}") from None
