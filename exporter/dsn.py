@@ -108,6 +108,9 @@ def _with_credentials(dsn: str | URL) -> URL:
     ):
         if given is not None and in_address is not None:
             raise DsnError(f"{name} is given both in the address and as ?{name}=: give one")
+    if password is not None and user is None and url.username is None:
+        # A URL written out without its user drops the password: SQLAlchemy's, Alembic's.
+        raise DsnError("?password= is given without a user: give ?user= or user@ too")
     return url.set(
         username=url.username if user is None else user,
         password=url.password if password is None else password,
