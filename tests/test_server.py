@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from exporter import Exporter, Metrics, create_app, instrument, uninstrument
 from exporter.dsn import async_url
+from exporter.probe import one_line
 from exporter.settings import DatabaseSettings
 
 Client = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -137,6 +138,15 @@ async def test_a_driver_error_quoting_the_password_reaches_neither_readyz_nor_th
     )
     assert "not answering" in caplog.text
     assert secret not in caplog.text
+
+
+def test_a_reason_cut_short_keeps_no_part_of_a_password() -> None:
+    secret = "canary-s3cret-pw"  # placed across the 300th character of the line
+    error = RuntimeError(f"{'x' * 262} postgresql://app:{secret}@h/db")
+    reason = one_line(error, f"postgresql://app:{secret}@h/db")
+    assert reason.startswith("RuntimeError: xxx")
+    assert len(reason) == 300
+    assert "canary" not in reason
 
 
 async def test_exporter_probe_uses_its_own_connection(

@@ -39,7 +39,6 @@ from exporter.collectors.base import Collector, CollectorError
 from exporter.collectors.custom import CustomQueryCollector
 from exporter.collectors.exposition import SnapshotStore
 from exporter.collectors.slices import in_slices
-from exporter.dsn import without_secrets
 from exporter.metrics import MULTIPROCESS, Metrics
 from exporter.probe import ProbeState, exporter_engine, one_line
 from exporter.settings import CollectorSettings, DatabaseSettings
@@ -209,7 +208,7 @@ class DatabaseWorker:
         except Exception as exc:
             if _stopping():
                 raise asyncio.CancelledError from exc
-            reason = self._reason(exc)
+            reason = one_line(exc, self.settings.dsn)
             if self.state.ok is not False:
                 log.warning("database %s is not answering: %s", self.name, reason)
                 self._withdraw("database is not answering")
@@ -223,10 +222,6 @@ class DatabaseWorker:
         self._up.set(1)
         self._elected(leader)
         return True
-
-    def _reason(self, exc: BaseException) -> str:
-        """The failure as one line for the log and `/readyz`, without the DSN's passwords."""
-        return without_secrets(one_line(exc), self.settings.dsn)
 
     def _elected(self, leader: bool) -> None:
         """Start or stop the database-wide collectors after a check's election."""
@@ -295,7 +290,7 @@ class DatabaseWorker:
             job.duration.set(time.perf_counter() - started)
             job.success.set(0)
             self._store.drop(self.name, name)
-            reason = self._reason(exc)
+            reason = one_line(exc, self.settings.dsn)
             if reason != job.failure:
                 log.warning("collector %s on database %s failed: %s", name, self.name, reason)
             else:
