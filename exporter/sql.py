@@ -300,19 +300,23 @@ def _identify_any(sql: str) -> QueryIdentity:
 
 
 def without_trailing_comment(sql: str) -> str:
-    """`SELECT 1 /*traceparent='00-...'*/` -> `SELECT 1`.
+    """`SELECT 1 /*traceparent='00-...'*/` -> `SELECT 1`, and `SELECT 1 /*...*/;` -> `SELECT 1;`.
 
     sqlcommenter (OpenTelemetry's, Django's, ...) appends a comment that changes with every
-    request; without it such statements share one cache entry and one fingerprint. A statement
-    without one costs a single `endswith`.
+    request, before a final semicolon if there is one; without it such statements share one
+    cache entry and one fingerprint. A statement without one costs two `endswith`.
     """
-    if not sql.endswith("*/"):
+    if sql.endswith("*/"):
+        end, tail = len(sql) - 2, ""
+    elif sql.endswith("*/;"):
+        end, tail = len(sql) - 3, ";"
+    else:
         return sql
-    start = sql.rfind("/*")
+    start = sql.rfind("/*", 0, end)
     # Not when the comment is the whole statement, or ends a nested comment that began earlier.
-    if start <= 0 or "*/" in sql[start + 2 : -2]:
+    if start <= 0 or "*/" in sql[start + 2 : end]:
         return sql
-    return sql[:start].rstrip()
+    return sql[:start].rstrip() + tail
 
 
 def identify(sql: str, postgresql: bool = True) -> QueryIdentity:

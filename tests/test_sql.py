@@ -187,4 +187,12 @@ def test_statements_without_a_trailing_block_comment_are_kept(sql: str) -> None:
 )
 def test_any_appended_comment_is_stripped(sql: str, comment: str) -> None:
     assert without_trailing_comment(f"{sql} /*{comment}*/") == sql.rstrip()
+    # OpenTelemetry's commenter puts the comment before a final semicolon.
+    assert without_trailing_comment(f"{sql} /*{comment}*/;") == f"{sql.rstrip()};"
     identify(f"{sql} /*{comment}*/")  # never raises
+
+
+def test_a_comment_before_the_final_semicolon_shares_the_fingerprint() -> None:
+    plain = identify("SELECT * FROM accounts WHERE id = 1;")
+    commented = identify("SELECT * FROM accounts WHERE id = 1 /*traceparent='00-ab-cd-01'*/;")
+    assert commented == plain
