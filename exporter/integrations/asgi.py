@@ -16,6 +16,7 @@ from exporter.integrations.request import (
     REQUEST_ID_HEADER,
     UNMATCHED,
     RequestFields,
+    checked_max_length,
     clean_request_id,
 )
 from exporter.slowlog.context import context_of
@@ -52,13 +53,9 @@ class QueryContextMiddleware:
         request_id_header: str = REQUEST_ID_HEADER,
         max_request_id_length: int = MAX_REQUEST_ID_LENGTH,
     ) -> None:
-        if max_request_id_length < 1:
-            raise ValueError(
-                f"max_request_id_length must be at least 1, not {max_request_id_length}"
-            )
         self.app = app
         self._header = request_id_header.lower().encode("latin-1")
-        self._max_length = max_request_id_length
+        self._max_length = checked_max_length(max_request_id_length)
 
     def _request_id(self, scope: Scope) -> str:
         for name, value in scope.get("headers", ()):

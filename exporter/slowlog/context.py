@@ -41,13 +41,25 @@ def context(**fields: Any) -> Iterator[QueryContext]:
 def context_of(fields: Mapping[str, str]) -> Iterator[QueryContext]:
     """`context()` for fields given as a mapping, which may compute a value when it is read
     (a middleware's route is known only once the framework has routed the request)."""
+    with entered(scope_of(fields)) as scope:
+        yield scope
+
+
+def scope_of(fields: Mapping[str, str]) -> QueryContext:
+    """A context for `fields` inside the current one, if any: it adds to the outer fields and
+    shares the outer N+1 counts."""
     outer = current.get()
-    if outer is not None:
-        # Read through, not copied, so a computed value stays computed; nothing writes to it.
-        layered: Mapping[str, str] = ChainMap(fields, outer.fields)  # type: ignore[arg-type]
-        scope = QueryContext(layered, outer.counts)
-    else:
-        scope = QueryContext(fields)
+    if outer is None:
+        return QueryContext(fields)
+    # Read through, not copied, so a computed value stays computed; nothing writes to it.
+    layered: Mapping[str, str] = ChainMap(fields, outer.fields)  # type: ignore[arg-type]
+    return QueryContext(layered, outer.counts)
+
+
+@contextmanager
+def entered(scope: QueryContext) -> Iterator[QueryContext]:
+    """Statements run inside belong to `scope`; entered again later, they add to its counts
+    (a WSGI response is produced in steps, each of which enters its request's scope)."""
     token = current.set(scope)
     try:
         yield scope
