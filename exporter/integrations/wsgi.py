@@ -12,8 +12,7 @@ which is never left set between steps: nothing carries over to the thread's next
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from exporter.integrations.request import (
@@ -24,7 +23,7 @@ from exporter.integrations.request import (
     checked_max_length,
     clean_request_id,
 )
-from exporter.slowlog.context import QueryContext, entered, scope_of
+from exporter.slowlog.context import run_in, scope_of
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -58,32 +57,39 @@ class QueryContextMiddleware:
         self._header = "HTTP_" + request_id_header.upper().replace("-", "_")
         self._max_length = checked_max_length(max_request_id_length)
 
-    @contextmanager
-    def _request(self, environ: WSGIEnvironment) -> Iterator[QueryContext]:
-        """One request, from the application's call to the close of its response."""
-        fields = RequestFields(
-            lambda: route_template(environ),
-            method=environ.get("REQUEST_METHOD", "GET"),
-            request_id=clean_request_id(environ.get(self._header), self._max_length),
-        )
-        try:
-            yield scope_of(fields)
-        finally:
-            fields.settle()
-
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if _HANDLED in environ:
             return self.app(environ, start_response)
         environ[_HANDLED] = True
-        with ExitStack() as request:  # ends the request if the application raises
-            scope = request.enter_context(self._request(environ))
-            with entered(scope):
-                response = self.app(environ, start_response)
-            if _is_file(response, environ):
-                # Sending a file runs no application code: the request ends here, and the
-                # server still sees its own file wrapper (and can use sendfile).
-                return response
-            return _ScopedResponse(response, scope, request.pop_all().close)
+        request = _Request(
+            environ,
+            method=environ.get("REQUEST_METHOD", "GET"),
+            request_id=clean_request_id(environ.get(self._header), self._max_length),
+        )
+        try:
+            response = run_in(request.scope, self.app, environ, start_response)
+        except BaseException:
+            request.end()
+            raise
+        if _is_file(response, environ):
+            # Sending a file runs no application code: the request ends here, and the server
+            # still sees its own file wrapper (and can use sendfile).
+            request.end()
+            return response
+        return _ScopedResponse(response, request)
+
+
+class _Request:
+    """One request, from the application's call to the close of its response: where it
+    starts and where it ends. (A class rather than a `with` block, which cannot outlive the
+    call, and cheaper than an ExitStack holding one: ~5 us per request.)"""
+
+    def __init__(self, environ: WSGIEnvironment, **fields: str) -> None:
+        self._fields = RequestFields(lambda: route_template(environ), **fields)
+        self.scope = scope_of(self._fields)
+
+    def end(self) -> None:
+        self._fields.settle()
 
 
 def _is_file(response: Iterable[bytes], environ: WSGIEnvironment) -> bool:
@@ -95,29 +101,24 @@ class _ScopedResponse:
     """The application's response; iterating and closing it run in the request's scope, and
     closing it ends the request."""
 
-    def __init__(
-        self, response: Iterable[bytes], scope: QueryContext, end: Callable[[], None]
-    ) -> None:
+    def __init__(self, response: Iterable[bytes], request: _Request) -> None:
         self._response = response
-        self._scope = scope
-        self._end = end
+        self._request = request
 
     def __iter__(self) -> Iterator[bytes]:
-        with entered(self._scope):
-            chunks = iter(self._response)
+        scope = self._request.scope
+        chunks = run_in(scope, iter, self._response)
         while True:
-            with entered(self._scope):
-                try:
-                    chunk = next(chunks)
-                except StopIteration:
-                    return
+            try:
+                chunk = run_in(scope, next, chunks)
+            except StopIteration:
+                return
             yield chunk  # outside the scope: the server's code runs between chunks
 
     def close(self) -> None:
         try:
             close = getattr(self._response, "close", None)
             if close is not None:
-                with entered(self._scope):
-                    close()
+                run_in(self._request.scope, close)
         finally:
-            self._end()
+            self._request.end()

@@ -15,7 +15,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,8 +44,12 @@ def context(**fields: Any) -> Iterator[QueryContext]:
 def context_of(fields: Mapping[str, str]) -> Iterator[QueryContext]:
     """`context()` for fields given as a mapping, which may compute a value when it is read
     (a middleware's route is known only once the framework has routed the request)."""
-    with entered(scope_of(fields)) as scope:
+    scope = scope_of(fields)
+    token = current.set(scope)
+    try:
         yield scope
+    finally:
+        current.reset(token)
 
 
 def scope_of(fields: Mapping[str, str]) -> QueryContext:
@@ -56,12 +63,12 @@ def scope_of(fields: Mapping[str, str]) -> QueryContext:
     return QueryContext(layered, outer.counts)
 
 
-@contextmanager
-def entered(scope: QueryContext) -> Iterator[QueryContext]:
-    """Statements run inside belong to `scope`; entered again later, they add to its counts
-    (a WSGI response is produced in steps, each of which enters its request's scope)."""
+def run_in(scope: QueryContext, step: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """`step(*args, **kwargs)` with its statements in `scope`, which it leaves as it was: a
+    WSGI response is produced in steps (the call, each chunk, the close), each run this way.
+    Not a `with` block: a generator context manager costs ~1.5 us, on every chunk."""
     token = current.set(scope)
     try:
-        yield scope
+        return step(*args, **kwargs)
     finally:
         current.reset(token)
