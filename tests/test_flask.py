@@ -33,13 +33,13 @@ from web_requests import (
     records,
 )
 from werkzeug.exceptions import HTTPException
-from werkzeug.test import EnvironBuilder
+from werkzeug.test import Client, EnvironBuilder
 
 from exporter import Metrics, uninstrument
 from exporter.endpoints import metrics_body, slow_queries_body
 from exporter.integrations.flask import instrument_flask
 from exporter.integrations.request import UNMATCHED
-from exporter.integrations.wsgi import QueryContextMiddleware
+from exporter.integrations.wsgi import ROUTE_KEY, QueryContextMiddleware
 from exporter.slowlog import SlowQueryLog
 from exporter.slowlog.context import current
 
@@ -212,6 +212,26 @@ def test_instrumented_twice_and_the_middleware_added_again_act_once(
     (record,) = records(slow_log)  # each statement timed once
     assert warning["context"]["request_id"] == record["context"]["request_id"] == "outer"
     assert record["context"]["route"] == "/users/<email>/orders"
+
+
+def test_any_wsgi_application_gets_the_route_its_framework_leaves_in_the_environ(
+    engine: Engine, slow_log: SlowQueryLog
+) -> None:
+    def application(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        if environ["PATH_INFO"].startswith("/orders/"):
+            environ[ROUTE_KEY] = "/orders/{order_id}"  # as a framework's router would
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"first,"
+        with engine.connect() as conn:  # a generator body: runs as the server iterates it
+            conn.execute(text(SLOW))
+        yield b"second"
+
+    client = Client(QueryContextMiddleware(application))
+    for path in (f"/orders/{CANARY}", f"/elsewhere/{CANARY}"):
+        assert client.get(path, headers={"X-Request-ID": "w"}).data == b"first,second"
+    routed, elsewhere = records(slow_log)
+    assert routed["context"] == get_context("/orders/{order_id}", "w")
+    assert elsewhere["context"] == get_context(UNMATCHED, "w")
 
 
 @pytest.mark.parametrize(("given", "kept"), REQUEST_IDS)
