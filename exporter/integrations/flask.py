@@ -51,8 +51,9 @@ def instrument_flask(
 
 
 def _remember_route(sender: Flask, **extra: Any) -> None:
-    """Sent once Flask has routed the request, before any view or `before_request` runs; the
-    environ outlives Flask's request context, which ends before the response is closed."""
+    """Sent once Flask has routed the request, before any view or `before_request` runs. The
+    rule is copied into the environ: Flask takes its request out of the environ when its
+    context ends, before the server closes the response."""
     rule = request.url_rule
     if rule is not None:
         request.environ[ROUTE_KEY] = rule.rule

@@ -1,6 +1,6 @@
 """WSGI (Flask and any WSGI application): each HTTP request is one slow-query context
-(`exporter.slowlog.context`), with `app.wsgi_app = QueryContextMiddleware(app.wsgi_app)`;
-for Flask, `exporter.integrations.flask.instrument_flask(app)` does that and tells it the route.
+(`exporter.slowlog.context`), with `app = QueryContextMiddleware(app)`; for Flask,
+`exporter.integrations.flask.instrument_flask(app)` does that and tells it the route.
 
 Plain WSGI, so it needs no framework: the route template is what the framework's hook put in
 the environ under `ROUTE_KEY` once it routed the request (Flask's URL rule, by
