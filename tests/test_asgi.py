@@ -10,9 +10,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import litestar
 import pytest
 from fastapi import BackgroundTasks, FastAPI
 from fastapi.responses import StreamingResponse
+from litestar.types import Receive as LitestarReceive
+from litestar.types import Scope as LitestarScope
+from litestar.types import Send as LitestarSend
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
@@ -257,6 +261,39 @@ async def test_starlette_routes_and_mounted_sub_apps(
     top, mounted = (r["context"]["route"] for r in records(slow_log))
     assert top == "/items/{item_id}"
     assert mounted == UNMATCHED  # the mount's prefix in the path is a raw value
+
+
+async def test_litestar_route_templates_mounted_apps_and_404s(
+    engine: Engine, slow_log: SlowQueryLog
+) -> None:
+    def slow() -> None:
+        with engine.connect() as conn:
+            conn.execute(text(SLOW))
+
+    @litestar.get("/items/{item_id:str}", sync_to_thread=False)
+    def item() -> str:  # the path parameter unread: its declaration style changed in 2.2x
+        slow()
+        return "item"
+
+    @litestar.asgi("/files", is_mount=True, copy_scope=True)
+    async def files(scope: LitestarScope, receive: LitestarReceive, send: LitestarSend) -> None:
+        slow()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"file"})
+
+    def not_found(
+        request: litestar.Request[Any, Any, Any], error: Exception
+    ) -> litestar.Response[str]:
+        slow()
+        return litestar.Response("not here", status_code=404)
+
+    app = litestar.Litestar([item, files], exception_handlers={404: not_found}, logging_config=None)
+    async with client(QueryContextMiddleware(app)) as http:
+        assert (await http.get(f"/items/{CANARY}")).text == "item"
+        assert (await http.get(f"/files/{CANARY}")).text == "file"
+        assert (await http.get(f"/nowhere/{CANARY}")).status_code == 404
+    routes = [r["context"]["route"] for r in records(slow_log)]
+    assert routes == ["/items/{item_id}", UNMATCHED, UNMATCHED]  # a mount's rest is raw
 
 
 async def assert_ready(http: httpx.AsyncClient, path: str) -> None:

@@ -2,7 +2,8 @@
 (`exporter.slowlog.context`), with `app.add_middleware(QueryContextMiddleware)`.
 
 Plain ASGI, so it needs no framework: it reads the route the framework's router leaves in the
-scope (`scope["route"]`, as Starlette and FastAPI do) and otherwise passes everything through
+scope (`scope["route"]` in Starlette and FastAPI, `scope["path_template"]` in Litestar) and
+otherwise passes everything through
 untouched: responses (streaming too), background tasks, websockets and lifespan.
 """
 
@@ -34,8 +35,12 @@ _HANDLED = "db_exporter.context"
 def route_template(scope: Scope, root_path: str) -> str:
     """The template of the route the router matched (`/users/{user_id}`), or UNMATCHED: no
     route (404), or one inside a mounted sub-app, whose prefix in the path is a raw value."""
-    template = getattr(scope.get("route"), "path_format", None)
-    if not isinstance(template, str) or scope.get("root_path", "") != root_path:
+    route = scope.get("route")
+    if route is not None:  # Starlette, FastAPI
+        template = getattr(route, "path_format", None)
+    else:  # Litestar; "" for a mounted ASGI app
+        template = scope.get("path_template")
+    if not template or not isinstance(template, str) or scope.get("root_path", "") != root_path:
         return UNMATCHED
     return template
 
