@@ -35,7 +35,7 @@ from web_requests import (
 from werkzeug.exceptions import HTTPException
 from werkzeug.test import Client, EnvironBuilder
 
-from exporter import Metrics, uninstrument
+from exporter import Metrics, instrument, uninstrument
 from exporter.endpoints import metrics_body, slow_queries_body
 from exporter.integrations.flask import instrument_flask
 from exporter.integrations.request import UNMATCHED
@@ -46,15 +46,14 @@ from exporter.slowlog.context import current
 __all__ = ["engine", "lazy_authors", "metrics", "slow_log"]  # fixtures, used by name
 
 
-def flask_app(engine: Engine) -> tuple[Flask, SQLAlchemy]:
-    """An application on Flask-SQLAlchemy, on the database of `engine` (its tables made), with
-    a second bind, `reports`, to the same database."""
+def flask_app(engine: Engine, db: SQLAlchemy) -> Flask:
+    """An application on Flask-SQLAlchemy's `db`, on the database of `engine` (its tables
+    made), with a second bind, `reports`, to the same database."""
     url = engine.url.render_as_string(hide_password=False)
     app = Flask(__name__)
     app.config.update(
         SQLALCHEMY_DATABASE_URI=url, SQLALCHEMY_BINDS={"reports": url}, PROPAGATE_EXCEPTIONS=True
     )
-    db = SQLAlchemy()
     db.init_app(app)
 
     @app.get("/users/<email>/orders")
@@ -103,13 +102,18 @@ def flask_app(engine: Engine) -> tuple[Flask, SQLAlchemy]:
         db.session.execute(text(SLOW))
         return "not here", error.code or 500
 
-    return app, db
+    return app
 
 
 @pytest.fixture
 def app_and_db(engine: Engine) -> Iterator[tuple[Flask, SQLAlchemy]]:
-    app, db = flask_app(engine)
+    db = SQLAlchemy()
+    app = flask_app(engine, db)
     yield app, db
+    release_engines(app, db)
+
+
+def release_engines(app: Flask, db: SQLAlchemy) -> None:
     with app.app_context():
         for app_engine in db.engines.values():
             uninstrument(app_engine)
@@ -234,6 +238,28 @@ def test_any_wsgi_application_gets_the_route_its_framework_leaves_in_the_environ
     assert elsewhere["context"] == get_context(UNMATCHED, "w")
 
 
+def test_each_app_of_one_db_gets_its_own_engines_instrumented(
+    engine: Engine, metrics: Metrics, slow_log: SlowQueryLog
+) -> None:
+    db = SQLAlchemy()  # the application-factory pattern: one db, an app per tenant
+    apps = {name: flask_app(engine, db) for name in ("tenant_a", "tenant_b")}
+    try:
+        for name, app in apps.items():
+            instrument_flask(app, db, database=name, metrics=metrics, slow_log=slow_log)
+            assert app.test_client().get("/users/x/orders").text == "ok"
+            assert app.test_client().get("/reports/2024").text == "ok"
+    finally:
+        for app in apps.values():
+            release_engines(app, db)
+    databases = [(r["database"], r["context"]["route"]) for r in records(slow_log)]
+    assert databases == [
+        ("tenant_a", "/users/<email>/orders"),
+        ("reports", "/reports/<int:year>"),
+        ("tenant_b", "/users/<email>/orders"),
+        ("reports", "/reports/<int:year>"),
+    ]
+
+
 @pytest.mark.parametrize(("given", "kept"), REQUEST_IDS)
 def test_request_ids_are_cut_and_cleaned(
     app: Flask, slow_log: SlowQueryLog, given: str, kept: str | None
@@ -270,6 +296,18 @@ def test_a_db_without_init_app_or_a_bad_length_is_refused_and_nothing_changes(
         instrument_flask(app, max_request_id_length=0)
     assert app.wsgi_app == plain_wsgi_app
     assert not request_started.has_receivers_for(app)
+
+
+def test_an_engine_instrumented_under_another_name_is_refused_naming_it(
+    app_and_db: tuple[Flask, SQLAlchemy], metrics: Metrics, slow_log: SlowQueryLog
+) -> None:
+    app, db = app_and_db
+    with app.app_context():
+        instrument(db.engine, "primary", metrics=metrics, slow_log=slow_log)
+    plain_wsgi_app = app.wsgi_app
+    with pytest.raises(ValueError, match="already instrumented as database 'primary'"):
+        instrument_flask(app, db, metrics=metrics, slow_log=slow_log)
+    assert app.wsgi_app == plain_wsgi_app
 
 
 ROUTES = ["/users/<email>/orders", "/items/<int:item_id>"]
