@@ -3,8 +3,8 @@
 
 Plain ASGI, so it needs no framework: it reads the route the framework's router leaves in the
 scope (`scope["route"]` in Starlette and FastAPI, `scope["path_template"]` in Litestar) and
-otherwise passes everything through
-untouched: responses (streaming too), background tasks, websockets and lifespan.
+otherwise passes everything through untouched: responses (streaming too), background tasks,
+websockets and lifespan.
 """
 
 from __future__ import annotations
