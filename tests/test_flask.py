@@ -90,6 +90,16 @@ def flask_app(engine: Engine, db: SQLAlchemy) -> Flask:
         db.session.execute(text(SLOW))
         raise RuntimeError("the handler failed")
 
+    @app.get("/stream-boom/<email>")
+    def stream_boom(email: str) -> Iterator[bytes]:
+        @stream_with_context
+        def chunks() -> Iterator[bytes]:
+            yield b"first,"
+            db.session.execute(text(SLOW))
+            raise RuntimeError("the stream failed")
+
+        return chunks()
+
     @app.get("/files/<name>")
     def download(name: str) -> Any:
         db.session.execute(text(SLOW))
@@ -194,9 +204,13 @@ def test_an_application_that_raises_leaves_no_context_behind(
     with pytest.raises(RuntimeError, match="the handler failed"):
         client.get(f"/boom/{CANARY}", headers={"X-Request-ID": "failing"})
     assert current.get() is None
+    with pytest.raises(RuntimeError, match="the stream failed"):  # once the response began
+        client.get(f"/stream-boom/{CANARY}", headers={"X-Request-ID": "streaming"}, buffered=True)
+    assert current.get() is None
     assert client.get("/users/x/orders", headers={"X-Request-ID": "next"}).text == "ok"
-    failing, following = records(slow_log)
+    failing, streaming, following = records(slow_log)
     assert failing["context"] == get_context("/boom/<email>", "failing")
+    assert streaming["context"] == get_context("/stream-boom/<email>", "streaming")
     assert following["context"] == get_context("/users/<email>/orders", "next")
 
 
