@@ -10,12 +10,10 @@ as a slow statement's record would.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import statistics
-import time
 from typing import Any
 
+from middleware_cost import Requests, arguments, compare
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -37,48 +35,34 @@ def application(middleware: bool) -> Starlette:
     return app
 
 
-async def requests(app: Starlette, count: int) -> float:
+def serve(app: Starlette) -> Requests:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message: Any) -> None:
         pass
 
-    started = time.process_time()
-    for number in range(count):
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": f"/users/{number}/orders",
-            "raw_path": b"",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"host", b"app"), (b"x-request-id", b"req-%d" % number)],
-            "server": ("app", 80),
-        }
-        await app(scope, receive, send)
-    return (time.process_time() - started) / count
+    async def requests(count: int) -> None:
+        for number in range(count):
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": f"/users/{number}/orders",
+                "raw_path": b"",
+                "root_path": "",
+                "query_string": b"",
+                "headers": [(b"host", b"app"), (b"x-request-id", b"req-%d" % number)],
+                "server": ("app", 80),
+            }
+            await app(scope, receive, send)
 
-
-async def main(rounds: int, count: int) -> None:
-    apps = {"without": application(False), "with": application(True)}
-    per_request: dict[str, list[float]] = {name: [] for name in apps}
-    for _ in range(rounds):
-        for name, app in apps.items():
-            per_request[name].append(await requests(app, count))
-    medians = {name: statistics.median(times) * 1e6 for name, times in per_request.items()}
-    print(f"rounds {rounds} x {count} requests, median CPU per request:")
-    for name, us in medians.items():
-        print(f"  {name} QueryContextMiddleware: {us:.1f} us")
-    print(f"  added by the middleware: {medians['with'] - medians['without']:.1f} us")
+    return lambda count: asyncio.run(requests(count))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--requests", type=int, default=5000)
-    args = parser.parse_args()
-    asyncio.run(main(args.rounds, args.requests))
+    args = arguments(__doc__)
+    variants = {"without": serve(application(False)), "with": serve(application(True))}
+    compare("QueryContextMiddleware", variants, args.rounds, args.requests)

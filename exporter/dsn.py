@@ -2,15 +2,17 @@
 
 `postgresql://user:pass@host:5432/db` (and `postgres://`) are accepted beside SQLAlchemy's
 `postgresql+asyncpg://` and `postgresql+psycopg://` forms, with the libpq parameters managed
-PostgreSQL services hand out (`LIBPQ_PARAMETERS`) and several hosts, written as libpq does
-(`h1:5432,h2:5433`) or as SQLAlchemy does (`?host=h1:5432&host=h2:5433`).
+PostgreSQL services hand out (`LIBPQ_PARAMETERS`), credentials in the query string as libpq
+takes them (`?user=app&password=...`, moved into the address) and several hosts, written as
+libpq does (`h1:5432,h2:5433`) or as SQLAlchemy does (`?host=h1:5432&host=h2:5433`).
 
 psycopg hands the parameters to libpq, which takes them natively. asyncpg takes none of them
 as keywords, so `asyncpg_engine_args` and `asyncpg_connect_args` translate them: an
 `ssl.SSLContext` built from the certificate files with the verification the `sslmode` asks
 for, `timeout`, `server_settings`, `target_session_attrs` and host lists. `parse_dsn` checks
 everything (parameters, values, the files) so that what it accepts, both drivers can use.
-Passwords are masked whenever a URL is shown to a person, and never appear in a `DsnError`.
+Passwords are masked whenever a URL is shown to a person (`masked`), never appear in a
+`DsnError`, and are taken out of driver errors before those are shown (`without_secrets`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -38,9 +41,13 @@ LIBPQ_PARAMETERS = (
     "options",
     "target_session_attrs",
 )
+# libpq's credentials in the query string: moved into the address.
+CREDENTIAL_PARAMETERS = ("user", "password")
 # `host` holds extra hosts; `ssl` is how SQLAlchemy's asyncpg documentation spells `sslmode`.
-QUERY_PARAMETERS = frozenset({*LIBPQ_PARAMETERS, "host", "ssl"})
-SECRET_PARAMETERS = ("sslpassword",)
+QUERY_PARAMETERS = frozenset({*LIBPQ_PARAMETERS, *CREDENTIAL_PARAMETERS, "host", "ssl"})
+# Masked wherever they are, even in a URL that is refused for another reason.
+SECRET_PARAMETERS = ("password", "sslpassword")
+MASK = "***"
 DEFAULT_PORT = 5432
 # libpq's root certificate when `sslrootcert` is not given; `system`: the system's CA store.
 DEFAULT_ROOT_CERT = Path("~/.postgresql/root.crt")
@@ -72,8 +79,10 @@ class ConnectionOptions:
     target_session_attrs: str | None = None
 
 
-def _normalize(dsn: str) -> URL:
+def _normalize(dsn: str | URL) -> URL:
     """The URL, with libpq's host list in the address moved to `?host=` pairs."""
+    if isinstance(dsn, URL):
+        return dsn
     match = _HOST_LIST.match(dsn)
     try:
         if match is None:
@@ -86,10 +95,32 @@ def _normalize(dsn: str) -> URL:
         raise DsnError(f"not a database URL ({expected})") from None
 
 
+def _with_credentials(dsn: str | URL) -> URL:
+    """The URL with `?user=` and `?password=` moved into the address, where SQLAlchemy, both
+    drivers and `hide_password` look for them."""
+    url = _normalize(dsn)
+    user, password = _single(url, "user"), _single(url, "password")
+    if user is None and password is None:
+        return url
+    for name, given, in_address in (
+        ("user", user, url.username),
+        ("password", password, url.password),
+    ):
+        if given is not None and in_address is not None:
+            raise DsnError(f"{name} is given both in the address and as ?{name}=: give one")
+    if password is not None and user is None and url.username is None:
+        # A URL written out without its user drops the password: SQLAlchemy's, Alembic's.
+        raise DsnError("?password= is given without a user: give ?user= or user@ too")
+    return url.set(
+        username=url.username if user is None else user,
+        password=url.password if password is None else password,
+    ).difference_update_query(CREDENTIAL_PARAMETERS)
+
+
 def parse_dsn(dsn: str | URL) -> URL:
     """Parse and check a DSN: scheme, parameters, values and certificate files. The message of
     the error raised names the culprit and never contains the password."""
-    url = _normalize(dsn) if isinstance(dsn, str) else dsn
+    url = _with_credentials(dsn)
     if url.drivername not in SUPPORTED_SCHEMES:
         supported = ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES)
         raise DsnError(f"unsupported scheme {url.drivername}:// (use one of {supported})")
@@ -188,10 +219,10 @@ def _default_root() -> str | None:
 
 def connection_options(dsn: str | URL) -> ConnectionOptions:
     """The checked libpq parameters of `dsn` (DsnError names the first that is wrong)."""
-    url = _normalize(dsn) if isinstance(dsn, str) else dsn
+    url = _with_credentials(dsn)
     unknown = sorted(set(url.query) - QUERY_PARAMETERS)
     if unknown:
-        supported = ", ".join(sorted(LIBPQ_PARAMETERS))
+        supported = ", ".join(sorted({*LIBPQ_PARAMETERS, *CREDENTIAL_PARAMETERS}))
         raise DsnError(f"unknown parameter {_shown(unknown[0])} (supported: {supported}, host)")
     sslmode, alias = _single(url, "sslmode"), _single(url, "ssl")
     if sslmode is not None and alias is not None:
@@ -356,10 +387,31 @@ def sync_url(dsn: str | URL) -> URL:
 
 
 def masked(dsn: str | URL) -> str:
-    """The URL as text with its password (and `sslpassword`) replaced by `***`."""
+    """The URL as text for a person: its password, `?password=` and `?sslpassword=` read `***`.
+    The one way a DSN is shown (check-config, the demo)."""
     try:
-        url = _normalize(dsn) if isinstance(dsn, str) else dsn
+        url = _normalize(dsn)
     except DsnError:
         return "<not a database URL>"
-    secrets = {name: "***" for name in SECRET_PARAMETERS if name in url.query}
+    secrets = {name: MASK for name in SECRET_PARAMETERS if name in url.query}
     return url.update_query_dict(secrets).render_as_string(hide_password=True)
+
+
+def _secrets(dsn: str | URL) -> set[str]:
+    try:
+        url = _normalize(dsn)
+    except DsnError:
+        return set()
+    values = [url.password, *(url.query.get(name) for name in SECRET_PARAMETERS)]
+    found = {v for value in values for v in ((value,) if isinstance(value, str) else value or ())}
+    # As they would read inside a URL too (a driver may quote the DSN it was given).
+    found |= {quote(v, safe="") for v in found} | {quote_plus(v) for v in found}
+    return {v for v in found if v}
+
+
+def without_secrets(text: str, dsn: str | URL) -> str:
+    """`text` (a driver's error, say) with every password of `dsn` replaced by `***`: drivers
+    may quote the connection string they were given in their messages."""
+    for secret in sorted(_secrets(dsn), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text

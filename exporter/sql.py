@@ -1,10 +1,11 @@
 """What a statement is: fingerprint, normalised text, operation and primary table.
 
 PostgreSQL statements go through pglast (libpg_query, the parser PostgreSQL itself uses): the
-fingerprint is libpg_query's, so statements that differ only in literal values or parameter
-placeholders share it, and the normalised text has every literal replaced by `$n`. SQL that
-pglast cannot parse, and other dialects, fall back to a small scanner and a hash of the text
-with its literals masked.
+normalised text has every literal replaced by `$n`, and statements that differ only in literal
+values or parameter placeholders share a fingerprint: libpg_query's for SELECT, INSERT, UPDATE,
+DELETE and MERGE, a hash of the normalised text for the others (libpg_query's own would differ
+with, and so betray, a `PASSWORD '...'`). SQL that pglast cannot parse, and other dialects,
+fall back to a small scanner and a hash of the text with its literals masked.
 
 `identify()` is cached per statement string (without a trailing comment such as sqlcommenter's
 per-request `/*traceparent=...*/`), so a statement seen before costs one lookup; the slow-query
@@ -104,8 +105,10 @@ def _identify_postgresql(sql: str) -> QueryIdentity | None:
         statements = json.loads(tree).get("stmts", [])
     except RecursionError:
         # Deeper than Python's JSON decoder goes (~500 chained `+` or `||`): the parser
-        # accepted it, so its fingerprint stands; the scanner names operation and table.
-        return QueryIdentity(fingerprint, normalized, *_scan(sql))
+        # accepted it, so its fingerprint and text stand; the scanner names operation and table.
+        scanned = _scan(sql)
+        utility = scanned.operation not in DML
+        return QueryIdentity(*_fully_masked(fingerprint, normalized, utility), *scanned)
     if not statements:
         return None
     node_type, node = next(iter(statements[0]["stmt"].items()))
@@ -116,7 +119,49 @@ def _identify_postgresql(sql: str) -> QueryIdentity | None:
         table = str(node["relation"]["relname"])
     else:
         operation, table = _scan(sql).operation, None
-    return QueryIdentity(fingerprint, normalized, operation, table)
+    utility = any(next(iter(s["stmt"])) not in _AST_OPERATIONS for s in statements)
+    return QueryIdentity(*_fully_masked(fingerprint, normalized, utility), operation, table)
+
+
+def _fully_masked(fingerprint: str, normalized: str, utility: bool) -> tuple[str, str]:
+    """Fingerprint and text once the literals libpg_query's normalize() leaves are masked too.
+
+    normalize() masks the values of SELECT, INSERT, UPDATE, DELETE and MERGE, but most utility
+    statements keep theirs: `COMMENT ON ... IS '...'`, `COPY ... FROM '/path'`, the queries of
+    `CREATE VIEW` and `PREPARE`, defaults, checks, function bodies, server options. PostgreSQL's
+    own scanner finds them here: every string constant; in utility statements, numbers too (in
+    the others the numbers left are type modifiers and `ORDER BY 1` positions, not values). Once
+    per distinct statement: the result is cached with the identity."""
+    if not (utility or "'" in normalized or _DOLLAR_QUOTE.search(normalized)):
+        return fingerprint, normalized  # nothing left to mask: the common case
+    masked = _mask_with_scanner(normalized, numbers=utility)
+    if masked == normalized and not utility:
+        return fingerprint, normalized
+    return _text_fingerprint(masked), masked
+
+
+_STRING_TOKENS = frozenset({"SCONST", "USCONST", "BCONST", "XCONST"})
+_NUMBER_TOKENS = frozenset({"ICONST", "FCONST"})
+_DOLLAR_QUOTE = re.compile(r"\$(?:[^\W\d]\w*)?\$")  # $$ or $tag$, not $1
+
+
+def _mask_with_scanner(sql: str, numbers: bool) -> str:
+    """`sql` with each literal token PostgreSQL's scanner finds replaced by the next `$n`."""
+    from pglast import parser as pg
+
+    try:
+        tokens = pg.scan(sql)
+    except pg.ParseError:  # an unterminated string, say: the scanner-free masking then
+        return mask_literals(sql)
+    literals = _STRING_TOKENS | _NUMBER_TOKENS if numbers else _STRING_TOKENS
+    last = max((int(sql[t.start + 1 : t.end + 1]) for t in tokens if t.name == "PARAM"), default=0)
+    parts, done = [], 0
+    for token in tokens:
+        if token.name in literals:
+            last += 1
+            parts += [sql[done : token.start], f"${last}"]
+            done = token.end + 1
+    return "".join(parts) + sql[done:]
 
 
 # -- any dialect: a scanner over the statement's top level ---------------------------------
@@ -132,8 +177,56 @@ _TOKEN = re.compile(
     """,
     re.VERBOSE | re.DOTALL,
 )
-_LITERAL = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
 _SPACE = re.compile(r"\s+")
+
+
+def _literal_pattern(string: str) -> re.Pattern[str]:
+    return re.compile(
+        rf"""
+          (?P<keep> --[^\n]* | /\*.*?(?:\*/|\Z)            # comments
+                  | "(?:[^"]|"")*(?:"|\Z) | `[^`]*(?:`|\Z)  # quoted names
+                  | (?![EeBbXxNnUu]&?') [A-Za-z_][\w$]* )    # names, keywords
+        | (?P<literal> [Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z) | (?:[BbXxNn]|[Uu]&)? {string}
+                     | \$(?P<tag>[A-Za-z_]\w*)?\$.*?(?:\$(?P=tag)\$|\Z)  # dollar-quoted
+                     | (?<!\$) (?:0[xX][0-9A-Fa-f_]+                 # numbers, not $1
+                               | (?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?) )
+        """,
+        re.VERBOSE | re.DOTALL,
+    )
+
+
+# Whether a backslash escapes a quote in '...' is the dialect's and the server's choice (MySQL
+# yes, PostgreSQL no; always in E'...'): text is masked as both readings would have it, so
+# neither leaves a literal.
+# A literal without its end is masked to the end of the text.
+_LITERAL_READINGS = (
+    _literal_pattern(r"'(?:[^']|'')*(?:'|\Z)"),
+    _literal_pattern(r"'(?:[^'\\]|''|\\.)*(?:'|\Z)"),
+)
+
+
+def mask_literals(sql: str) -> str:
+    """`sql` with every string, dollar-quoted body and number replaced by `?`, for SQL that
+    PostgreSQL's scanner cannot read (other dialects, broken statements)."""
+    spans = sorted(
+        match.span("literal")
+        for pattern in _LITERAL_READINGS
+        for match in pattern.finditer(sql)
+        if match.group("literal") is not None
+    )
+    parts, done = [], 0
+    for start, end in spans:
+        if end <= done:
+            continue
+        if start >= done:
+            parts += [sql[done:start], "?"]
+        done = end
+    return "".join(parts) + sql[done:]
+
+
+def _text_fingerprint(masked: str) -> str:
+    key = _SPACE.sub(" ", masked).strip().lower()
+    return hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=8).hexdigest()
 
 
 class _Scanned(NamedTuple):
@@ -201,27 +294,29 @@ def _scan(sql: str) -> _Scanned:
 
 
 def _identify_any(sql: str) -> QueryIdentity:
-    normalized = _LITERAL.sub("?", sql)
-    key = _SPACE.sub(" ", normalized).strip().lower()
-    fingerprint = hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=8).hexdigest()
+    normalized = mask_literals(sql)
     operation, table = _scan(sql)
-    return QueryIdentity(fingerprint, normalized, operation, table)
+    return QueryIdentity(_text_fingerprint(normalized), normalized, operation, table)
 
 
 def without_trailing_comment(sql: str) -> str:
-    """`SELECT 1 /*traceparent='00-...'*/` -> `SELECT 1`.
+    """`SELECT 1 /*traceparent='00-...'*/` -> `SELECT 1`, and `SELECT 1 /*...*/;` -> `SELECT 1;`.
 
     sqlcommenter (OpenTelemetry's, Django's, ...) appends a comment that changes with every
-    request; without it such statements share one cache entry and one fingerprint. A statement
-    without one costs a single `endswith`.
+    request, before a final semicolon if there is one; without it such statements share one
+    cache entry and one fingerprint. A statement without one costs two `endswith`.
     """
-    if not sql.endswith("*/"):
+    if sql.endswith("*/"):
+        end, tail = len(sql) - 2, ""
+    elif sql.endswith("*/;"):
+        end, tail = len(sql) - 3, ";"
+    else:
         return sql
-    start = sql.rfind("/*")
+    start = sql.rfind("/*", 0, end)
     # Not when the comment is the whole statement, or ends a nested comment that began earlier.
-    if start <= 0 or "*/" in sql[start + 2 : -2]:
+    if start <= 0 or "*/" in sql[start + 2 : end]:
         return sql
-    return sql[:start].rstrip()
+    return sql[:start].rstrip() + tail
 
 
 def identify(sql: str, postgresql: bool = True) -> QueryIdentity:

@@ -4,17 +4,19 @@ and Starlette, over httpx, against a real PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import litestar
 import pytest
 from fastapi import BackgroundTasks, FastAPI
 from fastapi.responses import StreamingResponse
+from litestar.types import Receive as LitestarReceive
+from litestar.types import Scope as LitestarScope
+from litestar.types import Send as LitestarSend
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
@@ -27,11 +29,22 @@ from starlette.routing import Mount, Route
 from test_server import database
 from test_slowlog import (  # the models and the instrumented engines of the slow-query tests
     Author,
-    Book,
     async_engine,
     engine,
     metrics,
     slow_log,
+)
+from web_requests import (
+    CANARY,
+    GENERATED_ID,
+    REQUEST_IDS,
+    SLOW,
+    assert_no_canary,
+    assert_request_id,
+    get_context,
+    lazy_authors,
+    outputs,
+    records,
 )
 
 from exporter import Metrics
@@ -41,11 +54,7 @@ from exporter.integrations.request import UNMATCHED, clean_request_id
 from exporter.slowlog import SlowQueryLog, context
 from exporter.slowlog.context import current
 
-__all__ = ["async_engine", "engine", "metrics", "slow_log"]  # fixtures, used by name
-
-CANARY = "canary-7d1e@example.com"  # in paths and headers; must reach no output
-SLOW = "SELECT pg_sleep(0.12)"
-GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
+__all__ = ["async_engine", "engine", "lazy_authors", "metrics", "slow_log"]  # fixtures, by name
 
 
 def fastapi_app(engine: Engine, async_engine: AsyncEngine) -> FastAPI:
@@ -103,29 +112,12 @@ def fastapi_app(engine: Engine, async_engine: AsyncEngine) -> FastAPI:
     return app
 
 
-@pytest.fixture
-def lazy_authors(engine: Engine) -> None:
-    """Six authors with a book each: six lazy loads, one more than the N+1 threshold."""
-    with Session(engine) as session:
-        session.add_all(Author(id=i, books=[Book(id=i)]) for i in range(1, 7))
-        session.commit()
-
-
 @asynccontextmanager
 async def client(app: Any, **transport: Any) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app, **transport), base_url="http://app"
     ) as http:
         yield http
-
-
-def records(log: SlowQueryLog, kind: str = "slow_query") -> list[dict[str, Any]]:
-    log.flush()
-    return [r for r in reversed(log.records(limit=1000)) if r["kind"] == kind]  # oldest first
-
-
-def get_context(route: str, request_id: str) -> dict[str, str]:
-    return {"route": route, "method": "GET", "request_id": request_id}
 
 
 async def test_records_carry_route_templates_method_and_request_id_never_the_path(
@@ -155,16 +147,9 @@ async def test_records_carry_route_templates_method_and_request_id_never_the_pat
     assert first["context"] == get_context("/users/{email}/orders", "req-1")
     assert second["context"]["route"] == "/async/users/{email}"
     assert GENERATED_ID.match(second["context"]["request_id"])
-    places = {
-        "records": json.dumps(slow_log.records(limit=1000)),
-        **served,
-        "stdout": capsys.readouterr().out,
-        # every log line but those of httpx, the test's own client
-        "logs": "\n".join(r.getMessage() for r in caplog.records if r.name != "httpx"),
-    }
+    places = outputs(slow_log, capsys, caplog, served, client_logger="httpx")
     assert places["stdout"].count('"/users/{email}/orders"') == 1
-    for place, content in places.items():
-        assert CANARY.split("@")[0] not in content, place  # also when percent-encoded
+    assert_no_canary(places)
 
 
 async def test_n_plus_one_is_reported_once_per_request_and_not_for_a_batched_load(
@@ -227,15 +212,7 @@ async def test_middleware_added_twice_sets_the_context_once(
     assert warning["context"]["request_id"] == record["context"]["request_id"] == "outer"
 
 
-@pytest.mark.parametrize(
-    ("given", "kept"),
-    [
-        ("a" * 10_000, "a" * 128),
-        ("id\r\nX-Injected: 1\x00\x1b[31m", "idX-Injected:1[31m"),
-        ("\x01\x02 \t", None),  # nothing visible: a generated id
-        ("überall-1", "berall-1"),
-    ],
-)
+@pytest.mark.parametrize(("given", "kept"), REQUEST_IDS)
 async def test_request_ids_are_cut_and_cleaned(
     engine: Engine,
     async_engine: AsyncEngine,
@@ -249,8 +226,7 @@ async def test_request_ids_are_cut_and_cleaned(
     async with client(app) as http:
         await http.get("/users/x/orders", headers=[(b"X-Request-ID", raw)])
     (record,) = records(slow_log)
-    request_id = record["context"]["request_id"]
-    assert request_id == kept if kept is not None else GENERATED_ID.match(request_id)
+    assert_request_id(record, kept)
 
 
 def test_clean_request_id_bounds_any_input() -> None:
@@ -285,6 +261,39 @@ async def test_starlette_routes_and_mounted_sub_apps(
     top, mounted = (r["context"]["route"] for r in records(slow_log))
     assert top == "/items/{item_id}"
     assert mounted == UNMATCHED  # the mount's prefix in the path is a raw value
+
+
+async def test_litestar_route_templates_mounted_apps_and_404s(
+    engine: Engine, slow_log: SlowQueryLog
+) -> None:
+    def slow() -> None:
+        with engine.connect() as conn:
+            conn.execute(text(SLOW))
+
+    @litestar.get("/items/{item_id:str}", sync_to_thread=False)
+    def item() -> str:  # the path parameter unread: its declaration style changed in 2.2x
+        slow()
+        return "item"
+
+    @litestar.asgi("/files", is_mount=True, copy_scope=True)
+    async def files(scope: LitestarScope, receive: LitestarReceive, send: LitestarSend) -> None:
+        slow()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"file"})
+
+    def not_found(
+        request: litestar.Request[Any, Any, Any], error: Exception
+    ) -> litestar.Response[str]:
+        slow()
+        return litestar.Response("not here", status_code=404)
+
+    app = litestar.Litestar([item, files], exception_handlers={404: not_found}, logging_config=None)
+    async with client(QueryContextMiddleware(app)) as http:
+        assert (await http.get(f"/items/{CANARY}")).text == "item"
+        assert (await http.get(f"/files/{CANARY}")).text == "file"
+        assert (await http.get(f"/nowhere/{CANARY}")).status_code == 404
+    routes = [r["context"]["route"] for r in records(slow_log)]
+    assert routes == ["/items/{item_id}", UNMATCHED, UNMATCHED]  # a mount's rest is raw
 
 
 async def assert_ready(http: httpx.AsyncClient, path: str) -> None:

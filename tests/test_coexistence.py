@@ -150,7 +150,12 @@ def sentry_queries() -> Iterator[list[str]]:
         return crumb
 
     integration = sentry_sqlalchemy.SqlalchemyIntegration()
-    sentry_sdk.init(integrations=[integration], before_breadcrumb=breadcrumb)
+    sentry_sdk.init(  # only this one: the others (Flask's, ...) would patch the frameworks for good
+        integrations=[integration],
+        default_integrations=False,
+        auto_enabling_integrations=False,
+        before_breadcrumb=breadcrumb,
+    )
     yield queries
     sentry_sdk.get_client().close()
     sentry_sdk.get_global_scope().set_client(None)

@@ -30,6 +30,7 @@ from exporter.dsn import (
     masked,
     parse_dsn,
     sync_url,
+    without_secrets,
 )
 
 BASE = f"postgresql://app:{SECRET}@db.internal:5432/wallet"
@@ -172,6 +173,62 @@ def test_masked_hides_the_password_and_the_key_password(certs: Certs) -> None:
     assert masked("postgresql://app:pw@h1,h2/db") == "postgresql://app:***@/db?host=h1&host=h2"
 
 
+def test_credentials_in_the_query_string_are_moved_into_the_address() -> None:
+    dsn = f"postgresql://db.internal/wallet?user=app&password={SECRET}&sslmode=disable"
+    url = parse_dsn(dsn)
+    assert (url.username, url.password, dict(url.query)) == ("app", SECRET, {"sslmode": "disable"})
+    assert asyncpg_connect_args(dsn)["password"] == SECRET
+    assert asyncpg_engine_args(dsn)[0].password == SECRET
+    assert sync_url(dsn).password == SECRET
+    assert (
+        masked(dsn) == "postgresql://db.internal/wallet?password=%2A%2A%2A&sslmode=disable&user=app"
+    )
+    assert masked(url) == "postgresql://app:***@db.internal/wallet?sslmode=disable"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "refusal"),
+    [
+        (f"{BASE}?password={SECRET}", "password is given both in the address and as ?password="),
+        (f"{BASE}?password={SECRET}&password=x", "parameter password is given 2 times"),
+        (f"{BASE}?user=u", "user is given both in the address and as ?user="),
+        (f"postgresql://h/db?password={SECRET}", "?password= is given without a user"),
+    ],
+)
+def test_credentials_that_cannot_be_used_are_refused_and_masked(dsn: str, refusal: str) -> None:
+    with pytest.raises(DsnError) as error:
+        parse_dsn(dsn)
+    assert str(error.value).startswith(refusal)
+    assert SECRET not in str(error.value)
+    assert SECRET not in masked(dsn)
+
+
+def test_check_config_masks_a_password_given_in_the_query_string(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsn = f"postgresql://db.internal:5432/wallet?user=app&password={SECRET}&sslpassword={SECRET}"
+    path = write(tmp_path, f"databases:\n  - name: main\n    dsn: {dsn}\n")
+    code, out, err = run_cli(capsys, "check-config", str(path))
+    assert code == 0, err
+    assert SECRET not in out + err
+    masked_query = "password=%2A%2A%2A&sslpassword=%2A%2A%2A&user=app"
+    assert f"dsn: postgresql://db.internal:5432/wallet?{masked_query}\n" in out
+
+
+def test_without_secrets_takes_every_password_out_of_a_message() -> None:
+    password = f"{SECRET}/ä@&"
+    dsn = f"postgresql://app:{urllib.parse.quote(password, safe='')}@h/db?sslpassword=k-{SECRET}"
+    message = f"cannot connect to {dsn} with {password!r} (key k-{SECRET})"
+    cleaned = without_secrets(message, dsn)
+    assert SECRET not in cleaned
+    assert (
+        cleaned
+        == "cannot connect to postgresql://app:***@h/db?sslpassword=*** with '***' (key ***)"
+    )
+    assert without_secrets(message, "not a url") == message
+    assert without_secrets("nothing secret", "postgresql://app@h/db") == "nothing secret"
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
@@ -233,7 +290,7 @@ def test_bad_hosts_are_refused(dsn: str) -> None:
         parse_dsn(dsn)
 
 
-_KEYS = st.sampled_from([*LIBPQ_PARAMETERS, "host", "ssl", "port", "password"]) | st.text(
+_KEYS = st.sampled_from([*LIBPQ_PARAMETERS, "host", "ssl", "port", "user", "password"]) | st.text(
     max_size=8
 )
 _VALUES = st.sampled_from(
@@ -250,9 +307,14 @@ def _refusal(dsn: str) -> str | None:
     return None
 
 
-@given(st.lists(st.tuples(_KEYS, _VALUES), max_size=6))
-def test_any_query_string_gives_a_usable_dsn_or_a_dsn_error(pairs: list[tuple[str, str]]) -> None:
-    dsn = f"{BASE}?{urllib.parse.urlencode(pairs)}"
+@given(
+    st.sampled_from([BASE, "postgresql://db.internal:5432/wallet"]),
+    st.lists(st.tuples(_KEYS, _VALUES), max_size=6),
+)
+def test_any_query_string_gives_a_usable_dsn_or_a_dsn_error(
+    base: str, pairs: list[tuple[str, str]]
+) -> None:
+    dsn = f"{base}?{urllib.parse.urlencode(pairs)}"
     refusal = _refusal(dsn)
     if refusal is not None:
         assert SECRET not in refusal

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import exporter.instrumentation as instrumentation
@@ -194,6 +194,40 @@ def test_listener_failure_never_reaches_the_application(
     )  # counting it needed the broken classifier
     logged = [r for r in caplog.records if "query_succeeded" in r.getMessage()]
     assert len(logged) == 1  # logged once per kind, counted every time
+
+
+def test_a_listener_failure_logs_none_of_the_applications_error(
+    sync_engine: Engine,
+    metrics: Metrics,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The listener fails while the application's unique violation is being handled: its one
+    # traceback must not chain to that error, whose DETAIL quotes the row's values.
+    canary = "canary-7f3a@example.org"
+    with sync_engine.begin() as conn:
+        conn.execute(text("CREATE TABLE users (email text UNIQUE)"))
+        conn.execute(text("INSERT INTO users VALUES (:email)"), {"email": canary})
+
+    def broken(sql: str, postgresql: bool) -> None:
+        raise IndexError("simulated bug in the classifier")
+
+    monkeypatch.setattr(queries, "identify", broken)
+    instrument(sync_engine, database="main", metrics=metrics)
+    with (
+        caplog.at_level(logging.ERROR, logger="exporter.instrumentation"),
+        sync_engine.connect() as conn,
+        pytest.raises(IntegrityError, match="duplicate key") as error,
+    ):
+        conn.execute(text("INSERT INTO users VALUES (:email)"), {"email": canary})
+    assert canary in str(error.value)  # the application's own error keeps its DETAIL
+    [failed] = [r for r in caplog.records if "query_failed" in r.getMessage()]
+    assert failed.exc_info is not None
+    logged = logging.Formatter().format(failed)
+    assert "IndexError: simulated bug in the classifier" in logged
+    assert logged.count("Traceback (most recent call last)") == 1
+    assert canary not in caplog.text
+    assert "UniqueViolation" not in caplog.text
 
 
 def test_instrument_is_idempotent_and_uninstrument_removes_every_listener(

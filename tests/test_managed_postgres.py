@@ -20,6 +20,7 @@ import pytest
 from certs import Certs, make_certs
 from pg_cluster import private_cluster
 from prometheus_client import CollectorRegistry
+from sockets import until_closed
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from subprocesses import running
@@ -126,12 +127,28 @@ CONNECT: dict[str, Callable[[str], Awaitable[Who]]] = {
     "asyncpg connect": _who_asyncpg_connect,
     "psycopg engine": _who_psycopg,
 }
-drivers = pytest.mark.parametrize("connect", CONNECT.values(), ids=list(CONNECT))
+
+
+@pytest.fixture(params=list(CONNECT))
+def connect(
+    request: pytest.FixtureRequest, tls_server: TlsServer
+) -> Callable[[str], Awaitable[Who]]:
+    """Each way of connecting in turn; each attempt, made or refused, ends only once its socket
+    is closed (a refused TLS connection closes on the loop, which ends with the test)."""
+    who = CONNECT[request.param]
+
+    async def connect_and_close(dsn: str) -> Who:
+        try:
+            return await who(dsn)
+        finally:
+            await until_closed(tls_server.port)
+
+    return connect_and_close
+
 
 NAMED = "application_name=billing%20api&options=-c%20search_path%3Dbilling,public"
 
 
-@drivers
 async def test_verify_full_with_the_right_root_certificate_connects(
     tls_server: TlsServer, connect: Callable[[str], Awaitable[Who]]
 ) -> None:
@@ -139,7 +156,6 @@ async def test_verify_full_with_the_right_root_certificate_connects(
     assert await connect(dsn) == (True, "billing api", "billing,public")
 
 
-@drivers
 async def test_verify_full_with_a_wrong_root_certificate_fails_in_one_clear_line(
     tls_server: TlsServer, connect: Callable[[str], Awaitable[Who]]
 ) -> None:
@@ -151,14 +167,12 @@ async def test_verify_full_with_a_wrong_root_certificate_fails_in_one_clear_line
     assert SECRET not in line
 
 
-@drivers
 async def test_require_connects_without_a_root_certificate(
     tls_server: TlsServer, connect: Callable[[str], Awaitable[Who]]
 ) -> None:
     assert (await connect(tls_server.dsn("sslmode=require")))[0] is True
 
 
-@drivers
 async def test_a_client_certificate_signs_in(
     tls_server: TlsServer, connect: Callable[[str], Awaitable[Who]]
 ) -> None:
@@ -171,7 +185,6 @@ async def test_a_client_certificate_signs_in(
         await connect(tls_server.dsn(f"sslmode=verify-full&sslrootcert={certs.ca}", "tls_client"))
 
 
-@drivers
 async def test_several_hosts_the_first_down_as_libpq_writes_them(
     tls_server: TlsServer, connect: Callable[[str], Awaitable[Who]]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 import urllib.request
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from exporter import Exporter, Metrics, create_app, instrument, uninstrument
 from exporter.dsn import async_url
+from exporter.probe import one_line
 from exporter.settings import DatabaseSettings
 
 Client = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -117,6 +119,34 @@ async def test_unreachable_database_is_named_by_readyz_and_metrics_keep_serving(
     assert 'db_up{database="reports"} 0.0' in body
     assert 'db_up{database="main"} 1.0' in body
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_a_driver_error_quoting_the_password_reaches_neither_readyz_nor_the_log(
+    aiohttp_client: Client,
+    registry: CollectorRegistry,
+    database_url: URL,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The server names the database it lacks; here that name is also the password.
+    secret = "canary-s3cret-pw"
+    url = database_url.set(password=secret, database=secret)
+    client = await aiohttp_client(create_app(Metrics(registry), [database("main", url)]))
+    with caplog.at_level(logging.INFO, logger="exporter"):
+        ready = await wait_until_checked(client)
+    assert ready["databases"]["main"] == (
+        'InvalidCatalogNameError: database "***" does not exist (SQLSTATE 3D000)'
+    )
+    assert "not answering" in caplog.text
+    assert secret not in caplog.text
+
+
+def test_a_reason_cut_short_keeps_no_part_of_a_password() -> None:
+    secret = "canary-s3cret-pw"  # placed across the 300th character of the line
+    error = RuntimeError(f"{'x' * 262} postgresql://app:{secret}@h/db")
+    reason = one_line(error, f"postgresql://app:{secret}@h/db")
+    assert reason.startswith("RuntimeError: xxx")
+    assert len(reason) == 300
+    assert "canary" not in reason
 
 
 async def test_exporter_probe_uses_its_own_connection(

@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 import tracemalloc
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,11 @@ import pytest
 import source_lines
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import ForeignKey, create_engine, select, text
 from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -26,10 +30,11 @@ from sqlalchemy.orm import (
     relationship,
     selectinload,
 )
+from statement_kinds import CANARIES, NUMBERS, statements
 
-from exporter import Metrics, create_app, instrument, uninstrument
+from exporter import Exporter, Metrics, create_app, instrument, uninstrument
 from exporter.dsn import async_url, sync_url
-from exporter.settings import SlowQuerySettings
+from exporter.settings import PlanSettings, SlowQuerySettings
 from exporter.slowlog import SlowQueryLog, aiohttp_context_middleware, context
 from exporter.slowlog.record import SlowQuery
 from exporter.sql import identify
@@ -162,6 +167,66 @@ async def test_secrets_appear_nowhere(
     assert all(json.loads(line) for line in places["stdout"].splitlines())
     for place, content in places.items():
         assert SECRET not in content, place
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(canary=CANARIES, number=NUMBERS)
+def test_no_literal_of_any_statement_kind_is_logged_served_or_labelled(
+    fresh_database: URL, tmp_path: Path, canary: str, number: int
+) -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    log = SlowQueryLog(
+        SlowQuerySettings(
+            threshold_ms=0,  # every statement is slow
+            stdout=False,
+            file=str(tmp_path / "every.jsonl"),
+            plans=PlanSettings(enabled=False),
+        ),
+        metrics,
+    )
+    engine = create_engine(sync_url(fresh_database))
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS t (a text, n int)"))
+    instrument(engine, metrics=metrics, slow_log=log)
+    sidecar = Exporter(listen="127.0.0.1:0", metrics=metrics, slow_log=log)
+    sidecar.start_in_thread()
+    ran = statements(canary, number)
+    try:
+        with engine.connect() as conn:
+            for sql in ran:
+                # A missing role or server: recorded as an error all the same.
+                with suppress(DBAPIError):
+                    conn.exec_driver_sql(sql)
+                conn.rollback()
+        log.flush()
+        recorded = {record["sql"] for record in log.records(limit=1000)}
+        assert {identify(sql).normalized for sql in ran} <= recorded
+        places = {
+            "log file": (tmp_path / "every.jsonl").read_text(),
+            "ring buffer": json.dumps(log.records(limit=1000)),
+            "/slow-queries": fetch(sidecar, "/slow-queries?limit=1000"),
+            "/": fetch(sidecar, "/"),
+            "/metrics": fetch(sidecar, "/metrics"),
+        }
+    finally:
+        sidecar.stop_in_thread()
+        uninstrument(engine)
+        engine.dispose()
+        log.close()
+    for place, content in places.items():
+        assert canary not in content, place
+        assert str(number) not in content, place
+
+
+def fetch(exporter: Exporter, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}{path}", timeout=10) as answer:
+        body: bytes = answer.read()
+    return body.decode()
 
 
 def test_parameter_values_only_when_allowed(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
+from statement_kinds import CANARIES, NUMBERS, statements
 
-from exporter.sql import identify, without_trailing_comment
+from exporter.sql import identify, mask_literals, without_trailing_comment
 
 
 @pytest.mark.parametrize(
@@ -47,6 +48,63 @@ def test_normalized_text_masks_every_literal() -> None:
     identity = identify("SELECT * FROM users WHERE email = 'ceo@example.com' AND pin = 1234")
     assert identity.normalized == "SELECT * FROM users WHERE email = $1 AND pin = $2"
     assert "ceo@example.com" not in identity.normalized
+
+
+@given(canary=CANARIES, number=NUMBERS)
+def test_no_literal_survives_in_any_statement_kind(canary: str, number: int) -> None:
+    for sql in statements(canary, number):
+        for postgresql in (True, False):
+            normalized = identify(sql, postgresql).normalized
+            assert canary not in normalized, sql
+            assert str(number) not in normalized, sql
+
+
+@given(canaries=st.tuples(CANARIES, CANARIES), numbers=st.tuples(NUMBERS, NUMBERS))
+def test_statements_differing_only_in_literals_share_a_fingerprint(
+    canaries: tuple[str, str], numbers: tuple[int, int]
+) -> None:
+    assume("\\" not in "".join(canaries))  # a backslash may end an E'...' string early
+    first, second = (statements(c, n) for c, n in zip(canaries, numbers, strict=True))
+    for one, other in zip(first, second, strict=True):
+        assert identify(one).fingerprint == identify(other).fingerprint, one
+        assert identify(one).normalized == identify(other).normalized, one
+
+
+def test_utility_statements_have_their_literals_masked() -> None:
+    assert identify("COMMENT ON TABLE t IS 'secret'").normalized == "COMMENT ON TABLE t IS $1"
+    assert identify("CREATE TABLE t (a text DEFAULT 'x', n int CHECK (n > 5))").normalized == (
+        "CREATE TABLE t (a text DEFAULT $1, n int CHECK (n > $2))"
+    )
+    # After the placeholders libpg_query numbered, in order of appearance.
+    assert identify("PREPARE p AS SELECT $1, 'x' FROM t WHERE n = 5").normalized == (
+        "PREPARE p AS SELECT $1, $2 FROM t WHERE n = $3"
+    )
+    # A password is not in the fingerprint either, which would let one test guesses against it.
+    assert identify("CREATE ROLE r PASSWORD 'hunter2'").fingerprint == (
+        identify("CREATE ROLE r PASSWORD 'correct horse'").fingerprint
+    )
+
+
+def test_queries_keep_their_type_modifiers_and_positions() -> None:
+    # What libpg_query leaves in a query is structure, not data: EXPLAIN needs it as it is.
+    sql = "SELECT a::varchar(10), 'x' FROM t GROUP BY 1 ORDER BY 2 LIMIT 5"
+    identity = identify(sql)
+    assert identity.normalized == "SELECT a::varchar(10), $1 FROM t GROUP BY 1 ORDER BY 2 LIMIT $2"
+    assert identity.fingerprint == identify(sql.replace("'x'", "'y'")).fingerprint
+
+
+@pytest.mark.parametrize(
+    ("sql", "masked"),
+    [
+        ("a = 'it''s' AND b = E'it\\'s' AND c = 1.5e3", "a = ? AND b = ? AND c = ?"),
+        ("x = $1 AND y = $tag$body$tag$ AND z = $$b$$", "x = $1 AND y = ? AND z = ?"),
+        ("U&'x' B'1' X'ff' .5 0x1F 1_000 a1", "? ? ? ? ? ? a1"),
+        ("'it\\'s secret' AND 'no end", "?"),  # both readings of the backslash masked
+        ("-- it's a comment\n\"it's\" = `it's`", "-- it's a comment\n\"it's\" = `it's`"),
+    ],
+)
+def test_the_scanner_free_masking_leaves_no_literal(sql: str, masked: str) -> None:
+    assert mask_literals(sql) == masked
 
 
 def test_percent_signs_survive_placeholder_translation() -> None:
@@ -129,4 +187,12 @@ def test_statements_without_a_trailing_block_comment_are_kept(sql: str) -> None:
 )
 def test_any_appended_comment_is_stripped(sql: str, comment: str) -> None:
     assert without_trailing_comment(f"{sql} /*{comment}*/") == sql.rstrip()
+    # OpenTelemetry's commenter puts the comment before a final semicolon.
+    assert without_trailing_comment(f"{sql} /*{comment}*/;") == f"{sql.rstrip()};"
     identify(f"{sql} /*{comment}*/")  # never raises
+
+
+def test_a_comment_before_the_final_semicolon_shares_the_fingerprint() -> None:
+    plain = identify("SELECT * FROM accounts WHERE id = 1;")
+    commented = identify("SELECT * FROM accounts WHERE id = 1 /*traceparent='00-ab-cd-01'*/;")
+    assert commented == plain

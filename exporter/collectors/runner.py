@@ -208,7 +208,7 @@ class DatabaseWorker:
         except Exception as exc:
             if _stopping():
                 raise asyncio.CancelledError from exc
-            reason = one_line(exc)
+            reason = one_line(exc, self.settings.dsn)
             if self.state.ok is not False:
                 log.warning("database %s is not answering: %s", self.name, reason)
                 self._withdraw("database is not answering")
@@ -290,7 +290,7 @@ class DatabaseWorker:
             job.duration.set(time.perf_counter() - started)
             job.success.set(0)
             self._store.drop(self.name, name)
-            reason = one_line(exc)
+            reason = one_line(exc, self.settings.dsn)
             if reason != job.failure:
                 log.warning("collector %s on database %s failed: %s", name, self.name, reason)
             else:

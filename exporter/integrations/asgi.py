@@ -2,8 +2,9 @@
 (`exporter.slowlog.context`), with `app.add_middleware(QueryContextMiddleware)`.
 
 Plain ASGI, so it needs no framework: it reads the route the framework's router leaves in the
-scope (`scope["route"]`, as Starlette and FastAPI do) and otherwise passes everything through
-untouched: responses (streaming too), background tasks, websockets and lifespan.
+scope (`scope["route"]` in Starlette and FastAPI, `scope["path_template"]` in Litestar) and
+otherwise passes everything through untouched: responses (streaming too), background tasks,
+websockets and lifespan.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from exporter.integrations.request import (
     REQUEST_ID_HEADER,
     UNMATCHED,
     RequestFields,
+    checked_max_length,
     clean_request_id,
 )
 from exporter.slowlog.context import context_of
@@ -33,8 +35,12 @@ _HANDLED = "db_exporter.context"
 def route_template(scope: Scope, root_path: str) -> str:
     """The template of the route the router matched (`/users/{user_id}`), or UNMATCHED: no
     route (404), or one inside a mounted sub-app, whose prefix in the path is a raw value."""
-    template = getattr(scope.get("route"), "path_format", None)
-    if not isinstance(template, str) or scope.get("root_path", "") != root_path:
+    route = scope.get("route")
+    if route is not None:  # Starlette, FastAPI
+        template = getattr(route, "path_format", None)
+    else:  # Litestar; "" for a mounted ASGI app
+        template = scope.get("path_template")
+    if not template or not isinstance(template, str) or scope.get("root_path", "") != root_path:
         return UNMATCHED
     return template
 
@@ -52,13 +58,9 @@ class QueryContextMiddleware:
         request_id_header: str = REQUEST_ID_HEADER,
         max_request_id_length: int = MAX_REQUEST_ID_LENGTH,
     ) -> None:
-        if max_request_id_length < 1:
-            raise ValueError(
-                f"max_request_id_length must be at least 1, not {max_request_id_length}"
-            )
         self.app = app
         self._header = request_id_header.lower().encode("latin-1")
-        self._max_length = max_request_id_length
+        self._max_length = checked_max_length(max_request_id_length)
 
     def _request_id(self, scope: Scope) -> str:
         for name, value in scope.get("headers", ()):

@@ -16,6 +16,13 @@ MAX_REQUEST_ID_LENGTH = 128
 _NOT_VISIBLE_ASCII = re.compile(r"[^\x21-\x7e]+")
 
 
+def checked_max_length(max_request_id_length: int) -> int:
+    """A middleware's `max_request_id_length`, refused below 1 with the setting's name."""
+    if max_request_id_length < 1:
+        raise ValueError(f"max_request_id_length must be at least 1, not {max_request_id_length}")
+    return max_request_id_length
+
+
 def clean_request_id(raw: str | None, max_length: int = MAX_REQUEST_ID_LENGTH) -> str:
     """The caller's request id, keeping visible ASCII only (no control characters, no spaces)
     and at most `max_length` characters; a new random id when nothing is left."""

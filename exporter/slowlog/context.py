@@ -15,7 +15,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,15 +44,31 @@ def context(**fields: Any) -> Iterator[QueryContext]:
 def context_of(fields: Mapping[str, str]) -> Iterator[QueryContext]:
     """`context()` for fields given as a mapping, which may compute a value when it is read
     (a middleware's route is known only once the framework has routed the request)."""
-    outer = current.get()
-    if outer is not None:
-        # Read through, not copied, so a computed value stays computed; nothing writes to it.
-        layered: Mapping[str, str] = ChainMap(fields, outer.fields)  # type: ignore[arg-type]
-        scope = QueryContext(layered, outer.counts)
-    else:
-        scope = QueryContext(fields)
+    scope = scope_of(fields)
     token = current.set(scope)
     try:
         yield scope
+    finally:
+        current.reset(token)
+
+
+def scope_of(fields: Mapping[str, str]) -> QueryContext:
+    """A context for `fields` inside the current one, if any: it adds to the outer fields and
+    shares the outer N+1 counts."""
+    outer = current.get()
+    if outer is None:
+        return QueryContext(fields)
+    # Read through, not copied, so a computed value stays computed; nothing writes to it.
+    layered: Mapping[str, str] = ChainMap(fields, outer.fields)  # type: ignore[arg-type]
+    return QueryContext(layered, outer.counts)
+
+
+def run_in(scope: QueryContext, step: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """`step(*args, **kwargs)` with its statements in `scope`, which it leaves as it was: a
+    WSGI response is produced in steps (the call, each chunk, the close), each run this way.
+    Not a `with` block: a generator context manager costs ~1.5 us, on every chunk."""
+    token = current.set(scope)
+    try:
+        return step(*args, **kwargs)
     finally:
         current.reset(token)

@@ -123,7 +123,10 @@ class PlanCapture:
             try:
                 asyncio.run(self._explain(record))
             except Exception as exc:
-                log.info("no plan for %s: %s", record.identity.fingerprint, exc)
+                from exporter.dsn import without_secrets
+
+                reason = without_secrets(str(exc), self._urls[record.database])
+                log.info("no plan for %s: %s", record.identity.fingerprint, reason)
             finally:
                 self._queue.task_done()
 
