@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
 import traceback
-from typing import NoReturn
+from datetime import datetime
+from typing import BinaryIO, NoReturn
 
 import yaml
 
@@ -33,6 +35,7 @@ from exporter.settings import (
     sidecar_ignored,
 )
 from exporter.slowlog import report
+from exporter.slowlog.progress import Progress
 
 DEMO_LISTEN = "127.0.0.1:9188"
 log = logging.getLogger(__name__)
@@ -40,6 +43,10 @@ log = logging.getLogger(__name__)
 
 class UsageError(Exception):
     """A mistake on the command line or in the environment; the message is one line."""
+
+
+class NoRecords(Exception):
+    """The input holds lines, none of them a record (exit 1, like grep finding nothing)."""
 
 
 def _listen(value: str | None, flag: str = "--listen") -> str | None:
@@ -61,6 +68,23 @@ class _Parser(argparse.ArgumentParser):
 def _one_line(text: str) -> str:
     """Line breaks and other control characters a value brings, escaped (`\\n`)."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _moment(text: str) -> datetime:
+    try:
+        return report.since_or_until(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _global_flags() -> _Parser:
@@ -128,7 +152,18 @@ def _parser() -> argparse.ArgumentParser:
         "slowlog", help="rank the statements in a slow-query log (JSON lines)", parents=[flags]
     )
     slowlog.add_argument("file", metavar="FILE", nargs="?", default="-", help="default: stdin")
-    slowlog.add_argument("--top", type=int, default=20, metavar="N")
+    slowlog.add_argument(
+        "--top", type=_positive, default=report.TOP, metavar="N", help="rows per table (20)"
+    )
+    for bound in ("since", "until"):
+        slowlog.add_argument(
+            f"--{bound}",
+            type=_moment,
+            metavar="TIME",
+            help="an ISO time (UTC unless a zone is given) or an age: 90s, 15m, 2h, 7d",
+        )
+    slowlog.add_argument("--database", metavar="NAME", help="only this database's records")
+    slowlog.add_argument("--json", action="store_true", help="the same report as one JSON object")
 
     assets = commands.add_parser(
         "assets",
@@ -176,23 +211,37 @@ async def _serve(settings: Settings) -> None:
         await exporter.stop()
 
 
-def _slowlog(path: str, top: int) -> None:
-    if path == "-":
-        rows, skipped = report.read(sys.stdin)
+def _binary_input(path: str) -> BinaryIO:
+    """The file, or stdin for `-` (left open when done); bytes, so that a line that is not
+    UTF-8 is one line to skip rather than an error."""
+    return open(sys.stdin.fileno(), "rb", closefd=False) if path == "-" else open(path, "rb")
+
+
+def _slowlog(args: argparse.Namespace) -> None:
+    window = report.Window(args.since, args.until, args.database)
+    if window.since and window.until and window.since >= window.until:
+        raise UsageError(
+            f"--since {args.since.isoformat()} is not before --until {args.until.isoformat()}"
+        )
+    name = "stdin" if args.file == "-" else args.file
+    try:
+        with _binary_input(args.file) as stream, Progress(name, stream) as progress:
+            found = report.read(report.lines_of(stream), window, progress.show)
+    except OSError as exc:
+        raise UsageError(f"{name}: {exc.strerror or exc}") from None
+    if found.lines and not found.records:
+        raise NoRecords(f"{name}: none of its {found.lines} lines is a slow-query record")
+    if args.json:
+        print(json.dumps(report.as_json(found, args.top), indent=2))
     else:
-        try:
-            with open(path, encoding="utf-8", errors="replace") as lines:
-                rows, skipped = report.read(lines)
-        except OSError as exc:
-            raise UsageError(f"{path}: {exc.strerror or exc}") from None
-    print(report.render(rows, skipped, top))
+        print(report.render(found, args.top))
 
 
 def _run(args: argparse.Namespace) -> None:
     if args.command == "check-config":
         _check_config(args.file)
     elif args.command == "slowlog":
-        _slowlog(args.file, args.top)
+        _slowlog(args)
     elif args.command == "assets":
         for path in write_assets(
             args.dir, force=args.force, runbook_base_url=args.runbook_base_url
@@ -272,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         _report(exc, args.debug)
         return 2
+    except NoRecords as exc:
+        _report(exc, args.debug)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

@@ -78,9 +78,9 @@ def chatter(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def assert_slow_query_records_only(lines: list[str]) -> None:
     """stdout as a log shipper reads it: slow-query records (at least one), nothing else."""
-    rows, skipped = report.read(lines)
-    assert skipped == 0, "".join(lines)
-    assert rows
+    found = report.read(lines)
+    assert found.skipped == 0, "".join(lines)
+    assert found.slow
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
