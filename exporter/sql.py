@@ -140,7 +140,9 @@ _TOKEN = re.compile(
     """,
     re.VERBOSE | re.DOTALL,
 )
-_LITERAL = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
+# Possessive (`++`, `*+`): a literal left open would otherwise make the regex engine keep a
+# backtracking mark per character, 8 MiB for a 64 KiB one; closed literals match the same.
+_LITERAL = re.compile(r"'(?:[^']++|'')*+'|\b\d+(?:\.\d+)?\b")
 _SPACE = re.compile(r"\s+")
 
 

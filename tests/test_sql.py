@@ -168,11 +168,18 @@ def test_a_statement_over_the_limit_is_identified_from_its_prefix() -> None:
     assert identify("INSERT INTO etl_rows (id, note) VALUES (1, 'a')").truncated is False
 
 
-def test_a_literal_cut_by_the_prefix_is_masked() -> None:
-    identity = identify(f"SELECT length('{'secret' * LIMIT}')")
+def test_a_literal_cut_by_the_prefix_is_masked_in_little_memory() -> None:
+    statement = f"SELECT length('{'secret' * LIMIT}')"
+    tracemalloc.start()
+    try:
+        identity = identify(statement)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert identity.truncated
     assert identity.normalized.startswith("SELECT length(?...[truncated: ")
     assert "secret" not in identity.normalized
+    assert peak < 2**20  # a prefix or two, not a regex backtracking stack (8 MiB)
 
 
 def test_long_statements_are_not_kept_by_the_identity_cache() -> None:
