@@ -44,9 +44,24 @@ class InstrumentationSettings:
     max_label_sets: int = 2000
     # Per-metric overrides of max_label_sets, by metric name.
     max_label_sets_per_metric: Mapping[str, int] = field(default_factory=dict)
+    # A longer statement is identified from its first this many characters (its fingerprint
+    # and normalised text marked as truncated) and never kept whole.
+    max_statement_length: int = 64 * 1024
+    # Each statement cache (the identities, and each engine's statements) holds at most this
+    # many statements and this many bytes of their text; when full it starts again empty.
+    statement_cache_size: int = 10_000
+    statement_cache_max_bytes: int = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        _check_bounds(self, {"max_label_sets": (">=", 1)})
+        _check_bounds(
+            self,
+            {
+                "max_label_sets": (">=", 1),
+                "max_statement_length": (">=", 1024),
+                "statement_cache_size": (">=", 1),
+                "statement_cache_max_bytes": (">=", 64 * 1024),
+            },
+        )
         for name, cap in self.max_label_sets_per_metric.items():
             if name not in CAPPED_METRICS:
                 raise ValueError(
@@ -140,10 +155,15 @@ class SlowQuerySettings:
     file_max_bytes: int = 10 * 1024 * 1024
     file_backups: int = 5
     ring_buffer_size: int = 1000
-    # Records wait here for the writer; when it is full they are dropped and counted.
+    ring_buffer_max_bytes: int = 4 * 1024 * 1024
+    # Records wait here for the writer; when it is full (records, or bytes of their
+    # statements' text) they are dropped and counted.
     queue_size: int = 10_000
-    # Per-fingerprint aggregates kept (the least recently seen are forgotten first).
+    queue_max_bytes: int = 16 * 1024 * 1024
+    # Per-fingerprint aggregates kept, with their worst record and plan (the least recently
+    # seen are forgotten first).
     max_fingerprints: int = 1000
+    fingerprints_max_bytes: int = 8 * 1024 * 1024
     # The same fingerprint this many times within one context (request, task): an N+1 warning.
     n_plus_one_threshold: int = 10
     plans: PlanSettings = field(default_factory=PlanSettings)
@@ -159,8 +179,11 @@ class SlowQuerySettings:
                 "file_max_bytes": (">=", 1024),
                 "file_backups": (">=", 0),
                 "ring_buffer_size": (">=", 1),
+                "ring_buffer_max_bytes": (">=", 64 * 1024),
                 "queue_size": (">=", 1),
+                "queue_max_bytes": (">=", 64 * 1024),
                 "max_fingerprints": (">=", 1),
+                "fingerprints_max_bytes": (">=", 64 * 1024),
                 "n_plus_one_threshold": (">=", 2),
             },
         )

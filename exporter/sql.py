@@ -9,7 +9,9 @@ fall back to a small scanner and a hash of the text with its literals masked.
 
 `identify()` is cached per statement string (without a trailing comment such as sqlcommenter's
 per-request `/*traceparent=...*/`), so a statement seen before costs one lookup; the slow-query
-log reuses the same identity, so its fingerprints match the metrics'.
+log reuses the same identity, so its fingerprints match the metrics'. The cache is bounded in
+entries and in bytes, and a statement longer than `max_statement_length` is identified from its
+prefix and cached under a digest of it: a 5 MB statement is never kept.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from functools import lru_cache
+from collections.abc import Hashable
 from typing import Any, NamedTuple
 
-# Distinct statement strings remembered; applications with statements built from inlined
-# literals would otherwise grow the cache without end.
-CACHE_SIZE = 10_000
+from exporter.bounded import BoundedCache, size_of
+from exporter.inprocess_settings import InstrumentationSettings
 
 OPERATIONS = frozenset(
     {
@@ -50,6 +51,13 @@ class QueryIdentity(NamedTuple):
     normalized: str  # the statement with every literal masked
     operation: str  # SELECT, INSERT, ... (the main statement after a WITH), or OTHER
     table: str | None  # primary table, unqualified, or None
+    # The statement's length when it was longer than max_statement_length and identified from
+    # its prefix (the normalised text then ends with truncation_marker()); else None.
+    full_length: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.full_length is not None
 
 
 # -- PostgreSQL, through pglast -----------------------------------------------------------
@@ -184,9 +192,9 @@ def _literal_pattern(string: str) -> re.Pattern[str]:
     return re.compile(
         rf"""
           (?P<keep> --[^\n]* | /\*.*?(?:\*/|\Z)            # comments
-                  | "(?:[^"]|"")*(?:"|\Z) | `[^`]*(?:`|\Z)  # quoted names
+                  | "(?:[^"]|"")*+(?:"|\Z) | `[^`]*(?:`|\Z)  # quoted names
                   | (?![EeBbXxNnUu]&?') [A-Za-z_][\w$]* )    # names, keywords
-        | (?P<literal> [Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z) | (?:[BbXxNn]|[Uu]&)? {string}
+        | (?P<literal> [Ee]'(?:[^'\\]|''|\\.)*+(?:'|\Z) | (?:[BbXxNn]|[Uu]&)? {string}
                      | \$(?P<tag>[A-Za-z_]\w*)?\$.*?(?:\$(?P=tag)\$|\Z)  # dollar-quoted
                      | (?<!\$) (?:0[xX][0-9A-Fa-f_]+                 # numbers, not $1
                                | (?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?) )
@@ -198,10 +206,12 @@ def _literal_pattern(string: str) -> re.Pattern[str]:
 # Whether a backslash escapes a quote in '...' is the dialect's and the server's choice (MySQL
 # yes, PostgreSQL no; always in E'...'): text is masked as both readings would have it, so
 # neither leaves a literal.
-# A literal without its end is masked to the end of the text.
+# A literal without its end is masked to the end of the text. Repeats are possessive (`*+`): a
+# literal left open would otherwise make the regex engine keep a backtracking mark per
+# character (8 MiB for one in a 64 KiB prefix); closed literals match the same.
 _LITERAL_READINGS = (
-    _literal_pattern(r"'(?:[^']|'')*(?:'|\Z)"),
-    _literal_pattern(r"'(?:[^'\\]|''|\\.)*(?:'|\Z)"),
+    _literal_pattern(r"'(?:[^']|'')*+(?:'|\Z)"),
+    _literal_pattern(r"'(?:[^'\\]|''|\\.)*+(?:'|\Z)"),
 )
 
 
@@ -299,6 +309,27 @@ def _identify_any(sql: str) -> QueryIdentity:
     return QueryIdentity(_text_fingerprint(normalized), normalized, operation, table)
 
 
+def truncation_marker(length: int) -> str:
+    return f"...[truncated: {length} characters in all]"
+
+
+# A statement identified from its prefix is fingerprinted by this many characters of it, with
+# literals masked: where the prefix ends depends on the literals' lengths, so batches of one ETL
+# statement with different values would otherwise each get a fingerprint.
+PREFIX_FINGERPRINT_LENGTH = 4096
+
+
+def _identify_prefix(prefix: str, length: int) -> QueryIdentity:
+    """A statement of `length` characters from its first ones, by the scanner (the prefix
+    seldom parses). A literal the cut left open is masked to the end, so none of its value
+    shows."""
+    normalized = mask_literals(prefix)
+    operation, table = _scan(normalized)
+    fingerprint = _text_fingerprint(normalized[:PREFIX_FINGERPRINT_LENGTH])
+    marked = normalized + truncation_marker(length)
+    return QueryIdentity(fingerprint, marked, operation, table, length)
+
+
 def without_trailing_comment(sql: str) -> str:
     """`SELECT 1 /*traceparent='00-...'*/` -> `SELECT 1`, and `SELECT 1 /*...*/;` -> `SELECT 1;`.
 
@@ -319,12 +350,54 @@ def without_trailing_comment(sql: str) -> str:
     return sql[:start].rstrip() + tail
 
 
+# The bounds of the statement caches, set by `apply_settings()` (exporter.configure()).
+_settings = InstrumentationSettings()
+
+
+def apply_settings(settings: InstrumentationSettings) -> None:
+    """Use `settings`' statement length and cache bounds from the next new statement on."""
+    global _settings
+    _settings = settings
+
+
+def statement_cache_bounds() -> tuple[int, int]:
+    """(entries, bytes) each statement cache may hold, for `BoundedCache`."""
+    return _settings.statement_cache_size, _settings.statement_cache_max_bytes
+
+
+def entry_size(key: Hashable, identity: QueryIdentity) -> int:
+    """Bytes a cache entry holds: its key and the identity (counted whole in every cache)."""
+    return size_of(key) + size_of(identity)
+
+
+_identities: BoundedCache[QueryIdentity] = BoundedCache(statement_cache_bounds)
+
+
+def statement_key(sql: str) -> Hashable:
+    """What a statement is cached under: the statement without a trailing comment or, when
+    longer than max_statement_length, a digest of its prefix (bytes: never equal to a
+    statement), so that a long statement is never kept."""
+    sql = without_trailing_comment(sql)
+    limit = _settings.max_statement_length
+    if len(sql) <= limit:
+        return sql
+    return hashlib.blake2b(sql[:limit].encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 def identify(sql: str, postgresql: bool = True) -> QueryIdentity:
     """The identity of one statement; never raises, whatever the input."""
-    return _identify(without_trailing_comment(sql), postgresql)
+    key = statement_key(sql)
+    found = _identities.get((key, postgresql))
+    if found is None:
+        if isinstance(key, str):
+            found = _identify(key, postgresql)
+        else:
+            sql = without_trailing_comment(sql)
+            found = _identify_prefix(sql[: _settings.max_statement_length], len(sql))
+        _identities.put((key, postgresql), found, entry_size((key, postgresql), found))
+    return found
 
 
-@lru_cache(maxsize=CACHE_SIZE)
 def _identify(sql: str, postgresql: bool) -> QueryIdentity:
     if postgresql:
         try:

@@ -19,8 +19,10 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
 
+import exporter.instrumentation
 import exporter.metrics
 import exporter.slowlog
+import exporter.sql
 from exporter import (
     ConfigError,
     Exporter,
@@ -53,6 +55,7 @@ def process(monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry) -> Ite
     metrics = Metrics(registry)
     monkeypatch.setattr(exporter.metrics, "_default", metrics)
     monkeypatch.setattr(exporter.slowlog, "_default", None)
+    monkeypatch.setattr(exporter.sql, "_settings", exporter.sql._settings)
     yield metrics
     if exporter.slowlog._default is not None:
         exporter.slowlog._default.close()
@@ -173,11 +176,40 @@ def test_label_caps_apply_to_an_engine_instrumented_before(
     assert label_set_count(process, "pg_namespace") == 2  # admitted before: kept
 
 
+def test_statement_length_and_cache_bounds_apply_to_an_engine_instrumented_before(
+    engine: Engine, tmp_path: Path
+) -> None:
+    statement = f"SELECT {', '.join(['1'] * 1000)}"  # 3,000 characters
+    run(engine, statement)
+    statements = exporter.instrumentation._attached[engine].queries._statements
+    assert statement in statements
+
+    bounds = "instrumentation:\n  max_statement_length: 1024\n  statement_cache_size: 3\n"
+    configure(write(tmp_path, bounds))
+    longer = statement.replace("1", "2")
+    run(engine, longer)
+    assert statement not in statements  # emptied: it held 3 statements already
+    assert all(len(key) <= 1024 for key in statements if isinstance(key, str))
+    entry = statements.get(exporter.sql.statement_key(longer))
+    assert entry is not None
+    assert entry.identity.full_length == len(longer)
+
+
 BAD_CONFIGS = [
     pytest.param(
         "instrumentation:\n  max_label_sets: 0\n",
         "instrumentation: max_label_sets must be at least 1",
         id="a bound",
+    ),
+    pytest.param(
+        "instrumentation:\n  max_statement_length: 100\n",
+        "instrumentation: max_statement_length must be at least 1024",
+        id="a statement length too short to identify a statement",
+    ),
+    pytest.param(
+        "slow_queries:\n  queue_max_bytes: 1000\n",
+        "slow_queries: queue_max_bytes must be at least 65536",
+        id="a byte budget",
     ),
     pytest.param(
         "slow_queries:\n  threshold_ms: 20\n  treshold: 5\n",

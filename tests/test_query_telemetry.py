@@ -23,6 +23,7 @@ import exporter.instrumentation.pool as pool_module
 import exporter.instrumentation.queries as queries
 from exporter import Metrics, instrument, uninstrument
 from exporter.dsn import async_url, sync_url
+from exporter.inprocess_settings import InstrumentationSettings
 from exporter.instrumentation.budget import LabelLimits
 
 metadata = MetaData()
@@ -118,7 +119,7 @@ def test_ten_thousand_failing_statements_leave_no_state_behind(
         assert conn.execute(text("SELECT count(*) FROM items")).scalar() == 0
     assert errors(registry, "SELECT", "22") == 10_000
     assert calls(registry, "SELECT", "error") == 10_000
-    assert len(listener._statements) <= queries.MAX_CACHED_STATEMENTS
+    assert len(listener._statements) <= InstrumentationSettings().statement_cache_size
     assert len(listener._errors) == 1
 
 

@@ -32,8 +32,11 @@ from sqlalchemy.orm import (
 )
 from statement_kinds import CANARIES, NUMBERS, statements
 
+import exporter.instrumentation as instrumentation
 from exporter import Exporter, Metrics, create_app, instrument, uninstrument
+from exporter.bounded import size_of
 from exporter.dsn import async_url, sync_url
+from exporter.inprocess_settings import InstrumentationSettings
 from exporter.settings import PlanSettings, SlowQuerySettings
 from exporter.slowlog import SlowQueryLog, aiohttp_context_middleware, context
 from exporter.slowlog.record import SlowQuery
@@ -308,6 +311,76 @@ def test_huge_and_unparsable_sql_are_recorded_without_errors(
         registry.get_sample_value("exporter_instrumentation_errors_total", {"kind": "slow_query"})
         is None
     )
+
+
+def test_a_statement_over_the_limit_is_counted_recorded_truncated_and_never_planned(
+    engine: Engine, slow_log: SlowQueryLog, registry: CollectorRegistry
+) -> None:
+    limit = InstrumentationSettings().max_statement_length
+    padding = "x" * 5 * 2**20
+    statements = [f"SELECT pg_sleep(0.11), length('{SECRET}{i}{padding}')" for i in range(2)]
+    with engine.connect() as conn:
+        for statement in statements:
+            assert conn.execute(text(statement)).one()[1] == len(SECRET) + 1 + len(padding)
+    records = slow_records(slow_log)
+    assert len(records) == 2
+    for record, statement in zip(records, statements, strict=True):
+        assert record["truncated"] is True
+        assert record["statement_length"] == len(statement)
+        assert record["sql"].endswith(f"...[truncated: {len(statement)} characters in all]")
+        assert SECRET not in record["sql"]
+        assert len(record["sql"]) < 2100
+    assert records[0]["fingerprint"] == records[1]["fingerprint"]
+    assert slow_log.plans.attempts == 0  # no whole text to plan
+    labels = {"database": "main", "operation": "SELECT", "table": "other"}
+    assert registry.get_sample_value("slow_queries_total", labels) == 2
+    timed = registry.get_sample_value("query_duration_seconds_count", {**labels, "status": "ok"})
+    assert timed == 2
+    listener = instrumentation._attached[engine].queries
+    assert all(len(key) <= limit for key in listener._statements if isinstance(key, str))
+
+
+def test_ring_buffer_and_aggregates_stay_within_their_byte_budgets(metrics: Metrics) -> None:
+    budget = 256 * 1024
+    settings = SlowQuerySettings(
+        stdout=False, ring_buffer_max_bytes=budget, fingerprints_max_bytes=budget
+    )
+    log = SlowQueryLog(settings, metrics)
+    columns = ", ".join(f"column_number_{i}" for i in range(120))  # a 2,000-character record
+    for i in range(1000):  # within the count bounds (1,000 records, 1,000 fingerprints)
+        name = "".join(chr(97 + i // 26**n % 26) for n in range(3))  # letters: see below
+        identity = identify(f"SELECT {columns} FROM t_{name}")
+        log.submit(SlowQuery("main", 0.2, identity, None, None, {}, None))
+    log.flush()
+    records, aggregates = log.records(limit=1000), log.aggregates.ranked()
+    assert 0 < len(records) < 1000
+    assert 0 < len(aggregates) < 1000
+    assert size_of(records) <= budget
+    held = log.aggregates._by_key.values()
+    assert sum(sys.getsizeof(a) + size_of(vars(a)) for a in held) <= budget
+    cut = f"...[cut: {len(identity.normalized)} characters in all]"
+    assert records[0]["sql"] == identity.normalized[:2000] + cut
+    log.close()
+
+
+def test_a_stuck_writer_holds_at_most_queue_max_bytes_of_statement_text(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    budget = 64 * 1024
+    log = SlowQueryLog(SlowQuerySettings(stdout=False, queue_max_bytes=budget), metrics)
+    identity = identify(f"SELECT {', '.join(f'c{i}' for i in range(2000))} FROM wide")  # 12 kB
+    with log._sinks_lock:  # the writer blocks on its sinks, as on a stuck disk
+        for _ in range(100):
+            log.submit(SlowQuery("main", 0.2, identity, None, None, {}, None))
+        assert log._queue.bytes <= budget
+        queued = log._queue.qsize()
+    log.flush()
+    dropped = registry.get_sample_value("slow_query_log_dropped_total")
+    assert 0 < queued < 10
+    assert dropped is not None
+    assert len(log.records()) + dropped == 100
+    assert log._queue.bytes == 0
+    log.close()
 
 
 def test_a_burst_keeps_memory_bounded_and_the_dropped_count_exact(

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from statement_kinds import CANARIES, NUMBERS, statements
 
+from exporter import sql as sql_module
+from exporter.bounded import size_of
+from exporter.inprocess_settings import InstrumentationSettings
 from exporter.sql import identify, mask_literals, without_trailing_comment
 
 
@@ -145,10 +151,14 @@ def test_identities_are_cached() -> None:
 @pytest.mark.parametrize("operands", [500, 5_000, 200_000])
 @pytest.mark.parametrize("operator", ["+", "||"])
 def test_deep_statements_keep_their_identity(operands: int, operator: str) -> None:
-    # Deeper than Python's JSON decoder (500, 5,000) or than libpg_query's own limit (200,000).
+    # Deeper than Python's JSON decoder (500, 5,000) or than libpg_query's own limit (200,000,
+    # beyond max_statement_length: identified from its prefix, which does not reach FROM).
     sql = f"SELECT {operator.join(['1'] * operands)} FROM ledger_entries"
     identity = identify(sql)
-    assert (identity.operation, identity.table) == ("SELECT", "ledger_entries")
+    truncated = len(sql) > InstrumentationSettings().max_statement_length
+    assert identity.truncated == truncated
+    expected = ("SELECT", None if truncated else "ledger_entries")
+    assert (identity.operation, identity.table) == expected
     assert len(identity.fingerprint) == 16
     assert identify(sql.replace("1", "2")).fingerprint == identity.fingerprint
 
@@ -196,3 +206,69 @@ def test_a_comment_before_the_final_semicolon_shares_the_fingerprint() -> None:
     plain = identify("SELECT * FROM accounts WHERE id = 1;")
     commented = identify("SELECT * FROM accounts WHERE id = 1 /*traceparent='00-ab-cd-01'*/;")
     assert commented == plain
+
+
+# -- statements over max_statement_length: identified from their prefix, never kept ---------
+
+LIMIT = InstrumentationSettings().max_statement_length
+BUDGET = InstrumentationSettings().statement_cache_max_bytes
+
+
+def etl_insert(batch: int, rows: int = 200_000) -> str:
+    """An ETL job's statement with its values inlined: ~5 MB, different for every batch."""
+    values = ",".join(f"({batch * rows + i}, 'secret-{batch:04d}-{i:07d}')" for i in range(rows))
+    return f"INSERT INTO etl_rows (id, note) VALUES {values}"
+
+
+def test_a_statement_over_the_limit_is_identified_from_its_prefix() -> None:
+    sql = etl_insert(0)
+    identity = identify(sql)
+    assert identity.truncated
+    assert identity.full_length == len(sql)
+    assert (identity.operation, identity.table) == ("INSERT", "etl_rows")
+    assert identity.normalized.endswith(f"...[truncated: {len(sql)} characters in all]")
+    assert len(identity.normalized) < LIMIT + 100
+    assert "secret" not in identity.normalized
+    # The next batch has other values of the same shape: the same fingerprint.
+    assert identify(etl_insert(1)).fingerprint == identity.fingerprint
+    assert identify("INSERT INTO etl_rows (id, note) VALUES (1, 'a')").truncated is False
+
+
+def test_a_literal_cut_by_the_prefix_is_masked_in_little_memory() -> None:
+    statement = f"SELECT length('{'secret' * LIMIT}')"
+    tracemalloc.start()
+    try:
+        identity = identify(statement)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert identity.truncated
+    assert identity.normalized.startswith("SELECT length(?...[truncated: ")
+    assert "secret" not in identity.normalized
+    assert peak < 2**20  # a prefix or two, not a regex backtracking stack (8 MiB)
+
+
+def test_long_statements_are_not_kept_by_the_identity_cache() -> None:
+    statements = [etl_insert(batch, rows=100_000) for batch in range(20)]  # 60 MB
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for statement in statements:
+            identify(statement)
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 2 * 2**20  # at most the identities of 20 prefixes
+    assert all(
+        len(key) <= LIMIT for (key, _), _ in sql_module._identities.items() if isinstance(key, str)
+    )
+
+
+def test_the_identity_cache_stays_within_its_byte_budget() -> None:
+    # 1,500 distinct 4 KiB statements: 12 MB of text and normalised text without a budget.
+    columns = ", ".join(f"column_number_{i}" for i in range(250))
+    for i in range(1_500):
+        identify(f"SELECT {columns} FROM wide_{i} WHERE id = {i}")
+    assert 0 < sql_module._identities.bytes <= BUDGET
+    assert size_of(list(sql_module._identities.items())) <= BUDGET

@@ -9,7 +9,9 @@ SQLAlchemy dispatches them per statement, which measured about a third of the li
 cost (`bench/instrumentation_overhead.py --instructions`); connection-level events such as
 `before/after_cursor_execute` cost more still, as they switch connections onto SQLAlchemy's
 event-dispatching path. Everything else a statement needs (its identity and its metric
-children) is looked up once per distinct statement string and cached.
+children) is looked up once per distinct statement string and cached, within the bounds of
+`instrumentation.statement_cache_*`; a statement longer than `max_statement_length` is cached
+under a digest of its prefix, never kept whole.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from prometheus_client.metrics import Counter
 from sqlalchemy.engine import Dialect
 
+from exporter.bounded import BoundedCache
 from exporter.inprocess_settings import SlowQuerySettings
 from exporter.instrumentation.budget import OTHER
 from exporter.instrumentation.guard import FailureCounter
@@ -33,16 +36,12 @@ from exporter.metrics import Metrics
 from exporter.slowlog.context import QueryContext, current_scope
 from exporter.slowlog.log import SlowQueryLog
 from exporter.slowlog.record import SlowQuery, redact
-from exporter.sql import QueryIdentity, identify, without_trailing_comment
+from exporter.sql import QueryIdentity, entry_size, identify, statement_cache_bounds, statement_key
 
 # The dialect methods every statement goes through; the listener has one of each name.
 STATEMENT_METHODS = ("do_execute", "do_executemany", "do_execute_no_params")
 
 log = logging.getLogger("exporter.instrumentation")
-
-# A bound on the per-statement cache; statements built with inlined literals would otherwise
-# grow it without end. Clearing it only costs re-looking-up a few statements.
-MAX_CACHED_STATEMENTS = 10_000
 
 
 @dataclass(slots=True)
@@ -96,7 +95,7 @@ class QueryListener:
         self._attached: dict[str, Any] = {name: getattr(self, name) for name in STATEMENT_METHODS}
         self._seen = dict(self._attached)
         self._failures = failures
-        self._statements: dict[str, _Statement] = {}
+        self._statements: BoundedCache[_Statement] = BoundedCache(statement_cache_bounds)
         self._errors: dict[tuple[str, str], Counter] = {}
         self._slow_log = slow_log
         self._slow_threshold = slow_log.threshold_seconds(database) if slow_log else math.inf
@@ -111,10 +110,10 @@ class QueryListener:
     def _statement(self, statement: str) -> _Statement:
         # Keyed without a trailing comment: sqlcommenter's differs per request, and would
         # otherwise fill the cache with one entry per request.
-        sql = without_trailing_comment(statement)
-        entry = self._statements.get(sql)
+        key = statement_key(statement)
+        entry = self._statements.get(key)
         if entry is None:
-            identity = identify(sql, self._postgresql)
+            identity = identify(statement, self._postgresql)
             table = identity.table
             known = self._known_tables
             if table is None or (known is not None and table not in known):
@@ -123,9 +122,7 @@ class QueryListener:
             ok = self._metrics.budget("query_duration_seconds").admit(labels)
             series = self._metrics.statement_series(ok)
             entry = _Statement(identity, table, series, identity.operation == "SELECT")
-            if len(self._statements) >= MAX_CACHED_STATEMENTS:
-                self._statements.clear()
-            self._statements[sql] = entry
+            self._statements.put(key, entry, entry_size(key, identity))
         return entry
 
     def attach(self) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from exporter.bounded import size_of
 
 
 @dataclass
@@ -22,6 +25,15 @@ class Aggregate:
     worst: dict[str, Any] | None = None
     plan: Any = None
     plan_summary: str | None = None
+    # Bytes held (as exporter.bounded.size_of counts them): the aggregate itself, its worst
+    # record, its plan.
+    own_size: int = field(default=0, repr=False)
+    worst_size: int = field(default=0, repr=False)
+    plan_size: int = field(default=0, repr=False)
+
+    @property
+    def size(self) -> int:
+        return self.own_size + self.worst_size + self.plan_size
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -42,21 +54,29 @@ class Aggregate:
 
 
 class Aggregates:
-    """Bounded: beyond `limit` fingerprints the least recently seen one is forgotten."""
+    """Bounded: beyond `limit` fingerprints or `max_bytes` (with their worst records and plans)
+    the least recently seen ones are forgotten."""
 
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
+    def __init__(self, limit: int, max_bytes: int) -> None:
+        self._limit, self._max_bytes = limit, max_bytes
         self._by_key: OrderedDict[tuple[str, str], Aggregate] = OrderedDict()
+        self.bytes = 0
         self._lock = threading.Lock()
 
-    def resize(self, limit: int) -> None:
-        """Keep at most `limit` fingerprints from now on (forgetting the least recent)."""
+    def resize(self, limit: int, max_bytes: int) -> None:
+        """Keep at most `limit` fingerprints and `max_bytes` from now on (forgetting the least
+        recent)."""
         with self._lock:
-            self._limit = limit
-            while len(self._by_key) > limit:
-                self._by_key.popitem(last=False)
+            self._limit, self._max_bytes = limit, max_bytes
+            self._trim()
 
-    def add(self, record: dict[str, Any]) -> None:
+    def _trim(self) -> None:
+        by_key = self._by_key
+        while by_key and (len(by_key) > self._limit or self.bytes > self._max_bytes):
+            self.bytes -= by_key.popitem(last=False)[1].size
+
+    def add(self, record: dict[str, Any], size: int) -> None:
+        """`record` as written, `size` its bytes (size_of)."""
         key = (record["database"], record["fingerprint"])
         seconds = record["duration_ms"] / 1000
         with self._lock:
@@ -68,9 +88,10 @@ class Aggregates:
                     record["operation"],
                     record["table"],
                     record["sql"],
+                    last_seen=record["time"],
                 )
-                while len(self._by_key) > self._limit:
-                    self._by_key.popitem(last=False)
+                found.own_size = sys.getsizeof(found) + size_of(vars(found))
+                self.bytes += found.own_size
             self._by_key.move_to_end(key)
             found.count += 1
             found.total_seconds += seconds
@@ -78,12 +99,23 @@ class Aggregates:
             if seconds >= found.max_seconds:
                 found.max_seconds = seconds
                 found.worst = record
+                self.bytes += size - found.worst_size
+                found.worst_size = size
+            self._trim()
 
     def set_plan(self, database: str, fingerprint: str, plan: Any, summary: str) -> None:
+        """A plan larger than the whole budget is not kept; its summary is."""
+        size = size_of(plan)
         with self._lock:
             found = self._by_key.get((database, fingerprint))
-            if found is not None:
-                found.plan, found.plan_summary = plan, summary
+            if found is None:
+                return
+            if found.size - found.plan_size + size > self._max_bytes:
+                plan, size = None, 0
+            found.plan, found.plan_summary = plan, summary
+            self.bytes += size - found.plan_size
+            found.plan_size = size
+            self._trim()
 
     def ranked(self, database: str | None = None) -> list[dict[str, Any]]:
         """By total time spent, the costliest first."""

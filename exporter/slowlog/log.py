@@ -1,8 +1,9 @@
 """The slow-query log: records go into a bounded queue on the query path, and a writer thread
 turns them into JSON lines for the sinks, the ring buffer and the per-fingerprint aggregates.
 
-Submitting never blocks and never does I/O: when the queue is full the record is dropped and
-counted in `slow_query_log_dropped_total`, so nothing is lost silently.
+Submitting never blocks and never does I/O: when the queue is full (in records, or in bytes of
+their statements' text) the record is dropped and counted in `slow_query_log_dropped_total`, so
+nothing is lost silently.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import sys
 import threading
 import weakref
 from typing import Any, Protocol
 
 from sqlalchemy.engine import URL
 
+from exporter.bounded import size_of
 from exporter.inprocess_settings import SlowQuerySettings
 from exporter.metrics import Metrics
 from exporter.slowlog.aggregates import Aggregates
@@ -36,6 +39,33 @@ class SettingsWatcher(Protocol):
         """Called by `SlowQueryLog.apply` (values the query path keeps at hand)."""
 
 
+class _RecordQueue(queue.Queue[Any]):
+    """A queue bounded in records (`maxsize`) and in the bytes of their statements' text
+    (`max_bytes`), through the methods `queue.Queue` leaves to subclasses: a record that would
+    take the text past its bound is refused with `queue.Full`, as a record beyond `maxsize`."""
+
+    def __init__(self, maxsize: int, max_bytes: int) -> None:
+        super().__init__(maxsize)
+        self.max_bytes = max_bytes
+        self.bytes = 0
+
+    @staticmethod
+    def _text_size(item: Any) -> int:
+        return sys.getsizeof(item.identity.normalized) if isinstance(item, SlowQuery) else 0
+
+    def _put(self, item: Any) -> None:
+        size = self._text_size(item)
+        if self.bytes + size > self.max_bytes and item is not _STOP:
+            raise queue.Full  # under the queue's lock, before anything changed
+        self.queue.append(item)
+        self.bytes += size
+
+    def _get(self) -> Any:
+        item = self.queue.popleft()
+        self.bytes -= self._text_size(item)
+        return item
+
+
 def _sinks(settings: SlowQuerySettings) -> list[Sink]:
     """Raises OSError when the file cannot be opened."""
     sinks: list[Sink] = []
@@ -49,10 +79,10 @@ def _sinks(settings: SlowQuerySettings) -> list[Sink]:
 class SlowQueryLog:
     def __init__(self, settings: SlowQuerySettings, metrics: Metrics) -> None:
         self.settings = settings
-        self.aggregates = Aggregates(settings.max_fingerprints)
-        self.ring = RingBuffer(settings.ring_buffer_size)
+        self.aggregates = Aggregates(settings.max_fingerprints, settings.fingerprints_max_bytes)
+        self.ring = RingBuffer(settings.ring_buffer_size, settings.ring_buffer_max_bytes)
         self._metrics = metrics
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_size)
+        self._queue = _RecordQueue(settings.queue_size, settings.queue_max_bytes)
         self._sinks = _sinks(settings)
         self._sinks_lock = threading.Lock()  # the writer's sinks against apply()
         self._dropped = metrics.slow_query_log_dropped
@@ -80,10 +110,11 @@ class SlowQueryLog:
             moved = any(getattr(old, name) != getattr(settings, name) for name in _SINK_FIELDS)
             sinks = _sinks(settings) if moved else None
             self.settings = settings
-            self.aggregates.resize(settings.max_fingerprints)
-            self.ring.resize(settings.ring_buffer_size)
-            with self._queue.mutex:  # records already queued stay; the bound applies to new ones
+            self.aggregates.resize(settings.max_fingerprints, settings.fingerprints_max_bytes)
+            self.ring.resize(settings.ring_buffer_size, settings.ring_buffer_max_bytes)
+            with self._queue.mutex:  # records already queued stay; the bounds apply to new ones
                 self._queue.maxsize = settings.queue_size
+                self._queue.max_bytes = settings.queue_max_bytes
             self.plans.settings = settings.plans
             if settings.call_sites != old.call_sites:
                 self.call_sites = CallSiteFinder(settings.call_sites)
@@ -143,9 +174,10 @@ class SlowQueryLog:
                     if name not in self._failed_sinks:
                         self._failed_sinks.add(name)
                         log.warning("slow-query sink %s failed: %s", name, exc)
-        self.ring.append(data)
+        size = size_of(data)
+        self.ring.append(data, size)
         if record.kind == "slow_query":
-            self.aggregates.add(data)
+            self.aggregates.add(data, size)
             self.plans.offer(record, data)
 
     # -- readers ---------------------------------------------------------------------------

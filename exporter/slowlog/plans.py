@@ -90,7 +90,10 @@ class PlanCapture:
             self.settings.non_select and operation in ("INSERT", "UPDATE", "DELETE")
         ):
             return False
-        if record.sqlstate is not None or record.database not in self._urls:
+        # A statement identified from its prefix has no whole text to plan.
+        if record.sqlstate is not None or record.identity.truncated:
+            return False
+        if record.database not in self._urls:
             return False
         key = (record.database, record.identity.fingerprint)
         now = time.monotonic()

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.slowlog.callsite import CallSite
-from exporter.sql import QueryIdentity
+from exporter.sql import QueryIdentity, truncation_marker
 
 MAX_VALUE_LENGTH = 200  # characters of one parameter value, when values are allowed
 MAX_DESCRIBED = 50  # parameters described per statement; a batch describes its first set
@@ -71,9 +71,10 @@ class SlowQuery:
     at: float = field(default_factory=time.time)
 
     def as_dict(self, max_sql_length: int) -> dict[str, Any]:
-        sql = self.identity.normalized
+        sql, length = self.identity.normalized, self.identity.full_length
         if len(sql) > max_sql_length:
-            sql = sql[:max_sql_length] + f"...[cut: {len(sql)} characters in all]"
+            end = truncation_marker(length) if length else f"...[cut: {len(sql)} characters in all]"
+            sql = sql[:max_sql_length] + end
         data: dict[str, Any] = {
             "time": datetime.fromtimestamp(self.at, UTC).isoformat(timespec="milliseconds"),
             "kind": self.kind,
@@ -98,4 +99,7 @@ class SlowQuery:
             data.update(self.trace)
         if self.repeats is not None:
             data["repeats"] = self.repeats
+        if length is not None:  # identified from its prefix: the SQL is that prefix's
+            data["truncated"] = True
+            data["statement_length"] = length
         return data

@@ -43,22 +43,33 @@ class FileSink:
 
 
 class RingBuffer:
-    """The most recent records, as dicts, for /slow-queries and the / page."""
+    """The most recent records, as dicts, for /slow-queries and the / page: at most `size` of
+    them and `max_bytes` (each record's size as `exporter.bounded.size_of` counts it)."""
 
-    def __init__(self, size: int) -> None:
-        self._records: deque[dict[str, Any]] = deque(maxlen=size)
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self._records: deque[tuple[dict[str, Any], int]] = deque()
+        self._size, self._max_bytes = size, max_bytes
+        self.bytes = 0
         self._lock = threading.Lock()
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: dict[str, Any], size: int) -> None:
         with self._lock:
-            self._records.append(record)
+            self._records.append((record, size))
+            self.bytes += size
+            self._trim()
 
-    def resize(self, size: int) -> None:
-        """Keep at most `size` records from now on (the most recent of those held)."""
+    def resize(self, size: int, max_bytes: int) -> None:
+        """Keep at most `size` records and `max_bytes` from now on (the most recent of those
+        held)."""
         with self._lock:
-            if size != self._records.maxlen:
-                self._records = deque(self._records, maxlen=size)
+            self._size, self._max_bytes = size, max_bytes
+            self._trim()
+
+    def _trim(self) -> None:
+        records = self._records
+        while records and (len(records) > self._size or self.bytes > self._max_bytes):
+            self.bytes -= records.popleft()[1]
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self._records)
+            return [record for record, _ in self._records]
