@@ -48,7 +48,9 @@ MAX_CACHED_STATEMENTS = 10_000
 @dataclass(slots=True)
 class _Statement:
     identity: QueryIdentity
-    table: str  # the label value: the identity's table, or "other"
+    # The label value: the identity's table, or "other" (none, not a known table, or folded by
+    # query_duration_seconds' cap, so that every metric of the statement names it alike).
+    table: str
     ok: StatementSeries
     select: bool  # counted for N+1 detection
     error: StatementSeries | None = None  # made on the first failure: most statements never do
@@ -122,7 +124,7 @@ class QueryListener:
             labels = (self._database, identity.operation, table, "ok")
             ok = self._metrics.budget("query_duration_seconds").admit(labels)
             series = self._metrics.statement_series(ok)
-            entry = _Statement(identity, table, series, identity.operation == "SELECT")
+            entry = _Statement(identity, ok[2], series, identity.operation == "SELECT")
             if len(self._statements) >= MAX_CACHED_STATEMENTS:
                 self._statements.clear()
             self._statements[sql] = entry
@@ -273,7 +275,9 @@ class QueryListener:
             key = (entry.operation, sqlstate_class(exc))
             errors = self._errors.get(key)
             if errors is None:
-                errors = self._errors[key] = self._metrics.query_errors.labels(self._database, *key)
+                budget = self._metrics.budget("query_errors_total")
+                errors = self._metrics.query_errors.labels(*budget.admit((self._database, *key)))
+                self._errors[key] = errors
             errors.inc()
         except Exception:
             self._failures.record("query_failed")
@@ -297,15 +301,17 @@ class QueryListener:
             assert self._slow_log is not None
             if repeats is None:
                 if entry.slow is None:
-                    entry.slow = self._metrics.slow_queries.labels(
-                        self._database, entry.operation, entry.table
-                    )
+                    budget = self._metrics.budget("slow_queries_total")
+                    slow = (self._database, entry.operation, entry.table)
+                    entry.slow = self._metrics.slow_queries.labels(*budget.admit(slow))
                 entry.slow.inc()
             else:
                 counter = self._n_plus_one.get(entry.table)
                 if counter is None:
+                    budget = self._metrics.budget("db_n_plus_one_total")
+                    labels = budget.admit((self._database, entry.table))
                     counter = self._n_plus_one[entry.table] = self._metrics.n_plus_one.labels(
-                        self._database, entry.table
+                        *labels
                     )
                 counter.inc()
             scope = current_scope()
