@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from collector_helpers import by_label
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -23,13 +24,6 @@ from exporter.metrics import CAPPED_LABELS
 from exporter.slowlog import SlowQueryLog, context
 
 TABLES = [f"t{i}" for i in range(12)]
-
-
-def label_values(registry: CollectorRegistry, sample: str, label: str) -> set[str]:
-    """The values `label` takes on the samples named `sample`."""
-    return {
-        s.labels[label] for family in registry.collect() for s in family.samples if s.name == sample
-    }
 
 
 def overflow(registry: CollectorRegistry, metric: str) -> float:
@@ -95,8 +89,8 @@ def test_slow_queries_and_n_plus_one_stay_within_the_cap_over_many_tables(
         uninstrument(engine)
         engine.dispose()
     expected = {*TABLES[:kept_tables], OTHER}
-    assert label_values(registry, "slow_queries_total", "table") == expected
-    assert label_values(registry, "db_n_plus_one_total", "table") == expected
+    assert set(by_label(registry, "slow_queries_total", "table")) == expected
+    assert set(by_label(registry, "db_n_plus_one_total", "table")) == expected
     folded = len(TABLES) - kept_tables
     select_other = {"database": "main", "operation": "SELECT", "table": OTHER}
     assert registry.get_sample_value("slow_queries_total", select_other) == 3 * folded
@@ -133,7 +127,7 @@ def test_each_folded_label_set_is_counted_once_however_often_it_is_seen(
         for engine in engines:
             uninstrument(engine)
             engine.dispose()
-    assert label_values(registry, "query_duration_seconds_count", "table") == {"t0", "t1", OTHER}
+    assert set(by_label(registry, "query_duration_seconds_count", "table")) == {"t0", "t1", OTHER}
     assert overflow(registry, "query_duration_seconds") == len(TABLES) - 2
     other = {"database": "main", "operation": "SELECT", "table": OTHER, "status": "ok"}
     assert registry.get_sample_value("query_duration_seconds_count", other) == 3 * 2 * 10 * 10
@@ -157,7 +151,7 @@ def test_query_errors_fold_their_sqlstate_class_beyond_the_cap(
     finally:
         uninstrument(engine)
         engine.dispose()
-    assert label_values(registry, "query_errors_total", "sqlstate_class") == {"22", OTHER}
+    assert set(by_label(registry, "query_errors_total", "sqlstate_class")) == {"22", OTHER}
     labels = {"database": "main", "operation": "SELECT", "sqlstate_class": OTHER}
     assert registry.get_sample_value("query_errors_total", labels) == 4
     assert overflow(registry, "query_errors_total") == 1

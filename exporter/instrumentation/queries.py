@@ -240,10 +240,13 @@ class QueryListener:
             entry.ok.record(elapsed, rows, current_exemplar, ended)
             if elapsed >= self._slow_threshold:
                 self._slow(entry, elapsed, rows, parameters, batch, context, None)
-            # N+1 detection: only SELECTs count, so others need not look up the context.
-            if entry.select and self._slow_log is not None:
-                scope = current_scope()
-                if scope is not None:
+            scope = current_scope()
+            if scope is not None:
+                usage = scope.usage  # per request: statements and their time
+                usage.statements += 1
+                usage.seconds += elapsed
+                # N+1 detection: only SELECTs count.
+                if entry.select and self._slow_log is not None:
                     repeats = self._repeats(scope, entry)
                     if repeats is not None:
                         self._slow(entry, elapsed, None, parameters, batch, context, None, repeats)
@@ -269,6 +272,10 @@ class QueryListener:
                     admitted = self._metrics.budget("query_duration_seconds").admit(labels)
                     entry.error = self._metrics.statement_series(admitted)
                 entry.error.record(elapsed, 0, current_exemplar, ended)
+                scope = current_scope()
+                if scope is not None:
+                    scope.usage.statements += 1
+                    scope.usage.seconds += elapsed
                 if elapsed >= self._slow_threshold:
                     code = getattr(exc, "sqlstate", None) or sqlstate_class(exc)
                     self._slow(entry, elapsed, None, parameters, batch, context, str(code))

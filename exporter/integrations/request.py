@@ -1,11 +1,19 @@
-"""What every web-framework middleware needs besides the framework: a request id that is safe
-to put in records, and the fixed route of a request that no route template matched."""
+"""What every web-framework middleware needs besides the framework: the request's scope
+(`request_scope`: its context, its N+1 detection and its statements per request), a request id
+that is safe to put in records, and the fixed route of a request that no route template
+matched."""
 
 from __future__ import annotations
 
 import re
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+from exporter.instrumentation.guard import FailureCounter
+from exporter.metrics import Metrics, default_metrics
+from exporter.slowlog.context import QueryContext, context_of, current_scope
 
 # The route of 404s, mounted sub-apps and custom routers: never the raw path, which can hold
 # e-mail addresses, tokens and ids.
@@ -48,3 +56,41 @@ class RequestFields(Mapping[str, str]):
 
     def __len__(self) -> int:
         return 1 + len(self._fields)
+
+
+# One per Metrics, so a failure is logged once, not once per request.
+_failures: weakref.WeakKeyDictionary[Metrics, FailureCounter] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def request_scope(fields: RequestFields, metrics: Metrics | None = None) -> Iterator[QueryContext]:
+    """One web request, for every middleware: its slow-query context (`fields`, also inside a
+    context of the caller's), N+1 detection and usage of its own, and, when it ends (also by
+    an exception), its statements and their wall time in `db_request_statements` and
+    `db_request_duration_seconds{route}`, zero included. Inside another request's scope (a
+    middleware added twice) it is that request: nothing is set or recorded twice."""
+    outer = current_scope()
+    if outer is not None and outer.request:
+        yield outer
+        return
+    with context_of(fields, request=True) as scope:
+        try:
+            yield scope
+        finally:
+            _end(metrics or default_metrics(), fields, scope)
+
+
+def _end(metrics: Metrics, fields: RequestFields, scope: QueryContext) -> None:
+    """Never raises into the application: a failure is counted and logged once."""
+    try:
+        fields.settle()
+        route = fields["route"]
+        statements = metrics.budget("db_request_statements").admit((route,))
+        metrics.request_statements.labels(*statements).observe(scope.usage.statements)
+        duration = metrics.budget("db_request_duration_seconds").admit((route,))
+        metrics.request_duration.labels(*duration).observe(scope.usage.seconds)
+    except Exception:
+        failures = _failures.get(metrics)
+        if failures is None:
+            failures = _failures.setdefault(metrics, FailureCounter(metrics))
+        failures.record("request_metrics")

@@ -5,7 +5,9 @@
 
 A context lives in a ContextVar, so it follows asyncio tasks (and SQLAlchemy's greenlets)
 and threads independently. Nested contexts add to the outer one's fields and share its N+1
-counts, so one request is one scope.
+counts and its usage, so one request is one scope; a web request's context
+(`exporter.integrations.request.request_scope`) has counts and usage of its own, also inside a
+context of the caller's.
 """
 
 from __future__ import annotations
@@ -18,10 +20,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+@dataclass(slots=True)
+class Usage:
+    """The statements run in one scope and their wall time, added up on the query path."""
+
+    statements: int = 0
+    seconds: float = 0.0
+
+
 @dataclass
 class QueryContext:
     fields: Mapping[str, str]
     counts: dict[str, int] = field(default_factory=dict)  # fingerprint -> executions
+    usage: Usage = field(default_factory=Usage)
+    request: bool = False  # a web request's scope
 
 
 current: ContextVar[QueryContext | None] = ContextVar("db_exporter_query_context", default=None)
@@ -38,16 +50,20 @@ def context(**fields: Any) -> Iterator[QueryContext]:
 
 
 @contextmanager
-def context_of(fields: Mapping[str, str]) -> Iterator[QueryContext]:
+def context_of(fields: Mapping[str, str], *, request: bool = False) -> Iterator[QueryContext]:
     """`context()` for fields given as a mapping, which may compute a value when it is read
-    (a middleware's route is known only once the framework has routed the request)."""
+    (a middleware's route is known only once the framework has routed the request). A
+    `request` scope counts N+1 statements and usage on its own."""
     outer = current.get()
-    if outer is not None:
+    if outer is None:
+        scope = QueryContext(fields, request=request)
+    else:
         # Read through, not copied, so a computed value stays computed; nothing writes to it.
         layered: Mapping[str, str] = ChainMap(fields, outer.fields)  # type: ignore[arg-type]
-        scope = QueryContext(layered, outer.counts)
-    else:
-        scope = QueryContext(fields)
+        if request:
+            scope = QueryContext(layered, request=True)
+        else:
+            scope = QueryContext(layered, outer.counts, outer.usage, outer.request)
     token = current.set(scope)
     try:
         yield scope
