@@ -309,6 +309,8 @@ _default_lock = threading.Lock()
 def default_metrics() -> Metrics:
     """The process-wide metrics on prometheus_client's global registry, created on first use."""
     global _default
+    if _default is not None:  # set once and never replaced: read without the lock
+        return _default
     with _default_lock:
         if _default is None:
             _default = Metrics()

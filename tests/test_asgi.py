@@ -35,11 +35,12 @@ from test_slowlog import (  # the models and the instrumented engines of the slo
     slow_log,
 )
 
+import exporter.integrations.request as request_module
 from exporter import Metrics
 from exporter.instrumentation.budget import OTHER, LabelLimits
 from exporter.integrations.asgi import QueryContextMiddleware
 from exporter.integrations.asgi_endpoints import ExporterEndpoints, exporter_lifespan
-from exporter.integrations.request import UNMATCHED, clean_request_id
+from exporter.integrations.request import UNMATCHED, RequestFields, clean_request_id, request_scope
 from exporter.slowlog import SlowQueryLog, context
 from exporter.slowlog.context import current
 
@@ -302,6 +303,20 @@ async def test_a_fault_in_the_request_bookkeeping_never_reaches_the_application(
     logged = [r for r in caplog.records if r.name == "exporter.instrumentation"]
     assert len(logged) == 1  # once per kind, not per request
     assert current.get() is None
+
+
+def test_the_routes_kept_for_the_histograms_are_bounded(
+    metrics: Metrics, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(request_module, "MAX_CACHED_ROUTES", 3)
+    for number in range(10):
+        route = f"/route/{number}"
+        for _ in range(2):
+            with request_scope(RequestFields(lambda: route), metrics):  # noqa: B023 (used at once)
+                pass
+    assert len(request_module._recorder(metrics)._children) <= 3
+    assert len(by_label(registry, "db_request_statements_count", "route")) == 10
+    assert set(by_label(registry, "db_request_statements_count", "route").values()) == {2}
 
 
 async def test_an_application_that_raises_leaves_no_context_behind(

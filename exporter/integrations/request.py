@@ -11,9 +11,11 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
+from prometheus_client import Histogram
+
 from exporter.instrumentation.guard import FailureCounter
 from exporter.metrics import Metrics, default_metrics
-from exporter.slowlog.context import QueryContext, context_of, current_scope
+from exporter.slowlog.context import QueryContext, Usage, current, current_scope, scope_within
 
 # The route of 404s, mounted sub-apps and custom routers: never the raw path, which can hold
 # e-mail addresses, tokens and ids.
@@ -58,8 +60,50 @@ class RequestFields(Mapping[str, str]):
         return 1 + len(self._fields)
 
 
-# One per Metrics, so a failure is logged once, not once per request.
-_failures: weakref.WeakKeyDictionary[Metrics, FailureCounter] = weakref.WeakKeyDictionary()
+# Routes whose histogram children a recorder keeps; more (routes made up from paths by a
+# custom router) start the memory again, costing only a few lookups.
+MAX_CACHED_ROUTES = 10_000
+
+
+class _Recorder:
+    """Records one Metrics' requests. Keeps each route's two histogram children: looking them
+    up (label budget, `labels()`) costs more than observing."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._children: dict[str, tuple[Histogram, Histogram]] = {}
+        self.failures = FailureCounter(metrics)
+
+    def record(self, route: str, usage: Usage) -> None:
+        children = self._children.get(route)
+        if children is None:
+            children = self._children_of(route)
+        statements, duration = children
+        statements.observe(usage.statements)
+        duration.observe(usage.seconds)
+
+    def _children_of(self, route: str) -> tuple[Histogram, Histogram]:
+        metrics = self._metrics
+        statements = metrics.budget("db_request_statements").admit((route,))
+        duration = metrics.budget("db_request_duration_seconds").admit((route,))
+        children = (
+            metrics.request_statements.labels(*statements),
+            metrics.request_duration.labels(*duration),
+        )
+        if len(self._children) >= MAX_CACHED_ROUTES:
+            self._children.clear()
+        self._children[route] = children
+        return children
+
+
+_recorders: weakref.WeakKeyDictionary[Metrics, _Recorder] = weakref.WeakKeyDictionary()
+
+
+def _recorder(metrics: Metrics) -> _Recorder:
+    recorder = _recorders.get(metrics)
+    if recorder is None:
+        recorder = _recorders.setdefault(metrics, _Recorder(metrics))
+    return recorder
 
 
 @contextmanager
@@ -73,24 +117,19 @@ def request_scope(fields: RequestFields, metrics: Metrics | None = None) -> Iter
     if outer is not None and outer.request:
         yield outer
         return
-    with context_of(fields, request=True) as scope:
-        try:
-            yield scope
-        finally:
-            _end(metrics or default_metrics(), fields, scope)
+    scope = scope_within(outer, fields, request=True)
+    token = current.set(scope)
+    try:
+        yield scope
+    finally:
+        current.reset(token)
+        _end(_recorder(metrics or default_metrics()), fields, scope.usage)
 
 
-def _end(metrics: Metrics, fields: RequestFields, scope: QueryContext) -> None:
+def _end(recorder: _Recorder, fields: RequestFields, usage: Usage) -> None:
     """Never raises into the application: a failure is counted and logged once."""
     try:
         fields.settle()
-        route = fields["route"]
-        statements = metrics.budget("db_request_statements").admit((route,))
-        metrics.request_statements.labels(*statements).observe(scope.usage.statements)
-        duration = metrics.budget("db_request_duration_seconds").admit((route,))
-        metrics.request_duration.labels(*duration).observe(scope.usage.seconds)
+        recorder.record(fields["route"], usage)
     except Exception:
-        failures = _failures.get(metrics)
-        if failures is None:
-            failures = _failures.setdefault(metrics, FailureCounter(metrics))
-        failures.record("request_metrics")
+        recorder.failures.record("request_metrics")

@@ -50,22 +50,26 @@ def context(**fields: Any) -> Iterator[QueryContext]:
 
 
 @contextmanager
-def context_of(fields: Mapping[str, str], *, request: bool = False) -> Iterator[QueryContext]:
+def context_of(fields: Mapping[str, str]) -> Iterator[QueryContext]:
     """`context()` for fields given as a mapping, which may compute a value when it is read
-    (a middleware's route is known only once the framework has routed the request). A
-    `request` scope counts N+1 statements and usage on its own."""
-    outer = current.get()
-    if outer is None:
-        scope = QueryContext(fields, request=request)
-    else:
-        # Read through, not copied, so a computed value stays computed; nothing writes to it.
-        layered: Mapping[str, str] = ChainMap(fields, outer.fields)  # type: ignore[arg-type]
-        if request:
-            scope = QueryContext(layered, request=True)
-        else:
-            scope = QueryContext(layered, outer.counts, outer.usage, outer.request)
+    (a middleware's route is known only once the framework has routed the request)."""
+    scope = scope_within(current.get(), fields)
     token = current.set(scope)
     try:
         yield scope
     finally:
         current.reset(token)
+
+
+def scope_within(
+    outer: QueryContext | None, fields: Mapping[str, str], *, request: bool = False
+) -> QueryContext:
+    """The scope of `fields` opened inside `outer`: its fields added to the outer ones; its N+1
+    counts and usage the outer ones', unless it is a `request`, which has its own."""
+    if outer is None:
+        return QueryContext(fields, request=request)
+    # Read through, not copied, so a computed value stays computed; nothing writes to it.
+    layered: Mapping[str, str] = ChainMap(fields, outer.fields)  # type: ignore[arg-type]
+    if request:
+        return QueryContext(layered, request=True)
+    return QueryContext(layered, outer.counts, outer.usage, outer.request)
