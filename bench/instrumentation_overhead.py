@@ -21,8 +21,9 @@ figure is, if anything, an underestimate.
 
 `--instructions` counts instead of timing (`valgrind` must be installed), so that a change of
 a few hundred nanoseconds shows on a noisy machine. For each driver, statement and variant
-(bare, ours, OpenTelemetry) one child process runs N statements and another 2N under
-`valgrind --tool=callgrind`; callgrind counts only the statement loop (switched on and off
+(bare, ours, ours with every statement inside a context as in a web request, OpenTelemetry)
+one child process runs N statements and another 2N under `valgrind --tool=callgrind`;
+callgrind counts only the statement loop (switched on and off
 around it with `callgrind_control`, after the warm-up), and (2N total - N total) / N is one
 statement. A child repeats its count to within ~50 instructions per statement whatever else the
 machine runs. What moves more is memory layout: any change to the code shifts which lookups
@@ -61,7 +62,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, NamedTuple
 
 import sqlalchemy
@@ -75,7 +76,7 @@ from exporter import Metrics, instrument, uninstrument
 from exporter.demo.embedded import embedded_postgres
 from exporter.dsn import async_url, sync_url
 from exporter.settings import SlowQuerySettings
-from exporter.slowlog import SlowQueryLog
+from exporter.slowlog import SlowQueryLog, context
 
 STATEMENTS = {
     "SELECT 1": ("SELECT 1", None),
@@ -298,15 +299,21 @@ def bench_commenter(url: str, rounds: int, n: int) -> None:
     engine.dispose()
 
 
-def check_peer_attaches(url: str, otel: OTelPeer) -> None:
-    """The peer must really be measured: a statement on an instrumented engine makes a span."""
+def peer_attaches(url: str, otel: OTelPeer) -> bool:
+    """Whether a statement on an engine the peer instruments makes a span (not on SQLAlchemy
+    2.1, which the instrumentor does not support)."""
     engine = create_engine(sync_url(url))
     otel.attach(engine)
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     otel.detach()
     engine.dispose()
-    if otel.spans == 0:
+    return otel.spans > 0
+
+
+def check_peer_attaches(url: str, otel: OTelPeer) -> None:
+    """The peer must really be measured."""
+    if not peer_attaches(url, otel):
         raise SystemExit("OpenTelemetry's instrumentor did not attach: no span was recorded")
 
 
@@ -344,13 +351,15 @@ def memory(url: str, statements: int, distinct: int) -> None:
 # -- --instructions: callgrind counts, N against 2N statements per child -------------------
 
 DRIVERS = ("psycopg", "asyncpg")
-VARIANTS = ("bare", "ours", "otel")
+# `in_context`: ours, with every statement inside a context, as in a web request (N+1 counts and
+# the request's statements and time added up per statement).
+VARIANTS = ("bare", "ours", "in_context", "otel")
 WARM_UP = 200  # as in the timed run: connection, compiled cache, prepared statements
 USER_TIME_REPEATS = 5  # the least of these is the bare statement's user time
 
 
 def attach_variant(variant: str, engine: Engine) -> OTelPeer | None:
-    if variant == "ours":
+    if variant in ("ours", "in_context"):
         metrics = Metrics(CollectorRegistry())
         # Under valgrind a statement can take longer than the default slow-query threshold;
         # a real one seldom does, and a slow record would cost a child more the slower it ran.
@@ -405,18 +414,20 @@ def count_child(url: str, driver: str, label: str, variant: str, n: int) -> None
     exporter.instrumentation.series.EXEMPLAR_INTERVAL_SECONDS = math.inf
     sql, params = STATEMENTS[label]
     statement = text(sql)
-    if driver == "asyncpg":
-        peer = asyncio.run(count_async(url, statement, params, variant, n))
-    else:
-        engine = create_engine(sync_url(url))
-        peer = attach_variant(variant, engine)
-        with engine.connect() as conn:
-            for _ in range(WARM_UP):
-                conn.execute(statement, params)
-            with counted():
-                for _ in range(n):
+    # The warm-up inside the context too: its one N+1 warning falls there.
+    with context(route="/bench") if variant == "in_context" else nullcontext():
+        if driver == "asyncpg":
+            peer = asyncio.run(count_async(url, statement, params, variant, n))
+        else:
+            engine = create_engine(sync_url(url))
+            peer = attach_variant(variant, engine)
+            with engine.connect() as conn:
+                for _ in range(WARM_UP):
                     conn.execute(statement, params)
-        engine.dispose()
+                with counted():
+                    for _ in range(n):
+                        conn.execute(statement, params)
+            engine.dispose()
     if peer is not None and peer.spans < n:
         raise SystemExit("OpenTelemetry's instrumentor did not record a span per statement")
 
@@ -491,7 +502,8 @@ def callgrind_total(url: str, job: Job) -> int:
 
 
 def instructions(url: str, n: int, seeds: int) -> None:
-    variants = VARIANTS if OTelPeer.create() is not None else VARIANTS[:2]
+    otel = OTelPeer.create()
+    variants = VARIANTS if otel is not None and peer_attaches(url, otel) else VARIANTS[:-1]
     jobs = [
         Job(driver, label, variant, count, seed)
         for driver in DRIVERS
@@ -527,10 +539,12 @@ def instructions(url: str, n: int, seeds: int) -> None:
             }
             ours = statistics.mean(added["ours"])
             spread = (max(added["ours"]) - min(added["ours"])) / 2
+            in_context = statistics.mean(added["in_context"])
             per_microsecond = statistics.mean(bare) / bare_user_time(url, driver, label)
             line = (
                 f"{driver:8} {label:13} bare {statistics.mean(bare):9,.0f} instr/stmt | "
-                f"ours +{ours:7,.0f} ±{spread:4,.0f} (~{ours / per_microsecond:.1f} us)"
+                f"ours +{ours:7,.0f} ±{spread:4,.0f} (~{ours / per_microsecond:.1f} us) | "
+                f"in a context +{in_context:7,.0f}"
             )
             if "otel" in added:
                 otel = statistics.mean(added["otel"])

@@ -56,7 +56,8 @@ class Panel:
     mappings: list[dict[str, Any]] = field(default_factory=list)
     thresholds: list[tuple[float | None, str]] | None = None
     overrides: list[dict[str, Any]] = field(default_factory=list)
-    links: list[dict[str, Any]] = field(default_factory=list)
+    # Titles of panels of the same dashboard this one links to (Grafana's panel links).
+    see_also: list[str] = field(default_factory=list)
     transformations: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -716,6 +717,8 @@ def _of_top_statements(expr: str) -> str:
     return f"{expr} and on (datname, queryid) {_TOP_STATEMENTS}"
 
 
+STATEMENTS_PER_REQUEST = "Statements per request by route"
+
 SLOW = Dashboard(
     uid="db-exporter-slow-queries",
     title="db-exporter / Slow queries",
@@ -849,7 +852,8 @@ SLOW = Dashboard(
             "N+1 warnings per second by table: a request or task ran the same SELECT "
             "n_plus_one_threshold times (10 by default). Each is one slow-query log record "
             "(kind n_plus_one) naming the call site and context; the N+1 alert fires above 10 "
-            "in 10 minutes for one table.",
+            "in 10 minutes for one table. The routes behind them: Statements per request by "
+            "route (the panel link).",
             [
                 Target(
                     f"sum by (database, table) (rate(db_n_plus_one_total{{{APP}}}[{RATE}]))",
@@ -857,6 +861,40 @@ SLOW = Dashboard(
                 )
             ],
             unit="ops",
+            see_also=[STATEMENTS_PER_REQUEST],
+        ),
+        Panel(
+            STATEMENTS_PER_REQUEST,
+            "The 10 routes whose requests ran the most statements on average over the "
+            "dashboard's range (db_request_statements, from the web-framework middleware; "
+            "every database, so the database filter does not apply). A route far above the "
+            "others is where N+1 loads and chatty loops live.",
+            [
+                Target(
+                    "topk(10, sum by (route) "
+                    f"(increase(db_request_statements_sum{{{PROC}}}[$__range])) / sum by (route) "
+                    f"(increase(db_request_statements_count{{{PROC}}}[$__range])))",
+                    "{{route}}",
+                    instant=True,
+                )
+            ],
+            kind="bargauge",
+            unit="short",
+            options={"orientation": "horizontal", "displayMode": "gradient"},
+        ),
+        Panel(
+            "Database time per request by route (p95)",
+            "95th percentile of the wall time a request spent in statements, for the 10 "
+            "routes where it is highest (db_request_duration_seconds; every database).",
+            [
+                Target(
+                    "topk(10, "
+                    + quantile(0.95, "db_request_duration_seconds", "route", selector=PROC)
+                    + ")",
+                    "{{route}}",
+                )
+            ],
+            unit="s",
             width=16,
         ),
         Panel(
@@ -955,7 +993,9 @@ def _variables(database_query: str) -> list[dict[str, Any]]:
     ]
 
 
-def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
+def _panel(
+    panel: Panel, panel_id: int, x: int, y: int, links: list[dict[str, Any]]
+) -> dict[str, Any]:
     targets = []
     for index, target in enumerate(panel.targets):
         targets.append(
@@ -1007,6 +1047,8 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         "options": options,
         "targets": targets,
     }
+    if links:
+        data["links"] = links
     if panel.interval:
         data["interval"] = panel.interval
     if panel.transformations:
@@ -1017,10 +1059,20 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
 def render(dashboard: Dashboard) -> dict[str, Any]:
     panels = []
     x = y = row_height = 0
+    ids = {panel.title: panel_id for panel_id, panel in enumerate(dashboard.panels, start=1)}
     for panel_id, panel in enumerate(dashboard.panels, start=1):
         if x + panel.width > 24:
             x, y, row_height = 0, y + row_height, 0
-        panels.append(_panel(panel, panel_id, x, y))
+        # The other panel alone, with this dashboard's time range and variables.
+        see_also = [
+            {
+                "title": title,
+                "url": f"/d/{dashboard.uid}/?viewPanel={ids[title]}"
+                "&${__url_time_range}&${__all_variables}",
+            }
+            for title in panel.see_also
+        ]
+        panels.append(_panel(panel, panel_id, x, y, see_also))
         x += panel.width
         row_height = max(row_height, panel.height)
     links = [

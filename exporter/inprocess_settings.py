@@ -14,8 +14,18 @@ from typing import Any, ClassVar
 
 from exporter.config_bounds import out_of_range
 
-# Metrics whose label sets grow with the application's statements, and so carry a cap.
-CAPPED_METRICS = ("query_duration_seconds",)
+# The metrics whose label values come from the application, and so carry a cap (one default,
+# `max_label_sets`, and per-metric overrides), each with its label that folds into `other`
+# beyond the cap (exporter/instrumentation/budget.py). `query_rows_total` has the label sets
+# `query_duration_seconds` admitted.
+CAPPED_METRICS: Mapping[str, str] = {
+    "query_duration_seconds": "table",
+    "query_errors_total": "sqlstate_class",
+    "slow_queries_total": "table",
+    "db_n_plus_one_total": "table",
+    "db_request_statements": "route",
+    "db_request_duration_seconds": "route",
+}
 
 # Read by pydantic when these dataclasses are validated from a config: unknown keys are errors.
 _STRICT: dict[str, Any] = {"extra": "forbid"}
@@ -39,8 +49,8 @@ def _check_bounds(settings: Any, bounds: Mapping[str, tuple[str, float]]) -> Non
 class InstrumentationSettings:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
-    # The most label sets a capped metric may have; further ones fold into table="other"
-    # and are counted in exporter_label_overflow_total{metric}.
+    # The most label sets a capped metric (CAPPED_METRICS) may have; further ones fold into
+    # `other` (table, route, ...) and are counted in exporter_label_overflow_total{metric}.
     max_label_sets: int = 2000
     # Per-metric overrides of max_label_sets, by metric name.
     max_label_sets_per_metric: Mapping[str, int] = field(default_factory=dict)

@@ -40,6 +40,10 @@ POOL_WAIT_BUCKETS: tuple[float, ...] = (
 POOL_USE_BUCKETS: tuple[float, ...] = (
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0,
 )  # fmt: skip
+# Statements per request: none (a route that needs no database) up to an N+1 gone wild.
+REQUEST_STATEMENT_BUCKETS: tuple[float, ...] = (
+    0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000,
+)  # fmt: skip
 
 
 def package_version() -> str:
@@ -61,6 +65,43 @@ QUERY_ROWS = Family(
     "(parameter sets for executemany).",
     ("database", "operation", "table"),
 )
+QUERY_ERRORS = Family(
+    "query_errors",
+    "Statements that failed, by the class (first two characters) of their SQLSTATE.",
+    ("database", "operation", "sqlstate_class"),
+)
+SLOW_QUERIES = Family(
+    "slow_queries",
+    "Statements at or above the slow-query threshold.",
+    ("database", "operation", "table"),
+)
+N_PLUS_ONE = Family(
+    "db_n_plus_one",
+    "N+1 warnings: the same statement repeated within one request or task.",
+    ("database", "table"),
+)
+# Recorded once per request by the web-framework middlewares (exporter/integrations/).
+REQUEST_STATEMENTS = Family(
+    "db_request_statements",
+    "Statements each request ran, by route template (every database, failed ones included).",
+    ("route",),
+)
+REQUEST_DURATION = Family(
+    "db_request_duration_seconds",
+    "Wall time each request spent in statements (the sum of their query_duration_seconds), "
+    "by route template.",
+    ("route",),
+)
+# The labels of every capped metric (exporter/inprocess_settings.py: CAPPED_METRICS), by the
+# name it is exposed and capped under.
+CAPPED_LABELS: dict[str, tuple[str, ...]] = {
+    "query_duration_seconds": QUERY_DURATION.labels,
+    "query_errors_total": QUERY_ERRORS.labels,
+    "slow_queries_total": SLOW_QUERIES.labels,
+    "db_n_plus_one_total": N_PLUS_ONE.labels,
+    "db_request_statements": REQUEST_STATEMENTS.labels,
+    "db_request_duration_seconds": REQUEST_DURATION.labels,
+}
 # Set when PROMETHEUS_MULTIPROC_DIR was set as prometheus_client was imported: values must then
 # live in its files, so every series uses prometheus_client's own metric objects.
 MULTIPROCESS: bool = bool(getattr(ValueClass, "_multiprocess", False))
@@ -81,12 +122,8 @@ class Metrics:
         database = ["database"]
 
         # Statements
-        self.query_errors = Counter(
-            "query_errors",
-            "Statements that failed, by the class (first two characters) of their SQLSTATE.",
-            ["database", "operation", "sqlstate_class"],
-            registry=registry,
-        )
+        e = QUERY_ERRORS
+        self.query_errors = Counter(e.name, e.help, e.labels, registry=registry)
         self._bounds = tuple(sorted(buckets))
         self._statements: StatementFamilies | None = None
         if MULTIPROCESS:
@@ -100,22 +137,24 @@ class Metrics:
             registry.register(self._statements)
 
         # The slow-query log
-        self.slow_queries = Counter(
-            "slow_queries",
-            "Statements at or above the slow-query threshold.",
-            ["database", "operation", "table"],
-            registry=registry,
-        )
+        s = SLOW_QUERIES
+        self.slow_queries = Counter(s.name, s.help, s.labels, registry=registry)
         self.slow_query_log_dropped = Counter(
             "slow_query_log_dropped",
             "Slow-query records dropped because the writer's queue was full.",
             registry=registry,
         )
-        self.n_plus_one = Counter(
-            "db_n_plus_one",
-            "N+1 warnings: the same statement repeated within one request or task.",
-            ["database", "table"],
-            registry=registry,
+        n = N_PLUS_ONE
+        self.n_plus_one = Counter(n.name, n.help, n.labels, registry=registry)
+
+        # Requests (with a web-framework middleware)
+        r = REQUEST_STATEMENTS
+        self.request_statements = Histogram(
+            r.name, r.help, r.labels, buckets=REQUEST_STATEMENT_BUCKETS, registry=registry
+        )
+        r = REQUEST_DURATION
+        self.request_duration = Histogram(
+            r.name, r.help, r.labels, buckets=self._bounds, registry=registry
         )
 
         # Connection pool
@@ -194,7 +233,8 @@ class Metrics:
         )
         self.label_overflow = Counter(
             "exporter_label_overflow",
-            'New label sets folded into table="other" because the metric reached its cap.',
+            "Label sets folded into other (table, sqlstate_class or route) because the metric "
+            "reached its cap, each counted once.",
             ["metric"],
             registry=registry,
         )
@@ -258,7 +298,7 @@ class Metrics:
         with self._budgets_lock:
             budget = self._budgets.get(metric)
             if budget is None:
-                budget = self._budgets[metric] = LabelBudget(metric, self)
+                budget = self._budgets[metric] = LabelBudget(metric, CAPPED_LABELS[metric], self)
             return budget
 
 
@@ -269,6 +309,8 @@ _default_lock = threading.Lock()
 def default_metrics() -> Metrics:
     """The process-wide metrics on prometheus_client's global registry, created on first use."""
     global _default
+    if _default is not None:  # set once and never replaced: read without the lock
+        return _default
     with _default_lock:
         if _default is None:
             _default = Metrics()

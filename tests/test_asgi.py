@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import litestar
 import pytest
+from collector_helpers import by_label
 from fastapi import BackgroundTasks, FastAPI
 from fastapi.responses import StreamingResponse
 from litestar.types import Receive as LitestarReceive
@@ -44,13 +45,17 @@ from web_requests import (
     get_context,
     lazy_authors,
     outputs,
+    per_request,
     records,
+    statements_of,
 )
 
+import exporter.integrations.request as request_module
 from exporter import Metrics
+from exporter.instrumentation.budget import OTHER, LabelLimits
 from exporter.integrations.asgi import QueryContextMiddleware
 from exporter.integrations.asgi_endpoints import ExporterEndpoints, exporter_lifespan
-from exporter.integrations.request import UNMATCHED, clean_request_id
+from exporter.integrations.request import UNMATCHED, RequestFields, clean_request_id, request_scope
 from exporter.slowlog import SlowQueryLog, context
 from exporter.slowlog.context import current
 
@@ -103,6 +108,13 @@ def fastapi_app(engine: Engine, async_engine: AsyncEngine) -> FastAPI:
         tasks.add_task(slow_task)  # runs after the response is sent
         return "queued"
 
+    @app.get("/statements/{count}")
+    def statements(count: int) -> int:
+        with engine.connect() as conn:
+            for number in range(count):
+                conn.execute(text(f"SELECT {number}"))
+        return count
+
     @app.get("/boom/{email}")
     def boom(email: str) -> None:
         with engine.connect() as conn:
@@ -118,6 +130,12 @@ async def client(app: Any, **transport: Any) -> AsyncIterator[httpx.AsyncClient]
         transport=httpx.ASGITransport(app=app, **transport), base_url="http://app"
     ) as http:
         yield http
+
+
+def database_seconds(registry: CollectorRegistry) -> float:
+    """Wall time of the statements `/statements/{count}` runs, as query_duration_seconds has it."""
+    labels = {"database": "main", "operation": "SELECT", "table": "other", "status": "ok"}
+    return registry.get_sample_value("query_duration_seconds_sum", labels) or 0.0
 
 
 async def test_records_carry_route_templates_method_and_request_id_never_the_path(
@@ -182,11 +200,104 @@ async def test_streaming_and_background_tasks_are_untouched_and_in_the_request_c
     assert routes == [("/stream/{email}", "s"), ("/later/{email}", "b")]
 
 
+async def test_statements_and_database_time_per_request_by_route_template(
+    engine: Engine, async_engine: AsyncEngine, metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    async with async_engine.connect():  # SQLAlchemy's first-connect statements, before
+        pass
+    app = fastapi_app(engine, async_engine)
+    app.add_middleware(QueryContextMiddleware, metrics=metrics)
+    async with client(app) as http:
+        before = database_seconds(registry)
+        for count in (3, 3, 0, 12):
+            assert (await http.get(f"/statements/{count}")).json() == count
+        spent = database_seconds(registry) - before
+        assert (await http.get(f"/async/users/{CANARY}")).status_code == 200
+        assert (await http.get(f"/nowhere/{CANARY}")).status_code == 404
+    template = "/statements/{count}"
+    assert per_request(registry, "db_request_statements", template) == {
+        "0.0": 1, "1.0": 1, "2.0": 1, "3.0": 3, "5.0": 3, "10.0": 3, "20.0": 4, "50.0": 4,
+        "100.0": 4, "200.0": 4, "500.0": 4, "1000.0": 4, "+Inf": 4, "sum": 18, "count": 4,
+    }  # fmt: skip
+    duration = per_request(registry, "db_request_duration_seconds", template)
+    assert duration["count"] == 4
+    assert duration["sum"] == pytest.approx(spent, rel=1e-9)
+    assert duration["0.0005"] >= 1  # the request without statements: 0 s
+    assert statements_of(registry, "/async/users/{email}") == (1, 1)  # asyncpg, in a greenlet
+    assert (
+        per_request(registry, "db_request_duration_seconds", "/async/users/{email}")["sum"] >= 0.12
+    )
+    assert statements_of(registry, UNMATCHED) == (1, 0)
+    routes = set(by_label(registry, "db_request_statements_count", "route"))
+    assert routes == {template, "/async/users/{email}", UNMATCHED}
+
+
+async def test_routes_beyond_the_cap_fold_into_other_counted_once_each(
+    engine: Engine, async_engine: AsyncEngine, metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    capped = ("db_request_statements", "db_request_duration_seconds")
+    metrics.limits = LabelLimits(per_metric=dict.fromkeys(capped, 1))
+    app = fastapi_app(engine, async_engine)
+    app.add_middleware(QueryContextMiddleware, metrics=metrics)
+    async with client(app) as http:
+        for _ in range(3):
+            await http.get("/statements/2")  # admitted
+            await http.get("/authors/batched")  # folded
+            await http.get(f"/nowhere/{CANARY}")  # folded
+    assert set(by_label(registry, "db_request_statements_count", "route")) == {
+        "/statements/{count}",
+        OTHER,
+    }
+    assert statements_of(registry, OTHER)[0] == 6
+    for metric in capped:
+        overflow = registry.get_sample_value("exporter_label_overflow_total", {"metric": metric})
+        assert overflow == 2, metric
+
+
+async def test_a_fault_in_the_request_bookkeeping_never_reaches_the_application(
+    engine: Engine,
+    async_engine: AsyncEngine,
+    metrics: Metrics,
+    registry: CollectorRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(metrics, "request_statements", None)  # any use raises
+    app = fastapi_app(engine, async_engine)
+    app.add_middleware(QueryContextMiddleware, metrics=metrics)
+    async with client(app) as http:
+        for count in (1, 2):
+            assert (await http.get(f"/statements/{count}")).json() == count
+    errors = {"kind": "request_metrics"}
+    assert registry.get_sample_value("exporter_instrumentation_errors_total", errors) == 2
+    logged = [r for r in caplog.records if r.name == "exporter.instrumentation"]
+    assert len(logged) == 1  # once per kind, not per request
+    assert current.get() is None
+
+
+def test_the_routes_kept_for_the_histograms_are_bounded(
+    metrics: Metrics, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(request_module, "MAX_CACHED_ROUTES", 3)
+    for number in range(10):
+        route = f"/route/{number}"
+        for _ in range(2):
+            with request_scope(RequestFields(lambda: route), metrics):  # noqa: B023 (used at once)
+                pass
+    assert len(request_module._recorder(metrics)._children) <= 3
+    assert len(by_label(registry, "db_request_statements_count", "route")) == 10
+    assert set(by_label(registry, "db_request_statements_count", "route").values()) == {2}
+
+
 async def test_an_application_that_raises_leaves_no_context_behind(
-    engine: Engine, async_engine: AsyncEngine, slow_log: SlowQueryLog
+    engine: Engine,
+    async_engine: AsyncEngine,
+    slow_log: SlowQueryLog,
+    metrics: Metrics,
+    registry: CollectorRegistry,
 ) -> None:
     app = fastapi_app(engine, async_engine)
-    app.add_middleware(QueryContextMiddleware)
+    app.add_middleware(QueryContextMiddleware, metrics=metrics)
     async with client(app, raise_app_exceptions=False) as http:
         failed = await http.get(f"/boom/{CANARY}", headers={"X-Request-ID": "failing"})
         assert current.get() is None
@@ -195,14 +306,21 @@ async def test_an_application_that_raises_leaves_no_context_behind(
     failing, following = records(slow_log)
     assert failing["context"] == get_context("/boom/{email}", "failing")
     assert following["context"]["request_id"] == "next"
+    assert statements_of(registry, "/boom/{email}") == (1, 1)  # observed, as it failed
+    assert statements_of(registry, "/users/{email}/orders") == (1, 1)  # none carried over
 
 
 async def test_middleware_added_twice_sets_the_context_once(
-    engine: Engine, async_engine: AsyncEngine, slow_log: SlowQueryLog, lazy_authors: None
+    engine: Engine,
+    async_engine: AsyncEngine,
+    slow_log: SlowQueryLog,
+    lazy_authors: None,
+    metrics: Metrics,
+    registry: CollectorRegistry,
 ) -> None:
     app = fastapi_app(engine, async_engine)
-    app.add_middleware(QueryContextMiddleware, request_id_header="X-Inner-ID")
-    app.add_middleware(QueryContextMiddleware)  # the outer one: its settings apply
+    app.add_middleware(QueryContextMiddleware, request_id_header="X-Inner-ID", metrics=metrics)
+    app.add_middleware(QueryContextMiddleware, metrics=metrics)  # the outer one: its settings apply
     headers = {"X-Request-ID": "outer", "X-Inner-ID": "inner"}
     async with client(app) as http:
         await http.get("/authors/lazy", headers=headers)
@@ -210,6 +328,8 @@ async def test_middleware_added_twice_sets_the_context_once(
     (warning,) = records(slow_log, "n_plus_one")
     (record,) = records(slow_log)
     assert warning["context"]["request_id"] == record["context"]["request_id"] == "outer"
+    assert statements_of(registry, "/authors/lazy") == (1, 7)  # the authors, six lazy loads
+    assert statements_of(registry, "/users/{email}/orders") == (1, 1)
 
 
 @pytest.mark.parametrize(("given", "kept"), REQUEST_IDS)
@@ -308,7 +428,11 @@ async def assert_ready(http: httpx.AsyncClient, path: str) -> None:
 
 
 async def test_contexts_inside_and_around_a_request_add_to_its_fields(
-    engine: Engine, slow_log: SlowQueryLog, lazy_authors: None
+    engine: Engine,
+    slow_log: SlowQueryLog,
+    lazy_authors: None,
+    metrics: Metrics,
+    registry: CollectorRegistry,
 ) -> None:
     async def charge(request: Request) -> JSONResponse:
         with context(step="charge"), Session(engine) as session:
@@ -318,15 +442,20 @@ async def test_contexts_inside_and_around_a_request_add_to_its_fields(
         return JSONResponse("charged")
 
     app = Starlette(routes=[Route("/accounts/{account}/charge", charge, methods=["POST"])])
-    app.add_middleware(QueryContextMiddleware)
-    with context(suite="asgi"):  # and the request inside a context of the caller's
+    app.add_middleware(QueryContextMiddleware, metrics=metrics)
+    with context(suite="asgi") as caller:  # and requests inside a context of the caller's
         async with client(app) as http:
             await http.post(f"/accounts/{CANARY}/charge", headers={"X-Request-ID": "c-1"})
-    (warning,) = records(slow_log, "n_plus_one")
-    (record,) = records(slow_log)
+            await http.post(f"/accounts/{CANARY}/charge", headers={"X-Request-ID": "c-2"})
+    first, second = records(slow_log, "n_plus_one")  # each request is its own N+1 scope
+    record, _ = records(slow_log)
     expected = {**get_context("/accounts/{account}/charge", "c-1"), "method": "POST"}
     fields = {**expected, "step": "charge", "suite": "asgi"}
-    assert warning["context"] == record["context"] == fields
+    assert first["context"] == record["context"] == fields
+    assert second["context"]["request_id"] == "c-2"
+    # the authors, six lazy loads and the slow one, per request; none in the caller's context
+    assert statements_of(registry, "/accounts/{account}/charge") == (2, 2 * 8)
+    assert (caller.usage.statements, caller.counts) == (0, {})
     assert current.get() is None
 
 

@@ -116,7 +116,10 @@ def test_every_selector_filters_on_the_variables(target: Any) -> None:
         # The database-side collectors' series carry postgres_exporter's datname.
         if name.startswith(("pg_", "db_migrations_", "db_schema_drift_")) or "pg_stat" in matchers:
             assert 'datname=~"$database"' in matchers, (name, matchers)
-        elif name not in ("exporter_build_info", "slow_query_log_dropped_total"):
+        # A request's statements may span databases: its series are by route only.
+        elif name not in ("exporter_build_info", "slow_query_log_dropped_total") and not (
+            name.startswith("db_request_")
+        ):
             assert 'database=~"$database"' in matchers, (name, matchers)
 
 
@@ -132,7 +135,9 @@ def test_rates_see_counters_and_quantiles_see_buckets_by_le(target: Any) -> None
             assert "rate(" in argument, target.expr
         else:
             assert names, target.expr
-            assert all(n.endswith(("_total", "_bucket", "_count")) for n in names), target.expr
+            assert all(n.endswith(("_total", "_bucket", "_count", "_sum")) for n in names), (
+                target.expr
+            )
 
 
 def test_metric_names_are_read_from_expressions() -> None:
@@ -159,3 +164,17 @@ def test_slow_queries_dashboard_links_to_each_exporters_page() -> None:
     assert override["matcher"] == {"id": "byName", "options": "instance"}
     [link] = override["properties"][0]["value"]
     assert link["url"] == "http://${__value.text}/"
+
+
+def test_the_n_plus_one_panel_links_to_the_statements_per_request_panel() -> None:
+    dashboard = load_dashboard(DASHBOARDS / "slow-queries.json")
+    panels = {panel["title"]: panel for panel in dashboard["panels"]}
+    [link] = panels["N+1 warnings by table"]["links"]
+    target = panels["Statements per request by route"]
+    assert link["title"] == target["title"]
+    assert link["url"] == (
+        f"/d/{dashboard['uid']}/?viewPanel={target['id']}&${{__url_time_range}}&${{__all_variables}}"
+    )
+    [expr] = [t["expr"] for t in target["targets"]]
+    assert "db_request_statements_sum" in expr
+    assert "db_request_statements_count" in expr

@@ -29,7 +29,9 @@ from web_requests import (
     get_context,
     lazy_authors,
     outputs,
+    per_request,
     records,
+    statements_of,
 )
 from werkzeug.exceptions import HTTPException
 from werkzeug.test import Client, EnvironBuilder
@@ -63,6 +65,12 @@ def flask_app(engine: Engine, db: SQLAlchemy) -> Flask:
     @app.get("/reports/<int:year>")
     def report(year: int) -> str:
         db.session.execute(text(SLOW), bind_arguments={"bind": db.engines["reports"]})
+        return "ok"
+
+    @app.get("/statements/<int:count>")
+    def statements(count: int) -> str:
+        for _ in range(count):
+            db.session.execute(text("SELECT 1"))
         return "ok"
 
     @app.get("/authors/lazy")
@@ -181,6 +189,31 @@ def test_n_plus_one_is_reported_once_per_request_and_not_for_a_batched_load(
     assert [w["context"]["request_id"] for w in warnings] == ["lazy-1", "lazy-2"]
     assert {w["context"]["route"] for w in warnings} == {"/authors/lazy"}
     assert {w["table"] for w in warnings} == {"books"}
+
+
+def test_each_request_is_one_observation_of_its_statements_and_database_time(
+    app: Flask, metrics: Metrics
+) -> None:
+    # A request ends when the server closes its response (as PEP 3333 servers do).
+    client = app.test_client()
+    for count in (3, 3, 0, 12):
+        with client.get(f"/statements/{count}") as response:
+            assert response.text == "ok"
+    with client.get(f"/stream/{CANARY}", buffered=False) as streamed:
+        assert statements_of(metrics.registry, "/stream/<email>") == (0, 0)  # not over yet
+        assert b"".join(streamed.response) == b"first,second"
+    streamed.close()  # a server closing it twice: one request still
+    with client.get(f"/nowhere/{CANARY}") as missing:
+        assert missing.status_code == 404
+    registry = metrics.registry
+    counts = per_request(registry, "db_request_statements", "/statements/<int:count>")
+    assert (counts["count"], counts["sum"]) == (4, 18)
+    assert (counts["0.0"], counts["3.0"], counts["+Inf"]) == (1, 3, 4)
+    assert statements_of(registry, "/stream/<email>") == (1, 1)  # the statement while streaming
+    assert statements_of(registry, UNMATCHED) == (1, 1)  # the 404 handler's
+    seconds = per_request(registry, "db_request_duration_seconds", "/stream/<email>")
+    assert seconds["count"] == 1
+    assert seconds["sum"] >= 0.12  # pg_sleep(0.12)
 
 
 def test_a_streamed_response_runs_in_the_request_context_and_leaves_none_between_chunks(

@@ -18,6 +18,7 @@ WORKER = """
 import sys
 from sqlalchemy import create_engine, text
 from exporter import instrument
+from exporter.integrations.request import RequestFields, request_scope
 
 engine = create_engine(sys.argv[1], pool_size=2)
 instrument(engine, database="main")
@@ -25,6 +26,9 @@ with engine.connect() as first, engine.connect() as second:
     for _ in range(25):
         first.execute(text("SELECT count(*) FROM pg_database"))
     second.execute(text("SELECT count(*) FROM pg_database"))
+    with request_scope(RequestFields(lambda: "/report", method="GET")):
+        for _ in range(3):
+            first.execute(text("SELECT count(*) FROM pg_database"))
     print("ready", flush=True)
     sys.stdin.readline()
 """
@@ -78,7 +82,10 @@ def test_one_scrape_sums_every_worker(tmp_path: Path, database_url: URL) -> None
         samples = scrape(f"http://127.0.0.1:{port}/metrics")
         main = frozenset({("database", "main")})
         ok = main | {("operation", "SELECT"), ("table", "pg_database"), ("status", "ok")}
-        assert samples[("query_duration_seconds_count", ok)] == 2 * 26
+        assert samples[("query_duration_seconds_count", ok)] == 2 * 29
+        report = frozenset({("route", "/report")})
+        assert samples[("db_request_statements_count", report)] == 2 * 1
+        assert samples[("db_request_statements_sum", report)] == 2 * 3
         assert samples[("db_connections_active", main)] == 2 * 2
         assert samples[("db_connections_created_total", main)] == 2 * 2
     finally:

@@ -37,8 +37,9 @@ from exporter import Exporter, Metrics, create_app, instrument, uninstrument
 from exporter.bounded import size_of
 from exporter.dsn import async_url, sync_url
 from exporter.inprocess_settings import InstrumentationSettings
+from exporter.integrations.aiohttp import aiohttp_request_middleware
 from exporter.settings import PlanSettings, SlowQuerySettings
-from exporter.slowlog import SlowQueryLog, aiohttp_context_middleware, context
+from exporter.slowlog import SlowQueryLog, context
 from exporter.slowlog.record import SlowQuery
 from exporter.sql import identify
 
@@ -549,20 +550,29 @@ def test_per_database_threshold_overrides_the_default(
         log.close()
 
 
-async def test_aiohttp_middleware_puts_the_route_in_records(
-    engine: Engine, slow_log: SlowQueryLog, aiohttp_client: Any
+async def test_aiohttp_middleware_puts_the_route_in_records_and_counts_statements(
+    engine: Engine,
+    slow_log: SlowQueryLog,
+    aiohttp_client: Any,
+    metrics: Metrics,
+    registry: CollectorRegistry,
 ) -> None:
     async def item(request: web.Request) -> web.Response:
         with engine.connect() as conn:  # a sync engine in a handler, for the test's sake
             conn.execute(text("SELECT pg_sleep(0.12)"))
         return web.Response(text="ok")
 
-    app = web.Application(middlewares=[aiohttp_context_middleware])
+    app = web.Application(middlewares=[aiohttp_request_middleware(metrics)])
     app.router.add_get("/items/{id}", item)
     client: TestClient[Any, Any] = await aiohttp_client(app)
     assert (await client.get("/items/42")).status == 200
+    assert (await client.get("/nothing/here")).status == 404
     (record,) = slow_records(slow_log)
     assert record["context"] == {"route": "/items/{id}", "method": "GET"}
+    for route, count in (("/items/{id}", 1), ("unmatched", 0)):
+        labels = {"route": route}
+        assert registry.get_sample_value("db_request_statements_count", labels) == 1
+        assert registry.get_sample_value("db_request_statements_sum", labels) == count
 
 
 @pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])

@@ -1,6 +1,6 @@
 """What the request-context tests of every framework (ASGI, WSGI) share: the canary, the slow
 statement, the request ids to clean, the authors whose books load lazily, and reading back
-what db-exporter put out."""
+what db-exporter put out (records, per-request histograms)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import re
 from typing import Any
 
 import pytest
+from collector_helpers import samples
+from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from test_slowlog import Author, Book
@@ -70,3 +72,20 @@ def outputs(
 def assert_no_canary(places: dict[str, str]) -> None:
     for place, content in places.items():
         assert CANARY.split("@")[0] not in content, place  # also when percent-encoded
+
+
+def per_request(registry: CollectorRegistry, name: str, route: str) -> dict[str, float]:
+    """One route's series of a per-request histogram: `le` -> cumulative count, `sum`, `count`."""
+    found = {}
+    for labels, value in samples(registry, f"{name}_bucket"):
+        if labels["route"] == route:
+            found[labels["le"]] = value
+    for part in ("sum", "count"):
+        found[part] = registry.get_sample_value(f"{name}_{part}", {"route": route}) or 0.0
+    return found
+
+
+def statements_of(registry: CollectorRegistry, route: str) -> tuple[float, float]:
+    """(requests, statements) observed for `route`."""
+    found = per_request(registry, "db_request_statements", route)
+    return found["count"], found["sum"]

@@ -4,7 +4,8 @@ Deposits, withdrawals with row locks, transfers between users, reports with join
 aggregates, one deliberately slow report, a page with an N+1 query pattern, a reconciliation
 job that holds a connection, now and then a withdrawal the database refuses (so
 `status="error"` has data), and bursts of concurrent requests beyond `pool_size` so the pool
-overflows.
+overflows. Each step the service would serve as a web request runs in a request scope with its
+route template, as a web-framework middleware would run it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from decimal import Decimal
 
 from sqlalchemy import func, select, text, update
@@ -28,13 +29,19 @@ from exporter.demo.models import (
     session_factory,
     session_scope,
 )
-from exporter.slowlog import context
+from exporter.integrations.request import RequestFields, request_scope
+from exporter.slowlog.context import QueryContext
 
 log = logging.getLogger("exporter.demo.workload")
 
 USERS = 50
 START_BALANCE = Decimal("1000")
 ASSET = "USDT"
+
+
+def request(method: str, route: str) -> AbstractContextManager[QueryContext]:
+    """A request of the wallet's API to `route` (a template), as a middleware scopes it."""
+    return request_scope(RequestFields(lambda: route, method=method))
 
 
 class WalletWorkload:
@@ -159,8 +166,8 @@ class WalletWorkload:
 
     async def users_report(self) -> None:
         """A page that loads each user's balance one query at a time: an N+1 the slow-query
-        log reports (the request context comes from exporter.slowlog.context)."""
-        with context(route="/reports/users"):
+        log reports (counted per request)."""
+        with request("GET", "/reports/users"):
             async with self._sessions() as session:
                 users = (await session.scalars(select(User).order_by(User.id).limit(12))).all()
                 for user in users:
@@ -206,15 +213,20 @@ class WalletWorkload:
         user, other = self._random.sample(self._user_ids, 2)
         amount = Decimal(self._random.randint(1, 5000)) / 100
         if pick < 0.30:
-            await self.deposit(user, amount)
+            with request("POST", "/users/{user_id}/deposits"):
+                await self.deposit(user, amount)
         elif pick < 0.55:
-            await self.withdraw(user, amount)
+            with request("POST", "/users/{user_id}/withdrawals"):
+                await self.withdraw(user, amount)
         elif pick < 0.85:
-            await self.transfer(user, other, amount)
+            with request("POST", "/transfers"):
+                await self.transfer(user, other, amount)
         elif pick < 0.97:
-            await self.report()
+            with request("GET", "/reports/top-holders"):
+                await self.report()
         else:
-            await self.overdraw(user)
+            with request("POST", "/users/{user_id}/withdrawals"):
+                await self.overdraw(user)
 
     async def _repeat(
         self, action: Callable[[], Awaitable[None]], pause: Callable[[], float]

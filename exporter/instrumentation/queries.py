@@ -47,7 +47,9 @@ log = logging.getLogger("exporter.instrumentation")
 @dataclass(slots=True)
 class _Statement:
     identity: QueryIdentity
-    table: str  # the label value: the identity's table, or "other"
+    # The label value: the identity's table, or "other" (none, not a known table, or folded by
+    # query_duration_seconds' cap, so that every metric of the statement names it alike).
+    table: str
     ok: StatementSeries
     select: bool  # counted for N+1 detection
     error: StatementSeries | None = None  # made on the first failure: most statements never do
@@ -121,7 +123,7 @@ class QueryListener:
             labels = (self._database, identity.operation, table, "ok")
             ok = self._metrics.budget("query_duration_seconds").admit(labels)
             series = self._metrics.statement_series(ok)
-            entry = _Statement(identity, table, series, identity.operation == "SELECT")
+            entry = _Statement(identity, ok[2], series, identity.operation == "SELECT")
             self._statements.put(key, entry, entry_size(key, identity))
         return entry
 
@@ -235,10 +237,13 @@ class QueryListener:
             entry.ok.record(elapsed, rows, current_exemplar, ended)
             if elapsed >= self._slow_threshold:
                 self._slow(entry, elapsed, rows, parameters, batch, context, None)
-            # N+1 detection: only SELECTs count, so others need not look up the context.
-            if entry.select and self._slow_log is not None:
-                scope = current_scope()
-                if scope is not None:
+            scope = current_scope()
+            if scope is not None:
+                usage = scope.usage  # per request: statements and their time
+                usage.statements += 1
+                usage.seconds += elapsed
+                # N+1 detection: only SELECTs count.
+                if entry.select and self._slow_log is not None:
                     repeats = self._repeats(scope, entry)
                     if repeats is not None:
                         self._slow(entry, elapsed, None, parameters, batch, context, None, repeats)
@@ -264,13 +269,19 @@ class QueryListener:
                     admitted = self._metrics.budget("query_duration_seconds").admit(labels)
                     entry.error = self._metrics.statement_series(admitted)
                 entry.error.record(elapsed, 0, current_exemplar, ended)
+                scope = current_scope()
+                if scope is not None:
+                    scope.usage.statements += 1
+                    scope.usage.seconds += elapsed
                 if elapsed >= self._slow_threshold:
                     code = getattr(exc, "sqlstate", None) or sqlstate_class(exc)
                     self._slow(entry, elapsed, None, parameters, batch, context, str(code))
             key = (entry.operation, sqlstate_class(exc))
             errors = self._errors.get(key)
             if errors is None:
-                errors = self._errors[key] = self._metrics.query_errors.labels(self._database, *key)
+                budget = self._metrics.budget("query_errors_total")
+                errors = self._metrics.query_errors.labels(*budget.admit((self._database, *key)))
+                self._errors[key] = errors
             errors.inc()
         except Exception:
             self._failures.record("query_failed")
@@ -294,15 +305,17 @@ class QueryListener:
             assert self._slow_log is not None
             if repeats is None:
                 if entry.slow is None:
-                    entry.slow = self._metrics.slow_queries.labels(
-                        self._database, entry.operation, entry.table
-                    )
+                    budget = self._metrics.budget("slow_queries_total")
+                    slow = (self._database, entry.operation, entry.table)
+                    entry.slow = self._metrics.slow_queries.labels(*budget.admit(slow))
                 entry.slow.inc()
             else:
                 counter = self._n_plus_one.get(entry.table)
                 if counter is None:
+                    budget = self._metrics.budget("db_n_plus_one_total")
+                    labels = budget.admit((self._database, entry.table))
                     counter = self._n_plus_one[entry.table] = self._metrics.n_plus_one.labels(
-                        self._database, entry.table
+                        *labels
                     )
                 counter.inc()
             scope = current_scope()

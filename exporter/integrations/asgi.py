@@ -19,8 +19,9 @@ from exporter.integrations.request import (
     RequestFields,
     checked_max_length,
     clean_request_id,
+    request_scope,
 )
-from exporter.slowlog.context import context_of
+from exporter.metrics import Metrics
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -48,8 +49,9 @@ def route_template(scope: Scope, root_path: str) -> str:
 class QueryContextMiddleware:
     """Sets the context of each HTTP request: `route` (the template, never the path),
     `method` and `request_id` (from the `request_id_header`, cleaned, else generated); N+1
-    statements are counted per request. The context ends with the request, also when the
-    application raises."""
+    statements are counted per request, and each request's statements and database time go
+    to `metrics` (default: the process-wide ones) by route. The context ends with the request,
+    also when the application raises."""
 
     def __init__(
         self,
@@ -57,10 +59,12 @@ class QueryContextMiddleware:
         *,
         request_id_header: str = REQUEST_ID_HEADER,
         max_request_id_length: int = MAX_REQUEST_ID_LENGTH,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
         self._header = request_id_header.lower().encode("latin-1")
         self._max_length = checked_max_length(max_request_id_length)
+        self._metrics = metrics
 
     def _request_id(self, scope: Scope) -> str:
         for name, value in scope.get("headers", ()):
@@ -79,8 +83,5 @@ class QueryContextMiddleware:
             method=scope["method"],
             request_id=self._request_id(scope),
         )
-        with context_of(fields):
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                fields.settle()
+        with request_scope(fields, self._metrics):
+            await self.app(scope, receive, send)

@@ -39,6 +39,7 @@ def instrument_flask(
             app.wsgi_app,
             request_id_header=request_id_header,
             max_request_id_length=max_request_id_length,
+            metrics=metrics,
         )
     if db is not None:
         with app.app_context():  # Flask-SQLAlchemy keeps the engines of each app

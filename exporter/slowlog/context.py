@@ -5,7 +5,9 @@
 
 A context lives in a ContextVar, so it follows asyncio tasks (and SQLAlchemy's greenlets)
 and threads independently. Nested contexts add to the outer one's fields and share its N+1
-counts, so one request is one scope.
+counts and its usage, so one request is one scope; a web request's context
+(`exporter.integrations.request.request_scope`) has counts and usage of its own, also inside a
+context of the caller's.
 """
 
 from __future__ import annotations
@@ -21,10 +23,20 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+@dataclass(slots=True)
+class Usage:
+    """The statements run in one scope and their wall time, added up on the query path."""
+
+    statements: int = 0
+    seconds: float = 0.0
+
+
 @dataclass
 class QueryContext:
     fields: Mapping[str, str]
     counts: dict[str, int] = field(default_factory=dict)  # fingerprint -> executions
+    usage: Usage = field(default_factory=Usage)
+    request: bool = False  # a web request's scope
 
 
 current: ContextVar[QueryContext | None] = ContextVar("db_exporter_query_context", default=None)
@@ -44,7 +56,7 @@ def context(**fields: Any) -> Iterator[QueryContext]:
 def context_of(fields: Mapping[str, str]) -> Iterator[QueryContext]:
     """`context()` for fields given as a mapping, which may compute a value when it is read
     (a middleware's route is known only once the framework has routed the request)."""
-    scope = scope_of(fields)
+    scope = scope_within(current.get(), fields)
     token = current.set(scope)
     try:
         yield scope
@@ -52,15 +64,18 @@ def context_of(fields: Mapping[str, str]) -> Iterator[QueryContext]:
         current.reset(token)
 
 
-def scope_of(fields: Mapping[str, str]) -> QueryContext:
-    """A context for `fields` inside the current one, if any: it adds to the outer fields and
-    shares the outer N+1 counts."""
-    outer = current.get()
+def scope_within(
+    outer: QueryContext | None, fields: Mapping[str, str], request: bool = False
+) -> QueryContext:
+    """The scope of `fields` opened inside `outer`: its fields added to the outer ones; its N+1
+    counts and usage the outer ones', unless it is a `request`, which has its own."""
     if outer is None:
-        return QueryContext(fields)
+        return QueryContext(fields, request=request)
     # Read through, not copied, so a computed value stays computed; nothing writes to it.
     layered: Mapping[str, str] = ChainMap(fields, outer.fields)  # type: ignore[arg-type]
-    return QueryContext(layered, outer.counts)
+    if request:
+        return QueryContext(layered, request=True)
+    return QueryContext(layered, outer.counts, outer.usage, outer.request)
 
 
 def run_in(scope: QueryContext, step: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
