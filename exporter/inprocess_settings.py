@@ -144,6 +144,9 @@ class SlowQuerySettings:
     queue_size: int = 10_000
     # Per-fingerprint aggregates kept (the least recently seen are forgotten first).
     max_fingerprints: int = 1000
+    # Records per fingerprint per second (0: no limit); beyond, slow statements are counted
+    # (slow_queries_total, the aggregates) but get no record (slow_query_log_rate_limited_total).
+    records_per_second: int = 10
     # The same fingerprint this many times within one context (request, task): an N+1 warning.
     n_plus_one_threshold: int = 10
     plans: PlanSettings = field(default_factory=PlanSettings)
@@ -161,6 +164,7 @@ class SlowQuerySettings:
                 "ring_buffer_size": (">=", 1),
                 "queue_size": (">=", 1),
                 "max_fingerprints": (">=", 1),
+                "records_per_second": (">=", 0),
                 "n_plus_one_threshold": (">=", 2),
             },
         )

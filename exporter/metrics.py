@@ -129,6 +129,12 @@ class Metrics:
             "Slow-query records dropped because the writer's queue was full.",
             registry=registry,
         )
+        self.slow_query_log_rate_limited = Counter(
+            "slow_query_log_rate_limited",
+            "Slow statements that got no slow-query record because their fingerprint had "
+            "records_per_second records already (still counted in slow_queries_total).",
+            registry=registry,
+        )
         self.n_plus_one = Counter(
             "db_n_plus_one",
             "N+1 warnings: the same statement repeated within one request or task.",

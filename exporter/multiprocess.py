@@ -15,7 +15,9 @@ after many recycled workers each scrape would read thousands of files. Here:
 
 A fold is committed by renaming one manifest into place, after the new aggregates are written
 and before anything is deleted; a fold interrupted after that point is finished by the next one,
-so a crash at any moment neither loses nor double-counts a value.
+so a fold stopped at any moment (the process killed) neither loses nor double-counts a value.
+One fold takes at most `FOLD_AT_MOST` processes, so that no scrape pays for a long backlog
+(a sidecar started beside a thousand ended workers' files) at once.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ _FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_(\d+)\.db")
 # Merged by adding (or by min/max): the aggregate stands for every dead process at once.
 FOLDED = ("counter", "histogram", "summary", "gauge_sum", "gauge_min", "gauge_max")
 
+FOLD_AT_MOST = 100
 _alive: tuple[int, int] | None = None  # (pid, descriptor) of this process's lock
 
 
@@ -110,14 +113,14 @@ def fold(directory: str) -> int:
 
 @contextmanager
 def _dead(directory: str) -> Iterator[set[str]]:
-    """The pids whose lock is free, locked by us until the fold is done, so that a new process
-    given the same pid waits before it writes."""
+    """Up to FOLD_AT_MOST pids whose lock is free, locked by us until the fold is done, so that
+    a new process given the same pid waits before it writes."""
     held: list[int] = []
     dead: set[str] = set()
     try:
         for name in os.listdir(directory):
             found = _ALIVE.fullmatch(name)
-            if found is None:
+            if found is None or len(dead) == FOLD_AT_MOST:
                 continue
             try:
                 descriptor = os.open(os.path.join(directory, name), os.O_RDWR)
@@ -201,23 +204,13 @@ def _write(path: str, metrics: Iterable[Any]) -> None:
                 values.write_value(key, sample.value, 0.0)  # type: ignore[no-untyped-call]
     finally:
         values.close()  # type: ignore[no-untyped-call]
-    _sync(path)
 
 
 def _replace(path: str, text: str) -> None:
     """Write `path` whole or not at all."""
     with open(path + ".new", "w") as file:
         file.write(text)
-    _sync(path + ".new")
     os.replace(path + ".new", path)
-
-
-def _sync(path: str) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class FoldingCollector:

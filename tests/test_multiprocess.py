@@ -18,7 +18,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import URL
 
-from exporter import Metrics
+from exporter import Metrics, multiprocess
 from exporter.dsn import sync_url
 from exporter.endpoints import scraped_registry
 from exporter.multiprocess import MANIFEST, FoldingCollector, commit, fold, merged
@@ -288,3 +288,19 @@ def test_a_forked_child_is_alive_on_its_own(directory: Path, environment: dict[s
     assert fold(str(directory)) == 2
     timeouts = collected(None, directory)[("db_pool_timeouts_total", MAIN)]
     assert timeouts == 1 + 2
+
+
+def test_a_long_backlog_is_folded_a_bounded_share_at_a_time(
+    directory: Path, environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(3):
+        subprocess.run([sys.executable, "-c", COUNTER, "10"], env=environment, check=True)
+    monkeypatch.setattr(multiprocess, "FOLD_AT_MOST", 2)
+    timeouts = ("db_pool_timeouts_total", MAIN)
+    assert collected(None, directory)[timeouts] == 30
+    assert fold(str(directory)) == 2
+    assert collected(None, directory)[timeouts] == 30
+    assert len(pids(directory)) == 2  # the aggregate and the process left for the next fold
+    assert fold(str(directory)) == 1
+    assert collected(None, directory)[timeouts] == 30
+    assert pids(directory) == {"aggregate"}

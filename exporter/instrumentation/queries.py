@@ -301,6 +301,8 @@ class QueryListener:
                         self._database, entry.operation, entry.table
                     )
                 entry.slow.inc()
+                if not self._slow_log.admit(self._database, entry.identity, seconds):
+                    return
             else:
                 counter = self._n_plus_one.get(entry.table)
                 if counter is None:

@@ -7,6 +7,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.slowlog.rate import Skipped
+
 
 @dataclass
 class Aggregate:
@@ -57,27 +59,40 @@ class Aggregates:
                 self._by_key.popitem(last=False)
 
     def add(self, record: dict[str, Any]) -> None:
-        key = (record["database"], record["fingerprint"])
         seconds = record["duration_ms"] / 1000
+        fields = (record["fingerprint"], record["database"], record["operation"], record["table"])
         with self._lock:
-            found = self._by_key.get(key)
-            if found is None:
-                found = self._by_key[key] = Aggregate(
-                    record["fingerprint"],
-                    record["database"],
-                    record["operation"],
-                    record["table"],
-                    record["sql"],
-                )
-                while len(self._by_key) > self._limit:
-                    self._by_key.popitem(last=False)
-            self._by_key.move_to_end(key)
+            found = self._found(*fields, record["sql"])
             found.count += 1
             found.total_seconds += seconds
             found.last_seen = record["time"]
             if seconds >= found.max_seconds:
                 found.max_seconds = seconds
                 found.worst = record
+
+    def add_skipped(self, skipped: Skipped, sql: str) -> None:
+        """Slow statements that got no record (the rate limit): counted all the same."""
+        identity = skipped.identity
+        with self._lock:
+            found = self._found(
+                identity.fingerprint, skipped.database, identity.operation, identity.table, sql
+            )
+            found.count += skipped.count
+            found.total_seconds += skipped.seconds
+            found.max_seconds = max(found.max_seconds, skipped.max_seconds)
+
+    def _found(
+        self, fingerprint: str, database: str, operation: str, table: str | None, sql: str
+    ) -> Aggregate:
+        """The fingerprint's aggregate, made the most recent (the lock held)."""
+        key = (database, fingerprint)
+        found = self._by_key.get(key)
+        if found is None:
+            found = self._by_key[key] = Aggregate(fingerprint, database, operation, table, sql)
+            while len(self._by_key) > self._limit:
+                self._by_key.popitem(last=False)
+        self._by_key.move_to_end(key)
+        return found
 
     def set_plan(self, database: str, fingerprint: str, plan: Any, summary: str) -> None:
         with self._lock:

@@ -54,6 +54,14 @@ def redact(parameters: Any, include_values: bool, batch: bool = False) -> Any:
     return _describe(parameters, include_values)
 
 
+def shown_sql(identity: QueryIdentity, max_sql_length: int) -> str:
+    """The normalised statement as records and aggregates show it: cut past the length."""
+    sql = identity.normalized
+    if len(sql) > max_sql_length:
+        sql = sql[:max_sql_length] + f"...[cut: {len(sql)} characters in all]"
+    return sql
+
+
 @dataclass(slots=True)
 class SlowQuery:
     database: str
@@ -71,9 +79,7 @@ class SlowQuery:
     at: float = field(default_factory=time.time)
 
     def as_dict(self, max_sql_length: int) -> dict[str, Any]:
-        sql = self.identity.normalized
-        if len(sql) > max_sql_length:
-            sql = sql[:max_sql_length] + f"...[cut: {len(sql)} characters in all]"
+        sql = shown_sql(self.identity, max_sql_length)
         data: dict[str, Any] = {
             "time": datetime.fromtimestamp(self.at, UTC).isoformat(timespec="milliseconds"),
             "kind": self.kind,
