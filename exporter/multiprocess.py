@@ -45,17 +45,19 @@ FOLDED = ("counter", "histogram", "summary", "gauge_sum", "gauge_min", "gauge_ma
 
 FOLD_AT_MOST = 100
 _alive: tuple[int, int] | None = None  # (pid, descriptor) of this process's lock
+_forks_watched = False
 
 
 def hold_alive_lock(directory: str) -> None:
     """Mark this process alive for as long as it runs (idempotent; forked children take their
     own). Waits while a fold is removing the files of an earlier process with this pid."""
-    global _alive
+    global _alive, _forks_watched
     pid = os.getpid()
     if _alive is not None and _alive[0] == pid:
         return
-    if _alive is None:
+    if not _forks_watched:  # children inherit the hook: registered once for all
         os.register_at_fork(after_in_child=lambda: _after_fork(directory))
+        _forks_watched = True
     path = os.path.join(directory, f"alive_{pid}.lock")
     while True:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
