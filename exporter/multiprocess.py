@@ -235,11 +235,17 @@ class FoldingCollector:
 
 
 def merged(directory: str) -> Iterable[Metric]:
-    """Every process's values, summed as prometheus_client's `MultiProcessCollector` does."""
+    """Every process's values, summed as prometheus_client's `MultiProcessCollector` does,
+    but for files still empty: a process creating one has not sized it yet, and reading it
+    would fail the scrape (it holds no value)."""
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    files = [os.path.join(directory, name) for name in os.listdir(directory)]
+    files = []
+    for entry in os.scandir(directory):
+        with suppress(FileNotFoundError):  # a live gauge's file removed by mark_process_dead
+            if entry.name.endswith(".db") and entry.stat().st_size > 0:
+                files.append(entry.path)
     metrics: Iterable[Metric] = MultiProcessCollector.merge(  # type: ignore[no-untyped-call]
-        [name for name in files if name.endswith(".db")], accumulate=True
+        files, accumulate=True
     )
     return metrics

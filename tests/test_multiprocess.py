@@ -262,9 +262,15 @@ def test_folds_beside_live_writers_count_every_increment(
     ]
     collector = FoldingCollector(str(directory))
     seen = []
-    while any(writer.poll() is None for writer in writers):  # folds while they write and end
-        seen.append(collected(collector, directory).get(timeouts, 0))
-    assert all(writer.wait() == 0 for writer in writers)
+    try:
+        while any(writer.poll() is None for writer in writers):  # folds while they write, end
+            seen.append(collected(collector, directory).get(timeouts, 0))
+    finally:
+        for writer in writers:
+            if writer.poll() is None:  # the loop failed: leave nothing running
+                writer.kill()
+            writer.wait()
+    assert all(writer.returncode == 0 for writer in writers)
     seen.append(collected(collector, directory)[timeouts])
     assert seen[-1] == 4 * each
     assert seen == sorted(seen)  # never a value counted twice, then not
@@ -304,3 +310,10 @@ def test_a_long_backlog_is_folded_a_bounded_share_at_a_time(
     assert fold(str(directory)) == 1
     assert collected(None, directory)[timeouts] == 30
     assert pids(directory) == {"aggregate"}
+
+
+def test_a_file_being_created_is_not_read(directory: Path, environment: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-c", COUNTER, "10"], env=environment, check=True)
+    (directory / "counter_999999.db").touch()  # created by its process, not sized yet
+    samples = collected(FoldingCollector(str(directory)), directory)
+    assert samples[("db_pool_timeouts_total", MAIN)] == 10
