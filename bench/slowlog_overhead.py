@@ -44,6 +44,14 @@ def measure(*_):
 """
 
 
+def file_log(metrics: Metrics, path: str, **settings: Any) -> SlowQueryLog:
+    """A slow-query log writing to `path` only (a terminal would slow its writer), no plans."""
+    return SlowQueryLog(
+        SlowQuerySettings(stdout=False, file=path, plans=PlanSettings(enabled=False), **settings),
+        metrics,
+    )
+
+
 def call_site_cost(url: str, number: int = 20_000) -> None:
     engine = create_engine(sync_url(url))
     results: list[Any] = []
@@ -75,18 +83,10 @@ def main() -> None:
         engine = create_engine(sync_url(url))
         metrics = Metrics(CollectorRegistry())
         out = os.path.join(scratch, "slow.jsonl")
-
-        def log(threshold_ms: float) -> SlowQueryLog:
-            settings = SlowQuerySettings(
-                threshold_ms=threshold_ms,
-                stdout=False,
-                file=out,
-                queue_size=1_000_000,
-                plans=PlanSettings(enabled=False),
-            )
-            return SlowQueryLog(settings, metrics)
-
-        never, always = log(1e9), log(0)
+        never = file_log(metrics, out, threshold_ms=1e9, queue_size=1_000_000)
+        always = file_log(  # a record for each statement: no rate limit
+            metrics, out, threshold_ms=0, queue_size=1_000_000, records_per_second=0
+        )
         statement, params = text("SELECT name FROM bench_items WHERE id = :id"), {"id": 42}
         with engine.connect() as conn:
 

@@ -10,10 +10,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from exporter.collectors.exposition import SnapshotStore, prerendered
 from exporter.metrics import Metrics
+from exporter.multiprocess import FoldingCollector
 from exporter.probe import ProbeState
 from exporter.slowlog import params
 from exporter.slowlog.log import SlowQueryLog
@@ -23,12 +23,13 @@ MAX_LIMIT = 1000  # records and aggregates in one /slow-queries answer
 
 def scraped_registry(metrics: Metrics) -> CollectorRegistry:
     """What /metrics renders: this process's registry or, when PROMETHEUS_MULTIPROC_DIR is set
-    (gunicorn/uvicorn workers writing their metrics to files), the sum over every process."""
+    (gunicorn/uvicorn workers writing their metrics to files), the sum over every process,
+    the files of ended processes folded first (exporter.multiprocess)."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
         return metrics.registry
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    registry.register(FoldingCollector(directory))
     return registry
 
 

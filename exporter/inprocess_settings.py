@@ -174,6 +174,9 @@ class SlowQuerySettings:
     # seen are forgotten first).
     max_fingerprints: int = 1000
     fingerprints_max_bytes: int = 8 * 1024 * 1024
+    # Records per fingerprint per second (0: no limit); beyond, slow statements are counted
+    # (slow_queries_total, the aggregates) but get no record (slow_query_log_rate_limited_total).
+    records_per_second: int = 10
     # The same fingerprint this many times within one context (request, task): an N+1 warning.
     n_plus_one_threshold: int = 10
     plans: PlanSettings = field(default_factory=PlanSettings)
@@ -194,6 +197,7 @@ class SlowQuerySettings:
                 "queue_max_bytes": (">=", 64 * 1024),
                 "max_fingerprints": (">=", 1),
                 "fingerprints_max_bytes": (">=", 64 * 1024),
+                "records_per_second": (">=", 0),
                 "n_plus_one_threshold": (">=", 2),
             },
         )

@@ -11,6 +11,8 @@ and are not part of that sum.
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
@@ -107,6 +109,20 @@ CAPPED_LABELS: dict[str, tuple[str, ...]] = {
 MULTIPROCESS: bool = bool(getattr(ValueClass, "_multiprocess", False))
 
 
+def _hold_alive_lock() -> None:
+    """Tell the scraping side that this process's files are live (exporter.multiprocess)."""
+    from exporter.multiprocess import hold_alive_lock
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    try:
+        if directory:
+            hold_alive_lock(directory)
+    except OSError as exc:  # its files are then never folded; the application goes on
+        logging.getLogger("exporter.multiprocess").warning(
+            "multi-process mode: cannot mark this process alive: %s", exc
+        )
+
+
 class Metrics:
     """The metric families, registered on one registry (a fresh one per test, the global one
     in production so an application that already exposes prometheus_client sees them too)."""
@@ -119,6 +135,8 @@ class Metrics:
     ) -> None:
         self.registry = registry
         self.limits = limits or LabelLimits()
+        if MULTIPROCESS:
+            _hold_alive_lock()
         database = ["database"]
 
         # Statements
@@ -142,6 +160,12 @@ class Metrics:
         self.slow_query_log_dropped = Counter(
             "slow_query_log_dropped",
             "Slow-query records dropped because the writer's queue was full.",
+            registry=registry,
+        )
+        self.slow_query_log_rate_limited = Counter(
+            "slow_query_log_rate_limited",
+            "Slow statements that got no slow-query record because their fingerprint had "
+            "records_per_second records already (still counted in slow_queries_total).",
             registry=registry,
         )
         n = N_PLUS_ONE

@@ -137,6 +137,7 @@ def test_a_bad_listen_address_is_not_echoed(listen: str) -> None:
             "greater than 0",
         ),
         ("- just\n- a list\n", "the top level must be a mapping"),
+        ("slow_queries:\n  records_per_second: -1\n", "records_per_second must be at least 0"),
     ],
 )
 def test_invalid_values_are_named(tmp_path: Path, text: str, fragment: str) -> None:

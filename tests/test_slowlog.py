@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+import time
 import tracemalloc
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -39,7 +41,7 @@ from exporter.dsn import async_url, sync_url
 from exporter.inprocess_settings import InstrumentationSettings
 from exporter.integrations.aiohttp import aiohttp_request_middleware
 from exporter.settings import PlanSettings, SlowQuerySettings
-from exporter.slowlog import SlowQueryLog, context
+from exporter.slowlog import SlowQueryLog, context, rate
 from exporter.slowlog.record import SlowQuery
 from exporter.sql import identify
 
@@ -412,6 +414,83 @@ def test_a_burst_keeps_memory_bounded_and_the_dropped_count_exact(
         log.flush()
     assert len(log.aggregates.ranked()) == 50  # the least recently seen were forgotten
     log.close()
+
+
+def test_a_storm_gets_some_records_per_fingerprint_and_every_statement_counted(
+    fresh_database: URL, metrics: Metrics, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    out = tmp_path / "slow.jsonl"
+    settings = SlowQuerySettings(threshold_ms=0, stdout=False, file=str(out), records_per_second=5)
+    log = SlowQueryLog(settings, metrics)
+    engine = create_engine(sync_url(fresh_database))
+    instrument(engine, metrics=metrics, slow_log=log)
+    storm, other = text("SELECT :n"), text("SELECT count(*) FROM pg_class")
+    try:
+        started = time.monotonic()
+        with engine.connect() as conn:
+            for n in range(500):  # every statement slow: one fingerprint
+                conn.execute(storm, {"n": n})
+            conn.execute(other)  # another fingerprint still gets its record
+        seconds = time.monotonic() - started
+        log.flush()
+    finally:
+        uninstrument(engine)
+        engine.dispose()
+        log.close()
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    slow = sum(
+        s.value for m in registry.collect() if m.name == "slow_queries" for s in m.samples
+        if s.name == "slow_queries_total"
+    )  # fmt: skip
+    limited = registry.get_sample_value("slow_query_log_rate_limited_total")
+    assert limited is not None
+    assert limited > 0
+    assert len(records) + limited == slow  # each slow statement: a record or counted as limited
+    by_fingerprint = {r["fingerprint"]: r for r in records}
+    storm_fingerprint = identify("SELECT $1").fingerprint
+    written = sum(r["fingerprint"] == storm_fingerprint for r in records)
+    assert written <= 5 * (int(seconds) + 2)  # at most 5 in each second it lasted
+    assert identify(str(other)).fingerprint in by_fingerprint
+    aggregates = {a["fingerprint"]: a for a in log.aggregates.ranked()}
+    assert aggregates[storm_fingerprint]["count"] == 500  # the limited ones included
+    assert aggregates[storm_fingerprint]["max_ms"] >= max(
+        r["duration_ms"] for r in records if r["fingerprint"] == storm_fingerprint
+    )
+
+
+def test_records_per_second_zero_writes_a_record_for_every_slow_statement(
+    fresh_database: URL, metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    settings = SlowQuerySettings(threshold_ms=0, stdout=False, records_per_second=5)
+    log = SlowQueryLog(settings, metrics)
+    log.apply(dataclasses.replace(settings, records_per_second=0))
+    engine = create_engine(sync_url(fresh_database))
+    instrument(engine, metrics=metrics, slow_log=log)
+    try:
+        with engine.connect() as conn:
+            for n in range(50):
+                conn.execute(text("SELECT :n"), {"n": n})
+        records = slow_records(log)
+    finally:
+        uninstrument(engine)
+        engine.dispose()
+        log.close()
+    assert sum(r["sql"] == "SELECT $1" for r in records) == 50
+    assert registry.get_sample_value("slow_query_log_rate_limited_total") == 0
+
+
+def test_the_rate_limit_keeps_a_bounded_number_of_fingerprints(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rate, "MAX_WINDOWS", 3)
+    limit = rate.RecordRate(per_second=1)
+    kept, new = identify("SELECT 1 FROM kept"), identify("SELECT 1 FROM beyond")
+    others = [identify(f"SELECT 1 FROM t{n}") for n in range(2)]
+    assert [limit.admit("main", i, 1.0) for i in (kept, *others)] == [True, True, True]
+    assert limit.admit("main", kept, 1.0) is False  # limited: its window is kept
+    # A fourth fingerprint finds the windows full: recorded, not remembered.
+    assert [limit.admit("main", new, 1.0) for _ in range(3)] == [True, True, True]
+    assert [(s.identity, s.count) for s in limit.take_skipped()] == [(kept, 1)]
 
 
 async def test_slow_queries_endpoint_filters_and_ranks(

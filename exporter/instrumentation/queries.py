@@ -309,6 +309,8 @@ class QueryListener:
                     slow = (self._database, entry.operation, entry.table)
                     entry.slow = self._metrics.slow_queries.labels(*budget.admit(slow))
                 entry.slow.inc()
+                if not self._slow_log.admit(self._database, entry.identity, seconds):
+                    return
             else:
                 counter = self._n_plus_one.get(entry.table)
                 if counter is None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.bounded import size_of
+from exporter.slowlog.rate import Skipped
 
 
 @dataclass
@@ -77,22 +78,10 @@ class Aggregates:
 
     def add(self, record: dict[str, Any], size: int) -> None:
         """`record` as written, `size` its bytes (size_of)."""
-        key = (record["database"], record["fingerprint"])
         seconds = record["duration_ms"] / 1000
+        fields = (record["fingerprint"], record["database"], record["operation"], record["table"])
         with self._lock:
-            found = self._by_key.get(key)
-            if found is None:
-                found = self._by_key[key] = Aggregate(
-                    record["fingerprint"],
-                    record["database"],
-                    record["operation"],
-                    record["table"],
-                    record["sql"],
-                    last_seen=record["time"],
-                )
-                found.own_size = sys.getsizeof(found) + size_of(vars(found))
-                self.bytes += found.own_size
-            self._by_key.move_to_end(key)
+            found = self._found(*fields, record["sql"])
             found.count += 1
             found.total_seconds += seconds
             found.last_seen = record["time"]
@@ -102,6 +91,32 @@ class Aggregates:
                 self.bytes += size - found.worst_size
                 found.worst_size = size
             self._trim()
+
+    def add_skipped(self, skipped: Skipped, sql: str) -> None:
+        """Slow statements that got no record (the rate limit): counted all the same."""
+        identity = skipped.identity
+        with self._lock:
+            found = self._found(
+                identity.fingerprint, skipped.database, identity.operation, identity.table, sql
+            )
+            found.count += skipped.count
+            found.total_seconds += skipped.seconds
+            found.max_seconds = max(found.max_seconds, skipped.max_seconds)
+            self._trim()
+
+    def _found(
+        self, fingerprint: str, database: str, operation: str, table: str | None, sql: str
+    ) -> Aggregate:
+        """The fingerprint's aggregate, made the most recent (the lock held); `_trim()` after
+        adding to it keeps the bounds."""
+        key = (database, fingerprint)
+        found = self._by_key.get(key)
+        if found is None:
+            found = self._by_key[key] = Aggregate(fingerprint, database, operation, table, sql)
+            found.own_size = sys.getsizeof(found) + size_of(vars(found))
+            self.bytes += found.own_size
+        self._by_key.move_to_end(key)
+        return found
 
     def set_plan(self, database: str, fingerprint: str, plan: Any, summary: str) -> None:
         """A plan larger than the whole budget is not kept; its summary is."""

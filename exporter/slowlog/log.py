@@ -3,7 +3,8 @@ turns them into JSON lines for the sinks, the ring buffer and the per-fingerprin
 
 Submitting never blocks and never does I/O: when the queue is full (in records, or in bytes of
 their statements' text) the record is dropped and counted in `slow_query_log_dropped_total`, so
-nothing is lost silently.
+nothing is lost silently. Beyond `records_per_second` per fingerprint no record is built at
+all (exporter.slowlog.rate).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 import weakref
 from typing import Any, Protocol
 
@@ -24,8 +26,10 @@ from exporter.metrics import Metrics
 from exporter.slowlog.aggregates import Aggregates
 from exporter.slowlog.callsite import CallSiteFinder
 from exporter.slowlog.plans import PlanCapture
-from exporter.slowlog.record import SlowQuery
+from exporter.slowlog.rate import RecordRate
+from exporter.slowlog.record import SlowQuery, shown_sql
 from exporter.slowlog.sinks import FileSink, RingBuffer, Sink, StdoutSink
+from exporter.sql import QueryIdentity
 
 log = logging.getLogger("exporter.slowlog")
 
@@ -86,6 +90,8 @@ class SlowQueryLog:
         self._sinks = _sinks(settings)
         self._sinks_lock = threading.Lock()  # the writer's sinks against apply()
         self._dropped = metrics.slow_query_log_dropped
+        self._rate_limited = metrics.slow_query_log_rate_limited
+        self.rate = RecordRate(settings.records_per_second)
         self.plans = PlanCapture(settings.plans, self.aggregates)
         self.call_sites = CallSiteFinder(settings.call_sites)
         self._thread: threading.Thread | None = None
@@ -116,6 +122,7 @@ class SlowQueryLog:
                 self._queue.maxsize = settings.queue_size
                 self._queue.max_bytes = settings.queue_max_bytes
             self.plans.settings = settings.plans
+            self.rate.per_second = settings.records_per_second
             if settings.call_sites != old.call_sites:
                 self.call_sites = CallSiteFinder(settings.call_sites)
             if sinks is not None:
@@ -131,6 +138,14 @@ class SlowQueryLog:
         self.plans.register(database, url)
 
     # -- the query path --------------------------------------------------------------------
+
+    def admit(self, database: str, identity: QueryIdentity, seconds: float) -> bool:
+        """Whether a slow statement gets a record; when not, it is counted as rate-limited and
+        its time goes into its aggregate by the writer."""
+        if self.rate.admit(database, identity, seconds):
+            return True
+        self._rate_limited.inc()
+        return False
 
     def submit(self, record: SlowQuery) -> None:
         if self._thread is None:
@@ -151,16 +166,31 @@ class SlowQueryLog:
     # -- the writer thread -----------------------------------------------------------------
 
     def _write_forever(self) -> None:
+        counted = time.monotonic()
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                item = None
             try:
                 if item is _STOP:
                     return
-                self._write(item)
+                if item is not None:
+                    self._write(item)
+                if time.monotonic() - counted >= 1.0:
+                    counted = time.monotonic()
+                    self._count_skipped()
             except Exception:  # a bug here must not kill the writer
                 log.exception("slow-query record could not be written")
             finally:
-                self._queue.task_done()
+                if item is not None:
+                    self._queue.task_done()
+
+    def _count_skipped(self) -> None:
+        """Rate-limited statements into their aggregates, so those stay exact."""
+        for skipped in self.rate.take_skipped():
+            sql = shown_sql(skipped.identity, self.settings.max_sql_length)
+            self.aggregates.add_skipped(skipped, sql)
 
     def _write(self, record: SlowQuery) -> None:
         data = record.as_dict(self.settings.max_sql_length)
@@ -197,6 +227,7 @@ class SlowQueryLog:
         """Wait until every submitted record has been written (tests, shutdown)."""
         if self._thread is not None:
             self._queue.join()
+        self._count_skipped()
         self.plans.flush()
 
     def close(self) -> None:

@@ -54,6 +54,17 @@ def redact(parameters: Any, include_values: bool, batch: bool = False) -> Any:
     return _describe(parameters, include_values)
 
 
+def shown_sql(identity: QueryIdentity, max_sql_length: int) -> str:
+    """The normalised statement as records and aggregates show it: cut past the length, the
+    cut saying how long the statement was (a statement identified from its prefix keeps its
+    truncation marker)."""
+    sql, length = identity.normalized, identity.full_length
+    if len(sql) > max_sql_length:
+        end = truncation_marker(length) if length else f"...[cut: {len(sql)} characters in all]"
+        sql = sql[:max_sql_length] + end
+    return sql
+
+
 @dataclass(slots=True)
 class SlowQuery:
     database: str
@@ -71,10 +82,7 @@ class SlowQuery:
     at: float = field(default_factory=time.time)
 
     def as_dict(self, max_sql_length: int) -> dict[str, Any]:
-        sql, length = self.identity.normalized, self.identity.full_length
-        if len(sql) > max_sql_length:
-            end = truncation_marker(length) if length else f"...[cut: {len(sql)} characters in all]"
-            sql = sql[:max_sql_length] + end
+        sql = shown_sql(self.identity, max_sql_length)
         data: dict[str, Any] = {
             "time": datetime.fromtimestamp(self.at, UTC).isoformat(timespec="milliseconds"),
             "kind": self.kind,
@@ -99,6 +107,7 @@ class SlowQuery:
             data.update(self.trace)
         if self.repeats is not None:
             data["repeats"] = self.repeats
+        length = self.identity.full_length
         if length is not None:  # identified from its prefix: the SQL is that prefix's
             data["truncated"] = True
             data["statement_length"] = length
