@@ -7,41 +7,32 @@ culprit and exits 2; `--debug` adds the traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
-import signal
 import sys
 import traceback
 from datetime import datetime
-from typing import BinaryIO, NoReturn
-
-import yaml
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 from exporter._version import __version__
-from exporter.assets import DEFAULT_RUNBOOK_BASE_URL, AssetsError, write_assets
-from exporter.demo.embedded import EmbeddedUnavailable
-from exporter.demo.run import DemoError, run_demo
-from exporter.dsn import DsnError
+from exporter.assets import DEFAULT_RUNBOOK_BASE_URL, write_assets
+from exporter.errors import UserError
 from exporter.logs import LOG_FORMATS, LOG_LEVELS, log_format, setup_logging
-from exporter.metrics import default_metrics
-from exporter.server import Exporter, ListenError
-from exporter.settings import (
-    ConfigError,
-    Settings,
-    load_settings,
-    parse_listen,
-    sidecar_ignored,
-)
 from exporter.slowlog import report
 from exporter.slowlog.progress import Progress
+
+if TYPE_CHECKING:
+    from exporter.settings import Settings
+
+# Each command imports what it runs when it runs (the server and its drivers, the demo, YAML):
+# `slowlog` on a laptop at 3 a.m. should not wait for aiohttp and SQLAlchemy to load.
 
 DEMO_LISTEN = "127.0.0.1:9188"
 log = logging.getLogger(__name__)
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A mistake on the command line or in the environment; the message is one line."""
 
 
@@ -50,6 +41,8 @@ class NoRecords(Exception):
 
 
 def _listen(value: str | None, flag: str = "--listen") -> str | None:
+    from exporter.settings import parse_listen
+
     if value is not None:
         try:
             parse_listen(value)
@@ -183,6 +176,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(path: str | None) -> Settings:
     """What `serve` runs and `check-config` shows: the file (if any) and the environment."""
+    from exporter.settings import load_settings
+
     settings = load_settings(path)
     if path is None and not settings.databases:
         raise UsageError(
@@ -192,12 +187,20 @@ def _settings(path: str | None) -> Settings:
 
 
 def _check_config(path: str | None) -> None:
+    import yaml
+
     settings = _settings(path)
     print(f"# {path or 'environment'}: valid; effective configuration (passwords masked)")
     print(yaml.safe_dump(settings.masked(), sort_keys=False), end="")
 
 
 async def _serve(settings: Settings) -> None:
+    import asyncio
+    import signal
+
+    from exporter.metrics import default_metrics
+    from exporter.server import Exporter
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -248,6 +251,10 @@ def _run(args: argparse.Namespace) -> None:
         ):
             print(f"wrote {path}")
     elif args.command == "serve":
+        import asyncio
+
+        from exporter.settings import sidecar_ignored
+
         settings = _settings(args.config)
         server = settings.server
         if _listen(args.listen) is not None:
@@ -264,18 +271,9 @@ def _run(args: argparse.Namespace) -> None:
             )
         asyncio.run(_serve(settings))
     elif args.command == "demo":
+        from exporter.demo.run import run_demo
+
         run_demo(_listen(args.listen) or DEMO_LISTEN, os.environ.get("DATABASE_URL"))
-
-
-USER_ERRORS: tuple[type[Exception], ...] = (
-    UsageError,
-    ConfigError,
-    DsnError,
-    EmbeddedUnavailable,
-    DemoError,
-    ListenError,
-    AssetsError,
-)
 
 
 def _setup_logging(args: argparse.Namespace, settings: Settings | None = None) -> None:
@@ -318,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return 1
-    except USER_ERRORS as exc:
+    except UserError as exc:
         _report(exc, args.debug)
         return 2
     except NoRecords as exc:

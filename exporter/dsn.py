@@ -28,6 +28,8 @@ from urllib.parse import quote, quote_plus
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from exporter.errors import UserError
+
 SUPPORTED_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg", "postgresql+psycopg")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby", "prefer-standby")
@@ -60,7 +62,7 @@ _HOST_LIST = re.compile(
 _HOST_PORT = re.compile(r"^(?:\[(?P<ipv6>[^\]]+)\]|(?P<host>[^:\[\]]*))(?::(?P<port>[^:]*))?$")
 
 
-class DsnError(ValueError):
+class DsnError(UserError, ValueError):
     """A database URL that db-exporter cannot use; the message is safe to show."""
 
 

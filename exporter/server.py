@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.collectors.runner import CollectorRunner
 from exporter.endpoints import metrics_body, readiness, scraped_registry
+from exporter.errors import UserError
 from exporter.metrics import Metrics, default_metrics
 from exporter.settings import DEFAULT_LISTEN, DatabaseSettings, Settings, parse_listen
 from exporter.slowlog import SlowQueryLog, default_slow_log
@@ -134,7 +135,7 @@ def create_app(
     return app
 
 
-class ListenError(OSError):
+class ListenError(UserError, OSError):
     """The address could not be bound; the message names it and says why, in one line."""
 
 

@@ -27,6 +27,7 @@ from pydantic import (
 from exporter import config_yaml
 from exporter.config_bounds import MAX_SQL_BYTES, out_of_range
 from exporter.dsn import DsnError, masked, parse_dsn
+from exporter.errors import UserError
 
 # The in-process settings are plain dataclasses of a light module (the application imports
 # them without pydantic); here they are validated as fields of `Settings`.
@@ -38,7 +39,7 @@ from exporter.logs import LogFormat, LogLevel
 DEFAULT_LISTEN = "0.0.0.0:9188"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem; its message is one line, safe to print."""
 
 

@@ -5,6 +5,7 @@ test process itself has loaded everything."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import URL
@@ -111,3 +112,27 @@ def test_each_heavy_package_loads_when_its_part_is_used(database_url: URL) -> No
     assert steps["server"] - steps["config"] == {"aiohttp", "alembic"}  # with the collectors
     # The slow statement's plan is taken over asyncpg (psycopg is the application's driver).
     assert steps["plans"] - steps["server"] == {"asyncpg", "pglast", "psycopg"}
+
+
+# `db-exporter slowlog` reads a log on the engineer's machine: no server, driver or demo code.
+SLOWLOG = """
+import contextlib, io, json, sys
+from exporter.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as report:
+    code = main(["slowlog", sys.argv[1]])
+print(json.dumps({"code": code, "report": report.getvalue(), "loaded": sorted(sys.modules)}))
+"""
+
+
+def test_the_slowlog_command_loads_no_server_driver_or_demo(tmp_path: Path) -> None:
+    log = tmp_path / "slow.jsonl"
+    record = {"kind": "slow_query", "database": "main", "duration_ms": 120.0}
+    log.write_text(json.dumps({**record, "fingerprint": "ab12", "sql": "SELECT 1"}) + "\n")
+    done = run_python(SLOWLOG, str(log))
+    assert done.returncode == 0, done.stderr
+    ran = json.loads(done.stdout)
+    assert ran["code"] == 0
+    assert "SELECT 1" in ran["report"]
+    loaded = set(ran["loaded"])
+    assert packages(ran["loaded"]) & HEAVY <= {"pydantic"}  # the record reader's
+    assert not {"exporter.server", "exporter.demo", "exporter.collectors"} & loaded

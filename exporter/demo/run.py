@@ -17,6 +17,7 @@ from exporter.demo.embedded import embedded_postgres
 from exporter.demo.prepare import add_hand_made_objects, enable_statement_statistics
 from exporter.demo.schema import METADATA, SCRIPT_LOCATION, apply_migrations
 from exporter.dsn import DsnError, asyncpg_engine_args, masked, parse_dsn
+from exporter.errors import UserError
 from exporter.instrumentation import instrument
 from exporter.metrics import default_metrics
 from exporter.server import Exporter
@@ -29,7 +30,7 @@ from exporter.settings import (
 )
 
 
-class DemoError(RuntimeError):
+class DemoError(UserError, RuntimeError):
     """Something the person running the demo can fix; the message says what."""
 
 
