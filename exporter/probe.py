@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from exporter.dsn import asyncpg_engine_args, without_secrets
+from exporter.sqlstate import driver_error, sqlstate_of
 
 APPLICATION_NAME = "db-exporter"
 
@@ -59,17 +59,12 @@ def one_line(exc: BaseException, dsn: str | None = None) -> str:
     driver's own error (with its SQLSTATE) rather than SQLAlchemy's wrapper and the SQL text.
     With `dsn`, its passwords are taken out first (a driver may quote what it was given), so
     that cutting the line short cannot leave part of one."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        orig: BaseException = exc.orig
-        cause = orig.__cause__ or orig  # asyncpg's exception behind SQLAlchemy's adapter
-        sqlstate = getattr(cause, "sqlstate", None)
-        message = _first_line(cause, dsn)
-        name = type(cause).__name__
-        text = f"{name}: {message}" if message else name
-        return (f"{text} (SQLSTATE {sqlstate})" if sqlstate else text)[:300]
-    message = _first_line(exc, dsn)
-    name = type(exc).__name__
-    return f"{name}: {message}"[:300] if message else name
+    cause = driver_error(exc)
+    sqlstate = sqlstate_of(exc)
+    message = _first_line(cause, dsn)
+    name = type(cause).__name__
+    text = f"{name}: {message}" if message else name
+    return (f"{text} (SQLSTATE {sqlstate})" if sqlstate else text)[:300]
 
 
 def _first_line(exc: BaseException, dsn: str | None) -> str:

@@ -42,6 +42,7 @@ from exporter.collectors.slices import in_slices
 from exporter.metrics import MULTIPROCESS, Metrics
 from exporter.probe import ProbeState, exporter_engine, one_line
 from exporter.settings import CollectorSettings, DatabaseSettings
+from exporter.sqlstate import sqlstate_of
 
 log = logging.getLogger("exporter.collectors")
 
@@ -77,11 +78,10 @@ def _query_error(exc: BaseException) -> bool:
     """True when the server refused the query itself (the connection is fine)."""
     if isinstance(exc, CollectorError):
         return True
-    if not isinstance(exc, DBAPIError) or exc.connection_invalidated or exc.orig is None:
+    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
         return False
-    cause = exc.orig.__cause__ or exc.orig
-    sqlstate = getattr(cause, "sqlstate", None)
-    return isinstance(sqlstate, str) and not sqlstate.startswith(_CONNECTION_SQLSTATES)
+    sqlstate = sqlstate_of(exc)
+    return sqlstate is not None and not sqlstate.startswith(_CONNECTION_SQLSTATES)
 
 
 def _lock_parts(key: int) -> dict[str, int]:

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporter.collectors.base import Collector, number
 from exporter.settings import StatementsCollectorSettings
+from exporter.sqlstate import sqlstate_of
 
 log = logging.getLogger("exporter.collectors")
 
@@ -75,13 +76,6 @@ def extension_version(value: str) -> tuple[int, ...]:
     return tuple(int(part) if part.isdigit() else 0 for part in value.split("."))
 
 
-def _sqlstate(exc: DBAPIError) -> str | None:
-    orig = exc.orig
-    cause = None if orig is None else (orig.__cause__ or orig)
-    state = getattr(cause, "sqlstate", None)
-    return state if isinstance(state, str) else None
-
-
 class StatementsCollector(Collector[StatementsCollectorSettings]):
     name = "statements"
     database_wide = True
@@ -108,7 +102,7 @@ class StatementsCollector(Collector[StatementsCollectorSettings]):
             async with conn.begin_nested():
                 rows = (await conn.execute(sql, {"top_k": self.settings.top_k})).all()
         except DBAPIError as exc:
-            if _sqlstate(exc) != NOT_LOADED_SQLSTATE:
+            if sqlstate_of(exc) != NOT_LOADED_SQLSTATE:
                 raise
             return self._unavailable_families(
                 "its library is not loaded (add pg_stat_statements to shared_preload_libraries"

@@ -37,6 +37,7 @@ from exporter.slowlog.context import QueryContext, current_scope
 from exporter.slowlog.log import SlowQueryLog
 from exporter.slowlog.record import SlowQuery, redact
 from exporter.sql import QueryIdentity, entry_size, identify, statement_cache_bounds, statement_key
+from exporter.sqlstate import sqlstate_of
 
 # The dialect methods every statement goes through; the listener has one of each name.
 STATEMENT_METHODS = ("do_execute", "do_executemany", "do_execute_no_params")
@@ -61,14 +62,9 @@ class _Statement:
 
 
 def sqlstate_class(exc: BaseException | None) -> str:
-    """`23` for a unique violation (23505), ...; `other` when the driver gave no SQLSTATE.
-
-    psycopg and SQLAlchemy's asyncpg adapter expose `sqlstate`, psycopg2 `pgcode`.
-    """
-    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
-    if isinstance(code, str) and len(code) == 5 and code[:2].isalnum():
-        return code[:2].upper()
-    return OTHER
+    """`23` for a unique violation (23505), ...; `other` when the driver gave no SQLSTATE."""
+    code = sqlstate_of(exc)
+    return code[:2] if code is not None else OTHER
 
 
 class QueryListener:
@@ -274,7 +270,7 @@ class QueryListener:
                     scope.usage.statements += 1
                     scope.usage.seconds += elapsed
                 if elapsed >= self._slow_threshold:
-                    code = getattr(exc, "sqlstate", None) or sqlstate_class(exc)
+                    code = sqlstate_of(exc) or OTHER
                     self._slow(entry, elapsed, None, parameters, batch, context, str(code))
             key = (entry.operation, sqlstate_class(exc))
             errors = self._errors.get(key)
