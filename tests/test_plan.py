@@ -1,0 +1,190 @@
+"""exporter.plan, the one plan reader, on plans the real PostgreSQL gives for tables built to
+show each finding (tests/plan_tables.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from plan_tables import ITEMS_ROWS, settings
+from sqlalchemy import Connection, Engine
+
+from exporter.plan import Finding, Plan, read
+
+
+@pytest.fixture
+def conn(plan_engine: Engine) -> Iterator[Connection]:
+    with plan_engine.connect() as conn:
+        yield conn
+
+
+def explained(conn: Connection, sql: str, analyze: bool = True) -> Any:
+    options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
+    return conn.exec_driver_sql(f"EXPLAIN ({options}) {sql}").scalar_one()
+
+
+def kinds(plan: Plan) -> list[str]:
+    return [finding.kind for finding in plan.findings]
+
+
+def only(plan: Plan, kind: str) -> Finding:
+    (finding,) = (f for f in plan.findings if f.kind == kind)
+    return finding
+
+
+def test_a_filtered_seq_scan_of_a_large_table_names_the_filter(conn: Connection) -> None:
+    plan = read(explained(conn, "SELECT * FROM items WHERE s < '1'"))
+    scan = plan.root
+    assert (scan.node_type, scan.relation, scan.filter) == (
+        "Seq Scan",
+        "items",
+        "(s < '1'::text)",
+    )
+    assert scan.loops == 1
+    assert scan.actual_rows is not None
+    assert scan.rows_removed is not None
+    assert scan.actual_rows + scan.rows_removed == ITEMS_ROWS
+    assert scan.shared_hit_blocks is not None
+    assert scan.shared_read_blocks is not None
+    assert plan.execution_ms is not None
+    assert plan.planning_ms is not None
+    finding = only(plan, "seq_scan")
+    assert finding.node is scan
+    assert finding.message == (
+        f"sequential scan of items (~{ITEMS_ROWS} rows) with Filter (s < '1'::text):"
+        " an index on those columns may help"
+    )
+    assert finding.short == f"seq scan on items (~{ITEMS_ROWS} rows)"
+
+
+def test_without_analyze_the_table_size_comes_from_the_statistics(conn: Connection) -> None:
+    plan = read(explained(conn, "SELECT * FROM items WHERE s < '1'", analyze=False))
+    assert plan.root.actual_rows is None
+    assert plan.execution_ms is None
+    assert plan.findings == ()  # the scan's own rows (after its filter) say nothing of the table
+    sized = plan.with_sizes({"items": ITEMS_ROWS})
+    assert kinds(sized) == ["seq_scan"]
+    assert (
+        plan.summary()
+        == f"Seq Scan (cost {plan.root.total_cost}, rows {plan.root.estimated_rows:g})"
+    )
+    assert sized.summary() == plan.summary() + f"; seq scan on items (~{ITEMS_ROWS} rows)"
+
+
+def test_small_tables_and_index_scans_are_not_findings(conn: Connection) -> None:
+    assert read(explained(conn, "SELECT * FROM tags")).findings == ()
+    plan = read(explained(conn, "SELECT * FROM items WHERE id = 7"))
+    assert (plan.root.node_type, plan.root.index) == ("Index Scan", "items_pkey")
+    assert plan.root.conditions == (("Index Cond", "(id = 7)"),)
+    assert plan.findings == ()
+
+
+def test_an_estimate_off_by_more_than_ten_times_is_a_finding(conn: Connection) -> None:
+    plan = read(explained(conn, "SELECT * FROM items WHERE k = 5 AND k2 = 5"))
+    finding = only(plan, "misestimate")
+    assert (finding.node.estimated_rows, finding.node.actual_rows) == (2, 200)
+    assert finding.message.startswith("Seq Scan on items: estimated 2 rows, got 200:")
+    # The same plan, unanalysed, cannot tell.
+    assert "misestimate" not in kinds(
+        read(explained(conn, "SELECT * FROM items WHERE k = 5 AND k2 = 5", analyze=False))
+    )
+
+
+def test_a_sort_spilling_to_disk_is_a_finding(conn: Connection) -> None:
+    with settings(conn, work_mem="64kB"):
+        plan = read(explained(conn, "SELECT * FROM items ORDER BY s"))
+    sort = only(plan, "spill").node
+    assert sort.node_type == "Sort"
+    assert sort.spill is not None
+    assert sort.spill.startswith("external")
+    with settings(conn, work_mem="64MB"):
+        assert "spill" not in kinds(read(explained(conn, "SELECT * FROM items ORDER BY s")))
+
+
+def test_a_hash_spilling_to_disk_is_a_finding(conn: Connection) -> None:
+    sql = "SELECT * FROM items a JOIN items b ON a.s = b.s"
+    with settings(conn, work_mem="64kB", enable_mergejoin="off"):
+        plan = read(explained(conn, sql))
+    hashed = only(plan, "spill").node
+    assert hashed.node_type == "Hash"
+    assert hashed.spill is not None
+    assert hashed.spill.endswith("batches")
+
+
+def test_a_nested_loop_over_many_rows_is_a_finding(conn: Connection) -> None:
+    sql = "SELECT * FROM items JOIN tags ON tags.id = items.k"
+    with settings(conn, enable_hashjoin="off", enable_mergejoin="off"):
+        plan = read(explained(conn, sql))
+    loop = only(plan, "nested_loop")
+    assert loop.node is plan.root
+    assert plan.root.node_type == "Nested Loop"
+    assert loop.short == f"nested loop over {ITEMS_ROWS} rows"
+    assert "for each of 20000 rows" in loop.message
+
+
+def test_the_readable_tree(conn: Connection) -> None:
+    with settings(conn, work_mem="64kB"):
+        plan = read(explained(conn, "SELECT * FROM items WHERE k = 5 AND k2 = 5 ORDER BY s"))
+    lines = str(plan).splitlines()
+    assert str(plan) == plan.render()
+    assert lines[0].startswith("Sort  (cost=")
+    assert "(actual rows=200 loops=1)" in lines[0]
+    assert [line.strip().split("  ")[0] for line in lines if "->" in line] == [
+        "-> Seq Scan on items"
+    ]
+    assert "       Filter: ((k = 5) AND (k2 = 5))" in lines
+    assert "  Buffers: shared hit=" in lines[1]
+    assert lines[lines.index("Findings:") + 1 :] == [f"  - {f.message}" for f in plan.findings]
+    assert kinds(plan) == ["seq_scan", "misestimate"]
+
+
+def test_the_text_form_of_the_json_reads_the_same(conn: Connection) -> None:
+    raw = explained(conn, "SELECT * FROM items WHERE k = 5", analyze=False)
+    assert read(json.dumps(raw)).root == read(raw).root
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("[]", "a list holding one object"),
+        ({"Plan": {}}, "a list holding one object"),
+        ([{"Plans": []}], "a plan node"),
+        ([{"Plan": {"Node Type": "Result"}}], "'Plan Rows' in every node"),
+        ([{"Plan": {"Node Type": "Result", "Plan Rows": "many"}}], "'Plan Rows' to be float"),
+        ([{"Plan": {"Node Type": True}}], "'Node Type' to be str, not True"),
+    ],
+)
+def test_what_is_not_a_plan_is_a_clear_error(raw: Any, expected: str) -> None:
+    with pytest.raises(
+        ValueError, match=re.escape(f"not EXPLAIN (FORMAT JSON) output: expected {expected}")
+    ):
+        read(raw)
+
+
+PLAN_KEYS = [
+    "Plan", "Plans", "Node Type", "Plan Rows", "Startup Cost", "Total Cost", "Actual Rows",
+    "Actual Loops", "Relation Name", "Filter", "Hash Batches", "Sort Space Type", "Disk Usage",
+    "HashAgg Batches", "Execution Time",
+]  # fmt: skip
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(PLAN_KEYS), inner, max_size=6)
+    ),
+    max_leaves=20,
+)
+
+
+@given(JSON)
+def test_any_json_is_read_or_refused_with_a_value_error(raw: Any) -> None:
+    try:
+        plan = read([raw])
+    except ValueError:
+        return
+    plan.render()  # what is read can be shown
+    plan.summary()
