@@ -34,6 +34,7 @@ class Node:
     estimated_rows: float  # per loop, as the planner guessed
     startup_cost: float
     total_cost: float
+    operation: str | None = None  # of a ModifyTable node: "Insert", "Update", "Delete", "Merge"
     relation: str | None = None
     index: str | None = None
     conditions: tuple[tuple[str, str], ...] = ()  # ("Filter", "(k = 5)"), ("Index Cond", ...)
@@ -67,7 +68,7 @@ class Node:
         return self.estimated_rows
 
     def label(self) -> str:
-        name = self.node_type
+        name = self.operation or self.node_type  # "Update on ledger", as psql shows it
         if self.index:
             name += f" using {self.index}"
         if self.relation:
@@ -224,6 +225,9 @@ def _node(data: Any) -> Node:
         estimated_rows=_required(data, "Plan Rows", float),
         startup_cost=_required(data, "Startup Cost", float),
         total_cost=_required(data, "Total Cost", float),
+        operation=_optional(data, "Operation", str)
+        if data.get("Node Type") == "ModifyTable"
+        else None,
         relation=_optional(data, "Relation Name", str),
         index=_optional(data, "Index Name", str),
         conditions=tuple((key, _required(data, key, str)) for key in _CONDITIONS if key in data),

@@ -58,7 +58,7 @@ def fresh_database(database_url: URL) -> Iterator[URL]:
 @pytest.fixture(scope="session")
 def plan_engine(database_url: URL) -> Iterator[Engine]:
     """An engine on a database of its own holding tests/plan_tables.py's tables, for the whole
-    session (tests that use it change nothing in it)."""
+    session (tests that use it commit nothing to it; their rolled-back writes leave dead rows)."""
     name = f"dbx_plans_{uuid.uuid4().hex[:12]}"
     _admin_execute(database_url, f'CREATE DATABASE "{name}"')
     engine = create_engine(sync_url(database_url.set(database=name)))

@@ -53,6 +53,7 @@ def test_an_update_explained_with_analyze_runs_and_changes_nothing(
     before = items_checksum(plan_engine)
     plan = explain(conn, text("UPDATE items SET k = k + 1 WHERE k2 < :below"), {"below": 50})
     assert plan.root.node_type == "ModifyTable"
+    assert plan.root.label() == "Update on items"
     (scan,) = plan.root.children
     assert scan.actual_rows == ITEMS_ROWS // 2  # it ran: half the rows were updated
     assert plan.execution_ms is not None

@@ -87,8 +87,11 @@ def test_small_tables_and_index_scans_are_not_findings(conn: Connection) -> None
 def test_an_estimate_off_by_more_than_ten_times_is_a_finding(conn: Connection) -> None:
     plan = read(explained(conn, "SELECT * FROM items WHERE k = 5 AND k2 = 5"))
     finding = only(plan, "misestimate")
-    assert (finding.node.estimated_rows, finding.node.actual_rows) == (2, 200)
-    assert finding.message.startswith("Seq Scan on items: estimated 2 rows, got 200:")
+    # About 2 (more once rolled-back writes of other tests have grown the table's pages).
+    estimated = finding.node.estimated_rows
+    assert estimated < 20
+    assert finding.node.actual_rows == 200
+    assert finding.message.startswith(f"Seq Scan on items: estimated {estimated:g} rows, got 200:")
     # The same plan, unanalysed, cannot tell.
     assert "misestimate" not in kinds(
         read(explained(conn, "SELECT * FROM items WHERE k = 5 AND k2 = 5", analyze=False))
