@@ -56,6 +56,10 @@ def explain(
     with its findings; `str()` of it is the readable tree. With `analyze` the statement runs
     (EXPLAIN ANALYZE, BUFFERS) and is rolled back; without, it is only planned.
 
+    A Session's transaction begins if it had none (as for any statement it runs); the
+    statement is explained in a savepoint inside it. Async code: `await
+    session.run_sync(lambda s: explain(s, statement))`.
+
     ValueError for DDL with `analyze` (unless `allow_ddl`); a statement that fails raises
     SQLAlchemy's error, after the rollback."""
     clause = text(statement) if isinstance(statement, str) else statement

@@ -1,7 +1,7 @@
 """The one reader of PostgreSQL plans (`EXPLAIN (FORMAT JSON)`, with or without ANALYZE and
 BUFFERS): a typed tree, the findings a developer can act on, and a readable text form.
 
-`read(raw)` builds the tree; `findings(plan, sizes)` reads it. `sizes` are the relations' row
+`read(raw, sizes)` builds the tree and reads its findings. `sizes` are the relations' row
 counts as the statistics know them (`pg_class.reltuples`, see RELATION_ROWS): the planner's row
 figure for a scan is after its filter, so it cannot say how large the table is.
 """

@@ -10,9 +10,11 @@ import pytest
 from plan_tables import ITEMS_ROWS
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import DataError, InternalError, StatementError
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from exporter import explain
+from exporter.dsn import async_url
 
 
 class Base(DeclarativeBase):
@@ -92,6 +94,18 @@ def test_an_orm_select_from_a_session_with_its_parameters(plan_engine: Engine) -
     assert plan.root.node_type in ("Index Scan", "Bitmap Heap Scan")
     assert plan.root.actual_rows == 2  # ids 105 and 205 have k = 5
     assert plan.findings == ()
+
+
+async def test_an_async_session_explains_through_run_sync(plan_engine: Engine) -> None:
+    engine = create_async_engine(async_url(plan_engine.url))
+    try:
+        async with AsyncSession(engine) as session:
+            statement = select(Item.k).where(Item.id == 105)
+            plan = await session.run_sync(lambda sync_session: explain(sync_session, statement))
+    finally:
+        await engine.dispose()
+    assert plan.root.label() == "Index Scan using items_pkey on items"
+    assert plan.root.actual_rows == 1
 
 
 def test_a_text_statement_with_parameters_shows_what_to_fix(conn: Connection) -> None:
