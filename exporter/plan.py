@@ -78,7 +78,7 @@ class Node:
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # "seq_scan", "misestimate", "spill", "nested_loop"
+    kind: str  # "seq_scan", "index_filter", "misestimate", "spill", "nested_loop"
     node: Node
     message: str  # one line for a developer: what, where, and what to look at
     short: str  # its part of the one-line summary: "seq scan on ledger_entries (~50000 rows)"
@@ -152,7 +152,7 @@ def findings(root: Node, sizes: Mapping[str, float]) -> tuple[Finding, ...]:
     """What a developer can act on, in plan order (top first)."""
     found: list[Finding] = []
     for node in root.walk():
-        for check in (_seq_scan, _misestimate, _spill, _nested_loop):
+        for check in (_seq_scan, _index_filter, _misestimate, _spill, _nested_loop):
             finding = check(node, sizes)
             if finding is not None:
                 found.append(finding)
@@ -172,6 +172,23 @@ def _seq_scan(node: Node, sizes: Mapping[str, float]) -> Finding | None:
     if node.filter:
         message += f" with Filter {node.filter}: an index on those columns may help"
     return Finding("seq_scan", node, message, f"seq scan on {scan}")
+
+
+def _index_filter(node: Node, sizes: Mapping[str, float]) -> Finding | None:
+    # The index finds the rows, then a filter throws most of them away: the index conditions
+    # cover only part of what the statement asks.
+    if node.index is None and node.node_type != "Bitmap Heap Scan":
+        return None
+    if node.filter is None or node.rows_removed is None or not node.loops:
+        return None
+    removed, kept = node.rows_removed * node.loops, node.total_rows
+    if removed < LARGE_RELATION_ROWS or removed <= kept:
+        return None
+    message = (
+        f"{node.label()} fetched {_number(removed + kept)} rows and its Filter {node.filter}"
+        f" removed {_number(removed)}: an index that covers those columns too may help"
+    )
+    return Finding("index_filter", node, message, f"filter after index on {node.relation}")
 
 
 def _misestimate(node: Node, sizes: Mapping[str, float]) -> Finding | None:

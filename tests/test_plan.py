@@ -84,6 +84,26 @@ def test_small_tables_and_index_scans_are_not_findings(conn: Connection) -> None
     assert plan.findings == ()
 
 
+def test_an_index_whose_rows_a_filter_mostly_discards_is_a_finding(conn: Connection) -> None:
+    with settings(conn, enable_seqscan="off"):
+        plan = read(explained(conn, "SELECT * FROM items WHERE bucket < 4 AND s < '1'"))
+    finding = only(plan, "index_filter")
+    scan = finding.node
+    assert scan.relation == "items"
+    assert scan.filter == "(s < '1'::text)"
+    assert scan.actual_rows is not None
+    assert scan.rows_removed is not None
+    assert scan.actual_rows + scan.rows_removed == 3999  # ids 1 to 3999 are in buckets 0 to 3
+    assert finding.message.endswith(
+        f"fetched 3999 rows and its Filter (s < '1'::text) removed {scan.rows_removed:g}:"
+        " an index that covers those columns too may help"
+    )
+    # Where the filter keeps most of what the index found, there is nothing to say.
+    with settings(conn, enable_seqscan="off"):
+        kept = read(explained(conn, "SELECT * FROM items WHERE bucket < 4 AND s > '1'"))
+    assert "index_filter" not in kinds(kept)
+
+
 def test_an_estimate_off_by_more_than_ten_times_is_a_finding(conn: Connection) -> None:
     plan = read(explained(conn, "SELECT * FROM items WHERE k = 5 AND k2 = 5"))
     finding = only(plan, "misestimate")
