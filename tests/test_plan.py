@@ -189,25 +189,49 @@ def test_what_is_not_a_plan_is_a_clear_error(raw: Any, expected: str) -> None:
         read(raw)
 
 
-PLAN_KEYS = [
-    "Plan", "Plans", "Node Type", "Plan Rows", "Startup Cost", "Total Cost", "Actual Rows",
-    "Actual Loops", "Relation Name", "Filter", "Hash Batches", "Sort Space Type", "Disk Usage",
-    "HashAgg Batches", "Execution Time",
-]  # fmt: skip
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(PLAN_KEYS), inner, max_size=6)
+SCALARS = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5)
+)
+NUMBERS = st.integers(min_value=-5, max_value=10**6) | st.floats(-5, 1e6, allow_nan=False)
+# Nodes with the keys the reader looks at, each a likely value or anything, so that most are
+# read and the findings and the tree meet odd figures.
+OPTIONAL_KEYS = {
+    "Actual Rows": NUMBERS, "Actual Loops": st.integers(-1, 5), "Rows Removed by Filter": NUMBERS,
+    "Relation Name": st.sampled_from(["items", ""]), "Index Name": st.just("items_pkey"),
+    "Filter": st.just("(k = 5)"), "Operation": st.just("Update"),
+    "Hash Batches": st.integers(-1, 8), "Sort Space Type": st.sampled_from(["Disk", "Memory"]),
+    "Sort Method": st.just("external merge"), "Sort Space Used": st.integers(0, 99),
+    "HashAgg Batches": st.integers(-1, 8), "Disk Usage": st.integers(0, 99),
+    "Shared Hit Blocks": st.integers(0, 99), "Shared Read Blocks": st.integers(0, 99),
+}  # fmt: skip
+NODES = st.recursive(
+    st.fixed_dictionaries(
+        {
+            "Node Type": st.sampled_from(["Seq Scan", "Nested Loop", "Sort", "ModifyTable"]),
+            "Plan Rows": NUMBERS,
+            "Startup Cost": NUMBERS,
+            "Total Cost": NUMBERS,
+        },
+        optional={key: value | SCALARS for key, value in OPTIONAL_KEYS.items()},
     ),
-    max_leaves=20,
+    lambda children: st.builds(
+        lambda node, plans: {**node, "Plans": plans},
+        children,
+        st.lists(children, max_size=3),
+    ),
+    max_leaves=8,
 )
 
 
-@given(JSON)
-def test_any_json_is_read_or_refused_with_a_value_error(raw: Any) -> None:
+@given(NODES, st.dictionaries(st.sampled_from(["items", "tags"]), NUMBERS))
+def test_any_node_is_read_or_refused_with_a_value_error(node: Any, sizes: dict[str, float]) -> None:
     try:
-        plan = read([raw])
-    except ValueError:
+        plan = read([{"Plan": node, "Execution Time": 1.5}], sizes)
+    except ValueError as exc:
+        refused = str(exc)
+    else:
+        assert plan.render().splitlines()[0].startswith(plan.root.label())
+        assert plan.summary().startswith(plan.root.node_type)
+        assert all(finding.node in set(plan.nodes()) for finding in plan.findings)
         return
-    plan.render()  # what is read can be shown
-    plan.summary()
+    assert refused.startswith("not EXPLAIN (FORMAT JSON) output: expected ")
