@@ -23,6 +23,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.expression import Executable
 
 from exporter.plan import RELATION_ROWS, Plan, read
+from exporter.sql import identify
 
 # Statements that change the schema (or hold its locks) even when rolled back.
 DDL = frozenset({"CREATE", "ALTER", "DROP", "TRUNCATE", "GRANT", "REVOKE", "COMMENT", "REINDEX"})
@@ -64,8 +65,7 @@ def explain(
     SQLAlchemy's error, after the rollback."""
     clause = text(statement) if isinstance(statement, str) else statement
     conn = target.connection() if isinstance(target, Session) else target
-    sql = str(clause.compile(dialect=conn.dialect))
-    keyword = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+    keyword = identify(str(clause.compile(dialect=conn.dialect))).operation
     if analyze and keyword in DDL and not allow_ddl:
         raise ValueError(
             f"explain() refuses {keyword} with analyze=True: EXPLAIN ANALYZE runs it, and a"

@@ -148,6 +148,9 @@ def test_ddl_is_refused_with_analyze_unless_allowed(plan_engine: Engine, conn: C
     assert explain(conn, ddl, analyze=False).root.node_type == "Seq Scan"
     assert explain(conn, ddl, allow_ddl=True).root.actual_rows == ITEMS_ROWS
     assert not table_exists(plan_engine, "items_copy")  # rolled back
+    # Read as PostgreSQL reads it: a leading comment or lower case hides nothing.
+    with pytest.raises(ValueError, match="refuses CREATE"):
+        explain(conn, "/* copy */ create materialized view items_view as select * from items")
 
 
 def test_on_a_read_only_server_analyze_of_a_write_fails_and_plain_explain_works(
