@@ -8,6 +8,10 @@ and, to apply a config file and serve `/metrics` from inside the application:
     exporter = configure("exporter.yaml")  # label caps, slow-query log, the Exporter
     await exporter.start()                # or exporter.start_in_thread() in a sync app
 
+and, for a developer, a statement's plan with what to fix in it:
+
+    print(explain(session, select(User).where(User.email == email)))
+
 Importing this package and calling `instrument()` loads no server, driver or config code:
 the names below that need them are imported on first use.
 """
@@ -23,6 +27,7 @@ from exporter.metrics import Metrics, default_metrics
 if TYPE_CHECKING:
     from exporter._version import __version__
     from exporter.configuration import configure
+    from exporter.explainer import explain
     from exporter.server import Exporter, create_app
     from exporter.settings import ConfigError, Settings, load_settings
 
@@ -35,6 +40,7 @@ __all__ = [
     "configure",
     "create_app",
     "default_metrics",
+    "explain",
     "instrument",
     "is_instrumented",
     "load_settings",
@@ -47,6 +53,7 @@ _LAZY = {
     "configure": "exporter.configuration",
     "Exporter": "exporter.server",
     "create_app": "exporter.server",
+    "explain": "exporter.explainer",
     "ConfigError": "exporter.settings",
     "Settings": "exporter.settings",
     "load_settings": "exporter.settings",

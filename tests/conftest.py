@@ -12,11 +12,12 @@ import os
 import uuid
 from collections.abc import Iterator
 
+import plan_tables
 import pytest
 from certs import Certs, make_certs
 from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
 
 from exporter import Metrics
 from exporter.demo.embedded import embedded_postgres
@@ -51,6 +52,22 @@ def fresh_database(database_url: URL) -> Iterator[URL]:
     try:
         yield database_url.set(database=name)
     finally:
+        _admin_execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def plan_engine(database_url: URL) -> Iterator[Engine]:
+    """An engine on a database of its own holding tests/plan_tables.py's tables, for the whole
+    session (tests that use it commit nothing to it; their rolled-back writes leave dead rows)."""
+    name = f"dbx_plans_{uuid.uuid4().hex[:12]}"
+    _admin_execute(database_url, f'CREATE DATABASE "{name}"')
+    engine = create_engine(sync_url(database_url.set(database=name)))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(plan_tables.SCHEMA)
+        yield engine
+    finally:
+        engine.dispose()
         _admin_execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -86,6 +86,8 @@ def loaded():
     return sorted({m.split(".")[0] for m in sys.modules})
 
 steps = {"import": loaded()}
+assert callable(exporter.explain)
+steps["explain"] = loaded()
 exporter.Settings
 steps["config"] = loaded()
 exporter.Exporter
@@ -108,6 +110,7 @@ def test_each_heavy_package_loads_when_its_part_is_used(database_url: URL) -> No
     assert done.returncode == 0, done.stderr
     steps = {name: set(loaded) & HEAVY for name, loaded in json.loads(done.stdout).items()}
     assert steps["import"] == set()
+    assert steps["explain"] == set()  # SQLAlchemy, which the application has loaded, is enough
     assert steps["config"] == {"pydantic", "yaml"}
     assert steps["server"] - steps["config"] == {"aiohttp", "alembic"}  # with the collectors
     # The slow statement's plan is taken over asyncpg (psycopg is the application's driver).

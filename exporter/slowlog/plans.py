@@ -13,7 +13,6 @@ thread of its own, never on the query path.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import re
@@ -25,6 +24,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from exporter.inprocess_settings import PlanSettings
+from exporter.plan import RELATION_ROWS, Plan, read
 from exporter.slowlog.aggregates import Aggregates
 from exporter.slowlog.record import SlowQuery
 
@@ -32,40 +32,14 @@ log = logging.getLogger("exporter.slowlog.plans")
 
 _PARAMETER = re.compile(r"\$(\d+)")
 QUEUE_SIZE = 100
-LARGE_RELATION_ROWS = 1000  # a sequential scan estimated above this many rows is worth naming
 MAX_REMEMBERED = 10_000  # fingerprints whose last plan time is remembered
-_RELATION_ROWS = (
-    "SELECT relname, max(reltuples) AS rows FROM pg_class"
-    " WHERE relname = ANY($1::text[]) GROUP BY relname"
-)
+_RELATION_ROWS = RELATION_ROWS.format(names="$1")
 
 
-def _nodes(plan: Any) -> list[dict[str, Any]]:
-    stack, nodes = [plan[0]["Plan"]], []
-    while stack:
-        node = stack.pop()
-        nodes.append(node)
-        stack.extend(node.get("Plans", []))
-    return nodes
-
-
-def seq_scanned(plan: Any) -> list[str]:
-    """The relations the plan reads with a sequential scan."""
-    return sorted({n["Relation Name"] for n in _nodes(plan) if n.get("Node Type") == "Seq Scan"})
-
-
-def summarize(plan: Any, sizes: dict[str, float], generic: bool) -> str:
-    """`Aggregate (cost 1234.5, rows 1); seq scan on ledger_entries (~50000 rows)`: the top
-    node, then every sequential scan of a relation with at least LARGE_RELATION_ROWS rows
-    (`sizes`: the relations' row counts as the statistics know them)."""
-    root = plan[0]["Plan"]
-    parts = [f"{root['Node Type']} (cost {root['Total Cost']}, rows {root['Plan Rows']})"]
-    for relation in seq_scanned(plan):
-        rows = sizes.get(relation, 0)
-        if rows >= LARGE_RELATION_ROWS:
-            parts.append(f"seq scan on {relation} (~{int(rows)} rows)")
-    summary = "; ".join(parts)
-    return summary + (" [generic plan: parameter values unknown]" if generic else "")
+def summarize(plan: Plan, generic: bool) -> str:
+    """`Aggregate (cost 1234.5, rows 1); seq scan on ledger_entries (~50000 rows)`: the plan's
+    one-line summary, saying when it is a generic plan."""
+    return plan.summary() + (" [generic plan: parameter values unknown]" if generic else "")
 
 
 class PlanCapture:
@@ -166,21 +140,15 @@ class PlanCapture:
             else:
                 raw = await conn.fetchval(f"EXPLAIN ({options}) {sql}")
             await conn.execute("ROLLBACK")
-            plan = _json(raw)
-            sizes = {
-                row["relname"]: row["rows"]
-                for row in await conn.fetch(_RELATION_ROWS, seq_scanned(plan))
-            }
+            plan = read(raw)
+            rows = await conn.fetch(_RELATION_ROWS, plan.seq_scanned())
         finally:
             await conn.close()
-        summary = summarize(plan, sizes, generic=parameters > 0)
-        self._aggregates.set_plan(record.database, record.identity.fingerprint, plan, summary)
+        plan = plan.with_sizes({row["relname"]: row["rows"] for row in rows})
+        summary = summarize(plan, generic=parameters > 0)
+        self._aggregates.set_plan(record.database, record.identity.fingerprint, plan.raw, summary)
 
     def flush(self) -> None:
         """Wait until every queued plan has been taken (tests)."""
         if self._thread is not None:
             self._queue.join()
-
-
-def _json(raw: Any) -> Any:
-    return json.loads(raw) if isinstance(raw, str) else raw
