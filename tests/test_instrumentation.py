@@ -163,6 +163,11 @@ async def test_async_failing_statement_is_timed_as_error(
     assert count(registry, operation="SELECT", table="accounts", status="error") == 1
 
 
+def broken_classifier(sql: str, postgresql: bool) -> None:
+    """In place of `identify`: a bug of db-exporter's own, on every statement."""
+    raise IndexError("simulated bug in the classifier")
+
+
 def test_listener_failure_never_reaches_the_application(
     sync_engine: Engine,
     metrics: Metrics,
@@ -170,10 +175,7 @@ def test_listener_failure_never_reaches_the_application(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken(sql: str, postgresql: bool) -> None:
-        raise IndexError("simulated bug in the classifier")
-
-    monkeypatch.setattr(queries, "identify", broken)
+    monkeypatch.setattr(queries, "identify", broken_classifier)
     instrument(sync_engine, database="main", metrics=metrics)
     with (
         caplog.at_level(logging.ERROR, logger="exporter.instrumentation"),
@@ -209,10 +211,7 @@ def test_a_listener_failure_logs_none_of_the_applications_error(
         conn.execute(text("CREATE TABLE users (email text UNIQUE)"))
         conn.execute(text("INSERT INTO users VALUES (:email)"), {"email": canary})
 
-    def broken(sql: str, postgresql: bool) -> None:
-        raise IndexError("simulated bug in the classifier")
-
-    monkeypatch.setattr(queries, "identify", broken)
+    monkeypatch.setattr(queries, "identify", broken_classifier)
     instrument(sync_engine, database="main", metrics=metrics)
     with (
         caplog.at_level(logging.ERROR, logger="exporter.instrumentation"),
