@@ -1,4 +1,4 @@
-"""`db-exporter` / `python -m exporter`: demo, serve, check-config, slowlog, assets.
+"""`db-exporter` / `python -m exporter`: demo, serve, check-config, slowlog, explain, assets.
 
 A mistake the user can fix (bad config, bad flag, port in use) prints one line naming the
 culprit and exits 2; `--debug` adds the traceback.
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 # `slowlog` on a laptop at 3 a.m. should not wait for aiohttp and SQLAlchemy to load.
 
 DEMO_LISTEN = "127.0.0.1:9188"
+EXPLAIN_TIMEOUT_SECONDS = 60.0
+MAX_SQL_BYTES = 1 << 20
 log = logging.getLogger(__name__)
 
 
@@ -70,6 +72,16 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 2_147_483:  # the longest statement_timeout
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 2147483, got {text!r}")
     return value
 
 
@@ -158,6 +170,34 @@ def _parser() -> argparse.ArgumentParser:
     slowlog.add_argument("--database", metavar="NAME", help="only this database's records")
     slowlog.add_argument("--json", action="store_true", help="the same report as one JSON object")
 
+    explain = commands.add_parser(
+        "explain",
+        help="show a statement's plan and what to fix in it (EXPLAIN ANALYZE, rolled back)",
+        parents=[flags],
+    )
+    explain.add_argument("--config", metavar="FILE", help="default: the environment alone")
+    explain.add_argument("--database", metavar="NAME", help="needed when several are configured")
+    explain.add_argument(
+        "--no-analyze",
+        dest="analyze",
+        action="store_false",
+        help="only plan it (plain EXPLAIN): nothing runs",
+    )
+    explain.add_argument(
+        "--allow-ddl", action="store_true", help="run DDL with ANALYZE (rolled back, locks held)"
+    )
+    explain.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=EXPLAIN_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="statement_timeout and lock_timeout (default: %(default)g)",
+    )
+    explain.add_argument("--json", action="store_true", help="PostgreSQL's plan and the findings")
+    source = explain.add_mutually_exclusive_group()
+    source.add_argument("sql", metavar="SQL", nargs="?", help="the statement, or - for stdin")
+    source.add_argument("--file", metavar="PATH", help="read the statement from PATH")
+
     assets = commands.add_parser(
         "assets",
         help="write the dashboards, alert rules, runbooks and example configs to DIR",
@@ -240,11 +280,52 @@ def _slowlog(args: argparse.Namespace) -> None:
         print(report.render(found, args.top))
 
 
+def _statement(sql: str | None, path: str | None) -> str:
+    """The SQL of `explain`: the argument, or the file (`-`: stdin), at most 1 MiB."""
+    if path is None and sql is None:
+        raise UsageError("explain needs the statement: SQL, --file PATH, or - for stdin")
+    if path is None and sql != "-":
+        name, text = "the SQL argument", str(sql)
+    else:
+        path = path or "-"
+        name = "stdin" if path == "-" else path
+        try:
+            with _binary_input(path) as stream:
+                data = stream.read(MAX_SQL_BYTES + 1)
+            text = data.decode()
+        except OSError as exc:
+            raise UsageError(f"{name}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{name}: not UTF-8 text") from None
+        if len(data) > MAX_SQL_BYTES:
+            raise UsageError(f"{name}: longer than {MAX_SQL_BYTES:,} bytes")
+    if not text.strip():
+        raise UsageError(f"{name}: no SQL in it")
+    return text
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from exporter.explain_command import database_named, explain_sql
+
+    sql = _statement(args.sql, args.file)
+    database = database_named(_settings(args.config), args.database, args.config or "environment")
+    plan = explain_sql(
+        database, sql, analyze=args.analyze, allow_ddl=args.allow_ddl, timeout=args.timeout
+    )
+    if args.json:
+        findings = [{"kind": f.kind, "message": f.message} for f in plan.findings]
+        print(json.dumps({"plan": plan.raw, "findings": findings}, indent=2))
+    else:
+        print(plan.render())
+
+
 def _run(args: argparse.Namespace) -> None:
     if args.command == "check-config":
         _check_config(args.file)
     elif args.command == "slowlog":
         _slowlog(args)
+    elif args.command == "explain":
+        _explain(args)
     elif args.command == "assets":
         for path in write_assets(
             args.dir, force=args.force, runbook_base_url=args.runbook_base_url

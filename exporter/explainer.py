@@ -29,6 +29,17 @@ from exporter.sql import identify
 DDL = frozenset({"CREATE", "ALTER", "DROP", "TRUNCATE", "GRANT", "REVOKE", "COMMENT", "REINDEX"})
 
 
+class DdlRefused(ValueError):
+    """DDL given with `analyze` and without `allow_ddl`; `keyword` is its first word."""
+
+    def __init__(self, keyword: str) -> None:
+        super().__init__(
+            f"explain() refuses {keyword} with analyze=True: EXPLAIN ANALYZE runs it, and a"
+            " rollback does not undo its locks; pass allow_ddl=True, or analyze=False"
+        )
+        self.keyword = keyword
+
+
 class _Explain(Executable, ClauseElement):
     """`EXPLAIN (options) <statement>`, compiled by the connection's dialect, so that bound
     parameters (expanding IN lists, types) are handled as when the statement itself runs."""
@@ -61,16 +72,13 @@ def explain(
     statement is explained in a savepoint inside it. Async code: `await
     session.run_sync(lambda s: explain(s, statement))`.
 
-    ValueError for DDL with `analyze` (unless `allow_ddl`); a statement that fails raises
-    SQLAlchemy's error, after the rollback."""
+    DdlRefused (a ValueError) for DDL with `analyze` (unless `allow_ddl`); a statement that
+    fails raises SQLAlchemy's error, after the rollback."""
     clause = text(statement) if isinstance(statement, str) else statement
     conn = target.connection() if isinstance(target, Session) else target
     keyword = identify(str(clause.compile(dialect=conn.dialect))).operation
     if analyze and keyword in DDL and not allow_ddl:
-        raise ValueError(
-            f"explain() refuses {keyword} with analyze=True: EXPLAIN ANALYZE runs it, and a"
-            " rollback does not undo its locks; pass allow_ddl=True, or analyze=False"
-        )
+        raise DdlRefused(keyword)
     options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
     # A savepoint inside the caller's transaction, so that its earlier work survives.
     transaction = conn.begin_nested() if conn.in_transaction() else conn.begin()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 SCHEMA = """
 CREATE TABLE items (
@@ -40,3 +40,16 @@ def settings(conn: Connection, **values: str) -> Iterator[None]:
                 text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value}
             )
         yield
+
+
+def items_checksum(engine: Engine) -> tuple[int, int]:
+    """Rows and the sum of `k` in items, read on a connection of its own."""
+    with engine.connect() as conn:
+        count, total = conn.execute(text("SELECT count(*), sum(k) FROM items")).one()
+    return count, total
+
+
+def table_exists(engine: Engine, name: str) -> bool:
+    with engine.connect() as conn:
+        found = conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": name})
+        return bool(found.scalar_one())

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from plan_tables import ITEMS_ROWS
+from plan_tables import ITEMS_ROWS, items_checksum, table_exists
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import DataError, InternalError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
@@ -15,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from exporter import explain
 from exporter.dsn import async_url
+from exporter.explainer import DdlRefused
 
 
 class Base(DeclarativeBase):
@@ -33,20 +34,6 @@ class Item(Base):
 def conn(plan_engine: Engine) -> Iterator[Connection]:
     with plan_engine.connect() as conn:
         yield conn
-
-
-def items_checksum(engine: Engine) -> tuple[int, int]:
-    """Rows and the sum of `k` in items, read on a connection of its own."""
-    with engine.connect() as conn:
-        count, total = conn.execute(text("SELECT count(*), sum(k) FROM items")).one()
-    return count, total
-
-
-def table_exists(engine: Engine, name: str) -> bool:
-    with engine.connect() as conn:
-        return conn.execute(
-            text("SELECT to_regclass(:name) IS NOT NULL"), {"name": name}
-        ).scalar_one()
 
 
 def test_an_update_explained_with_analyze_runs_and_changes_nothing(
@@ -142,8 +129,10 @@ def test_a_missing_parameter_is_a_clear_error(plan_engine: Engine, conn: Connect
 
 def test_ddl_is_refused_with_analyze_unless_allowed(plan_engine: Engine, conn: Connection) -> None:
     ddl = "CREATE TABLE items_copy AS SELECT * FROM items"
-    with pytest.raises(ValueError, match=r"refuses CREATE with analyze=True.*allow_ddl=True"):
+    with pytest.raises(DdlRefused, match=r"refuses CREATE with analyze=True.*allow_ddl=True") as e:
         explain(conn, ddl)
+    assert isinstance(e.value, ValueError)
+    assert e.value.keyword == "CREATE"
     assert not conn.in_transaction()  # refused before anything ran
     assert explain(conn, ddl, analyze=False).root.node_type == "Seq Scan"
     assert explain(conn, ddl, allow_ddl=True).root.actual_rows == ITEMS_ROWS

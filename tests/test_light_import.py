@@ -139,3 +139,27 @@ def test_the_slowlog_command_loads_no_server_driver_or_demo(tmp_path: Path) -> N
     loaded = set(ran["loaded"])
     assert packages(ran["loaded"]) & HEAVY <= {"pydantic"}  # the record reader's
     assert not {"exporter.server", "exporter.demo", "exporter.collectors"} & loaded
+
+
+# `db-exporter explain` on a developer's machine: SQLAlchemy and asyncpg, no server or demo.
+EXPLAIN = """
+import contextlib, io, json, sys
+from exporter.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as shown:
+    code = main(["explain", "--no-analyze", "SELECT 1"])
+print(json.dumps({"code": code, "plan": shown.getvalue(), "loaded": sorted(sys.modules)}))
+"""
+
+
+def test_the_explain_command_loads_no_server_or_demo(
+    database_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url.render_as_string(hide_password=False))
+    done = run_python(EXPLAIN)
+    assert done.returncode == 0, done.stderr
+    ran = json.loads(done.stdout)
+    assert ran["code"] == 0
+    assert ran["plan"].startswith("Result")
+    # The config's readers, the exporter's driver and exporter.sql's parser: no aiohttp.
+    assert packages(ran["loaded"]) & HEAVY == {"pydantic", "yaml", "asyncpg", "pglast"}
+    assert not {"exporter.server", "exporter.demo", "exporter.collectors"} & set(ran["loaded"])
