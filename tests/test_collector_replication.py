@@ -1,0 +1,112 @@
+"""The replication collector on a real primary and its streaming replica."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from collector_helpers import execute, run_collector, samples
+from replication_pair import SLOT, STANDBY, UNPRIVILEGED, Pair
+
+from exporter.collectors.privileges import InsufficientPrivilegeError
+from exporter.collectors.replication import ON_REPLICA, ReplicationCollector
+from exporter.settings import ReplicationCollectorSettings
+
+STANDBY_LABELS = {
+    "application_name": STANDBY,
+    "client_addr": "127.0.0.1",
+    "state": "streaming",
+    "slot_name": SLOT,
+}
+
+
+def collector(**options: int) -> ReplicationCollector:
+    return ReplicationCollector("postgres", ReplicationCollectorSettings(**options))
+
+
+def lsn_bytes(pair: Pair, function: str) -> float:
+    return float(pair.primary.query(f"SELECT pg_wal_lsn_diff({function}(), '0/0')"))
+
+
+async def test_the_primary_reports_itself_and_its_standby(replication_pair: Pair) -> None:
+    pair = replication_pair
+    execute(pair.primary_url, "CREATE TABLE IF NOT EXISTS written (n int)",
+            "INSERT INTO written SELECT generate_series(1, 1000)")  # fmt: skip
+    pair.caught_up()
+    before = lsn_bytes(pair, "pg_current_wal_lsn")
+    registry = await run_collector(collector(), pair.primary_url)
+    after = lsn_bytes(pair, "pg_current_wal_lsn")
+
+    assert registry.get_sample_value("pg_replication_is_replica") == 0
+    assert registry.get_sample_value("pg_replication_lag_seconds") == 0
+    assert registry.get_sample_value("pg_replication_last_replay_seconds") == 0
+    [(labels, position)] = samples(registry, "pg_stat_replication_pg_current_wal_lsn_bytes")
+    assert labels == STANDBY_LABELS
+    assert before <= position <= after
+    # Caught up before the run: at most what the primary wrote since (its own bookkeeping).
+    lag_bytes = registry.get_sample_value("pg_stat_replication_replay_lag_bytes", labels)
+    assert lag_bytes is not None
+    assert 0 <= lag_bytes <= after - before
+    for name in ("write", "flush", "replay"):
+        seconds = registry.get_sample_value(f"pg_stat_replication_{name}_lag_seconds", labels)
+        assert seconds is not None
+        assert seconds >= 0
+    assert registry.get_sample_value("pg_stat_replication_series_omitted") == 0
+
+    # Beyond the cap the standby keeps no series of its own but is counted.
+    registry = await run_collector(collector(max_standby_series=0), pair.primary_url)
+    assert samples(registry, "pg_stat_replication_pg_current_wal_lsn_bytes") == []
+    assert registry.get_sample_value("pg_stat_replication_series_omitted") == 1
+
+
+async def test_the_replica_reports_its_role_and_a_real_lag(
+    replication_pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    pair = replication_pair
+    execute(pair.primary_url, "CREATE TABLE IF NOT EXISTS written (n int)",
+            "INSERT INTO written VALUES (1)")  # fmt: skip
+    pair.caught_up()
+    pair.replica.query("SELECT pg_wal_replay_pause()")
+    try:
+        # Written on the primary and received, but not replayed: the replica lags.
+        execute(pair.primary_url, "INSERT INTO written VALUES (2)")
+        position = pair.primary.query("SELECT pg_current_wal_lsn()")
+        pair.replica.wait_for(f"SELECT pg_last_wal_receive_lsn() >= '{position}'", "t")
+        since_replay = float(pair.replica.query(
+            "SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp())"
+        ))  # fmt: skip
+        collecting = collector()
+        with caplog.at_level(logging.INFO, logger="exporter.collectors"):
+            registry = await run_collector(collecting, pair.replica_url)
+            await run_collector(collecting, pair.replica_url)
+    finally:
+        pair.replica.query("SELECT pg_wal_replay_resume()")
+
+    assert registry.get_sample_value("pg_replication_is_replica") == 1
+    lag = registry.get_sample_value("pg_replication_lag_seconds")
+    assert lag is not None
+    assert lag >= since_replay > 0
+    last_replay = registry.get_sample_value("pg_replication_last_replay_seconds")
+    assert last_replay is not None
+    assert last_replay >= since_replay
+    # Primary-only values are skipped, said once for two runs; the rest is there.
+    assert samples(registry, "pg_stat_replication_pg_current_wal_lsn_bytes") == []
+    assert registry.get_sample_value("pg_stat_replication_series_omitted") == 0
+    notes = [r.getMessage() for r in caplog.records]
+    assert notes == [f"collector replication on database postgres: {ON_REPLICA}"]
+
+    # Replayed everything it received: no lag.
+    pair.caught_up()
+    pair.replica.wait_for("SELECT pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()", "t")
+    registry = await run_collector(collector(), pair.replica_url)
+    assert registry.get_sample_value("pg_replication_lag_seconds") == 0
+
+
+async def test_a_role_without_pg_monitor_is_told_which_grant(replication_pair: Pair) -> None:
+    url = replication_pair.primary_url.set(username=UNPRIVILEGED)
+    with pytest.raises(InsufficientPrivilegeError) as failure:
+        await run_collector(collector(), url)
+    assert str(failure.value) == (
+        f"role {UNPRIVILEGED} cannot see the WAL senders in pg_stat_replication"
+        f" (needs pg_read_all_stats); GRANT pg_monitor TO {UNPRIVILEGED}"
+    )
