@@ -5,12 +5,35 @@ from __future__ import annotations
 import logging
 
 import pytest
-from collector_helpers import execute, run_collector, samples
+from collector_helpers import dsn, execute, run_collector, samples
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 from replication_pair import SLOT, STANDBY, UNPRIVILEGED, Pair
 
+from exporter import Metrics
+from exporter.collectors import COLLECTORS
+from exporter.collectors.exposition import SnapshotStore
 from exporter.collectors.privileges import InsufficientPrivilegeError
 from exporter.collectors.replication import ON_REPLICA, ReplicationCollector
-from exporter.settings import ReplicationCollectorSettings
+from exporter.collectors.runner import DatabaseWorker
+from exporter.settings import (
+    ConfigError,
+    DatabaseSettings,
+    ReplicationCollectorSettings,
+    settings_from_data,
+)
+
+# The server-level collectors this test bed is for.
+SERVER_COLLECTORS = (
+    "replication",
+    "replication_slot",
+    "stat_wal_receiver",
+    "stat_bgwriter",
+    "stat_checkpointer",
+    "wal",
+    "archiver",
+)
 
 STANDBY_LABELS = {
     "application_name": STANDBY,
@@ -110,3 +133,64 @@ async def test_a_role_without_pg_monitor_is_told_which_grant(replication_pair: P
         f"role {UNPRIVILEGED} cannot see the WAL senders in pg_stat_replication"
         f" (needs pg_read_all_stats); GRANT pg_monitor TO {UNPRIVILEGED}"
     )
+
+
+async def test_every_server_collector_runs_on_the_replica_without_writing(
+    replication_pair: Pair, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through the runner, as `serve` runs them: a replica refuses any write, so every run
+    succeeding shows none was attempted; what is primary-only is skipped, said once."""
+    store = SnapshotStore()
+    registry.register(store)
+    settings = DatabaseSettings(name="standby", dsn=dsn(replication_pair.replica_url))
+    worker = DatabaseWorker(
+        settings, Metrics(registry), store, {name: COLLECTORS[name] for name in SERVER_COLLECTORS}
+    )
+    try:
+        with caplog.at_level(logging.INFO, logger="exporter.collectors"):
+            assert await worker.check()
+            for _ in range(2):
+                for job in worker.jobs:
+                    assert await worker.run_collector(job), job.collector.name
+    finally:
+        await worker.close()
+    for name in SERVER_COLLECTORS:
+        labels = {"collector": name, "database": "standby"}
+        assert registry.get_sample_value("exporter_collector_success", labels) == 1
+    text = store.exposition(openmetrics=False).decode()
+    assert "pg_replication_is_replica 1.0" in text
+    assert "pg_stat_wal_receiver_flushed_lsn{" in text
+    notes = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert [n for n in notes if ": " in n and n.startswith("collector ")] == [
+        f"collector replication on database standby: {ON_REPLICA}"
+    ]
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    key=st.sampled_from(
+        [("replication", "max_standby_series"), ("replication_slot", "max_slot_series")]
+    ),
+    value=st.one_of(st.integers(), st.text(max_size=8), st.floats(), st.none(), st.booleans()),
+)
+def test_any_series_cap_is_a_count_or_one_config_error(key: tuple[str, str], value: object) -> None:
+    collector, option = key
+    data = {
+        "databases": [
+            {
+                "name": "main",
+                "dsn": "postgresql://db/app",
+                "collectors": {collector: {option: value}},
+            }
+        ]
+    }
+    try:
+        loaded = settings_from_data(data, "exporter.yaml")
+    except ConfigError as error:
+        message = str(error)
+        assert "\n" not in message
+        assert message.startswith(f"exporter.yaml: databases[0].collectors.{collector}.{option}")
+        return
+    cap = getattr(getattr(loaded.databases[0].collectors, collector), option)
+    assert isinstance(cap, int)
+    assert cap >= 0
