@@ -37,6 +37,9 @@ class Collector(ABC, Generic[S]):
     # default exposition differs from it (a counter: the name it exposes, with or without
     # `_total`); `compatibility: postgres_exporter` renders the family under that name.
     postgres_exporter_names: ClassVar[Mapping[str, str]] = {}
+    # {family name: factor} where postgres_exporter's unit differs (its value = ours x factor,
+    # e.g. 1000 for its milliseconds against our seconds).
+    postgres_exporter_scales: ClassVar[Mapping[str, float]] = {}
 
     def __init__(self, datname: str, settings: S) -> None:
         self.datname = datname

@@ -71,7 +71,7 @@ class StatBgwriterCollector(Collector[CollectorSettings]):
             "pg_stat_bgwriter_checkpoint_sync_time_total"
         ),
     }
-    # postgres_exporter's value = ours x this (its checkpoint times are milliseconds).
+
     postgres_exporter_scales: ClassVar[Mapping[str, float]] = {
         "pg_stat_bgwriter_checkpoint_write_time_seconds": 1000.0,
         "pg_stat_bgwriter_checkpoint_sync_time_seconds": 1000.0,

@@ -77,7 +77,7 @@ class StatCheckpointerCollector(Collector[CollectorSettings]):
             "pg_stat_checkpointer_stats_reset_total"
         ),
     }
-    # postgres_exporter's value = ours x this (its times are milliseconds).
+
     postgres_exporter_scales: ClassVar[Mapping[str, float]] = {
         "pg_stat_checkpointer_write_time_seconds": 1000.0,
         "pg_stat_checkpointer_sync_time_seconds": 1000.0,
