@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from collector_helpers import run_collector
+from prom_helpers import needs_promtool, promtool
+from prometheus_client import generate_latest
 from replication_pair import Pair
 from sqlalchemy.engine import URL
 
@@ -200,3 +202,19 @@ async def test_scaled_families_match_postgres_exporter_units(replication_pair: P
     assert seconds is not None
     converted = seconds * cls.postgres_exporter_scales["pg_stat_checkpointer_write_time_seconds"]
     assert before - 1e-6 <= converted <= after + 1e-6
+
+
+@needs_promtool
+async def test_the_default_names_pass_promtool(replication_pair: Pair) -> None:
+    """Prometheus' conventions in the default mode: `promtool check metrics` finds nothing in
+    the families of a primary with its standby and slot, and of the replica."""
+    pair = replication_pair
+    for url in (pair.primary_url, pair.replica_url):
+        body = b""
+        for name in sorted(set(OURS.values())):
+            cls = COLLECTORS[name]
+            options = getattr(CollectorsSettings(), name)
+            body += generate_latest(await run_collector(cls("postgres", options), url))
+        assert b"pg_replication_is_replica" in body
+        code, output = promtool("check", "metrics", stdin=body.decode())
+        assert (code, output) == (0, "")
