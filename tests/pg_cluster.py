@@ -144,6 +144,29 @@ class PrivateCluster:
             time.sleep(0.1)
         raise AssertionError(f"{sql!r} printed {value!r}, never {expected!r}")
 
+    @contextmanager
+    def wal_receivers(self, count: int, directory: Path) -> Iterator[None]:
+        """`count` pg_receivewal clients, without a slot, streaming from this server into
+        subdirectories of `directory` until the block ends (as many WAL senders)."""
+        receivers = []
+        try:
+            for n in range(count):
+                target = directory / f"receiver{n}"
+                target.mkdir()
+                command = [str(self.bindir / "pg_receivewal"), "-D", str(target), "-n"]
+                command += ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+                receivers.append(subprocess.Popen(command, stderr=subprocess.DEVNULL))
+            self.wait_for(
+                "SELECT count(*) FROM pg_stat_replication"
+                " WHERE application_name = 'pg_receivewal' AND state = 'streaming'",
+                str(count),
+            )
+            yield
+        finally:
+            for receiver in receivers:
+                receiver.terminate()
+                receiver.wait(timeout=30)
+
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.directory / "log"), "-w", "start")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from collector_helpers import dsn, execute, run_collector, samples
@@ -80,6 +81,18 @@ async def test_the_primary_reports_itself_and_its_standby(replication_pair: Pair
     registry = await run_collector(collector(max_standby_series=0), pair.primary_url)
     assert samples(registry, "pg_stat_replication_pg_current_wal_lsn_bytes") == []
     assert registry.get_sample_value("pg_stat_replication_series_omitted") == 1
+
+
+async def test_standbys_that_look_alike_share_one_series(
+    replication_pair: Pair, tmp_path: Path
+) -> None:
+    """Two pg_receivewal from one host, without a slot: one label set, one series each."""
+    pair = replication_pair
+    with pair.primary.wal_receivers(2, tmp_path):
+        registry = await run_collector(collector(), pair.primary_url)
+    series = [labels for labels, _ in samples(registry, "pg_stat_replication_replay_lag_bytes")]
+    assert sorted(s["application_name"] for s in series) == ["pg_receivewal", STANDBY]
+    assert registry.get_sample_value("pg_stat_replication_series_omitted") == 0
 
 
 async def test_the_replica_reports_its_role_and_a_real_lag(

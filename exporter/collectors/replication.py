@@ -14,8 +14,10 @@ Server-wide, labels exactly postgres_exporter's (its `replication` collector and
   own time lags `pg_stat_replication_{write,flush,replay}_lag_seconds` (0 when idle: the
   server reports NULL once a standby has caught up). `slot_name` is the slot the standby
   streams through ("" without one; postgres_exporter puts the pid there, its query having no
-  such column); a Unix-socket standby has `client_addr=""`. At most `max_standby_series`
-  standbys (by application_name), `pg_stat_replication_series_omitted` counts the rest.
+  such column); a Unix-socket standby has `client_addr=""`. Standbys with the same labels
+  (say two `pg_receivewal` from one host, without a slot) share one series, the furthest
+  behind. At most `max_standby_series` standbys (by application_name),
+  `pg_stat_replication_series_omitted` counts the rest.
 
 On a replica, its cascading standbys' byte positions need `pg_current_wal_lsn()`, which
 recovery forbids: those two families are skipped (said once in the log), the rest is exported.
@@ -25,6 +27,7 @@ collector fails with a message naming the grant instead.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -128,12 +131,17 @@ class ReplicationCollector(Collector[ReplicationCollectorSettings]):
                 ("replay_lag_bytes", "pg_stat_replication_replay_lag_bytes",
                  "WAL bytes sent to the standby and not yet replayed there."),
             ]  # fmt: skip
+        # Standbys that look alike (two without a slot, from one host, under one name) share
+        # a label set: one series each, the furthest behind, never a repeated series.
+        alike: dict[tuple[str, ...], list[Any]] = defaultdict(list)
+        for r in rows:
+            labels = (r.application_name or "", r.client_addr or "", r.state or "",
+                      r.slot_name or "")  # fmt: skip
+            alike[labels].append(r)
         families: list[Metric] = []
         for column, family_name, doc in columns:
             family = GaugeMetricFamily(family_name, doc, labels=STANDBY_LABELS)
-            for r in rows:
-                labels = [r.application_name or "", r.client_addr or "", r.state or "",
-                          r.slot_name or ""]  # fmt: skip
-                family.add_metric(labels, number(getattr(r, column)))
+            for labels, group in alike.items():
+                family.add_metric(list(labels), max(number(getattr(r, column)) for r in group))
             families.append(family)
         return families
