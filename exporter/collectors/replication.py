@@ -135,9 +135,9 @@ class ReplicationCollector(Collector[ReplicationCollectorSettings]):
         # a label set: one series each, the furthest behind, never a repeated series.
         alike: dict[tuple[str, ...], list[Any]] = defaultdict(list)
         for r in rows:
-            labels = (r.application_name or "", r.client_addr or "", r.state or "",
-                      r.slot_name or "")  # fmt: skip
-            alike[labels].append(r)
+            key = (r.application_name or "", r.client_addr or "", r.state or "",
+                   r.slot_name or "")  # fmt: skip
+            alike[key].append(r)
         families: list[Metric] = []
         for column, family_name, doc in columns:
             family = GaugeMetricFamily(family_name, doc, labels=STANDBY_LABELS)

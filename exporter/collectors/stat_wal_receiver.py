@@ -7,8 +7,9 @@ disk, last reported to the primary), `..._receive_start_tli` and `..._received_t
 (timelines), `pg_stat_wal_receiver_{last_msg_send,last_msg_receipt,latest_end}_timestamp_seconds`
 (postgres_exporter: `..._last_msg_send_time`, `..._last_msg_receipt_time`,
 `..._latest_end_time`), and `..._upstream_node` for a repmgr slot (`repmgr_slot_<node>`).
-`upstream_host` is the `host` of the receiver's connection string (else the sender's host),
-"" when unknown, as is a missing `slot_name`.
+`upstream_host` is the `host` of the receiver's connection string (else the sender's host;
+its first 255 characters, as a host list can be long), "" when unknown, as is a missing
+`slot_name`.
 
 postgres_exporter types the positions and times as counters; they are gauges here (a
 position can restart lower on a new timeline). A primary has no WAL receiver: the collector
@@ -36,8 +37,8 @@ RECEIVER_SQL = r"""
 SELECT pg_is_in_recovery() AS is_replica, w.*
 FROM (SELECT 1) one
 LEFT JOIN (
-  SELECT COALESCE(trim(both '''' FROM substring(conninfo FROM 'host=([^ ]*)')), sender_host)
-           AS upstream_host,
+  SELECT left(COALESCE(trim(both '''' FROM substring(conninfo FROM 'host=([^ ]*)')),
+                       sender_host), 255) AS upstream_host,
          slot_name, status, received_tli, receive_start_tli,
          pg_wal_lsn_diff(receive_start_lsn, '0/0') AS receive_start_lsn,
          pg_wal_lsn_diff(flushed_lsn, '0/0') AS flushed_lsn,
