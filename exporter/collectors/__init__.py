@@ -10,12 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from exporter.collectors.activity import ActivityCollector
+from exporter.collectors.archiver import ArchiverCollector
 from exporter.collectors.base import Collector
 from exporter.collectors.database import DatabaseCollector
 from exporter.collectors.indexes import IndexesCollector
 from exporter.collectors.migrations import MigrationsCollector
+from exporter.collectors.replication import ReplicationCollector
+from exporter.collectors.replication_slot import ReplicationSlotCollector
+from exporter.collectors.stat_bgwriter import StatBgwriterCollector
+from exporter.collectors.stat_checkpointer import StatCheckpointerCollector
+from exporter.collectors.stat_wal_receiver import StatWalReceiverCollector
 from exporter.collectors.statements import StatementsCollector
 from exporter.collectors.tables import TablesCollector
+from exporter.collectors.wal import WalCollector
 from exporter.settings import CollectorsSettings
 
 COLLECTORS: dict[str, type[Collector[Any]]] = {
@@ -27,6 +34,13 @@ COLLECTORS: dict[str, type[Collector[Any]]] = {
         ActivityCollector,
         StatementsCollector,
         MigrationsCollector,
+        ReplicationCollector,
+        ReplicationSlotCollector,
+        StatWalReceiverCollector,
+        StatBgwriterCollector,
+        StatCheckpointerCollector,
+        WalCollector,
+        ArchiverCollector,
     )
 }
 

@@ -10,7 +10,7 @@ the event loop is never stalled for long.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from itertools import chain, zip_longest
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -33,6 +33,13 @@ class Collector(ABC, Generic[S]):
     # statistics views): with several replicas, only the elected one runs it (see the runner).
     # False (the default, the safe side) runs it in every exporter.
     database_wide: ClassVar[bool] = False
+    # {family name as given to its MetricFamily: postgres_exporter's metric name}, where the
+    # default exposition differs from it (a counter: the name it exposes, with or without
+    # `_total`); `compatibility: postgres_exporter` renders the family under that name.
+    postgres_exporter_names: ClassVar[Mapping[str, str]] = {}
+    # {family name: factor} where postgres_exporter's unit differs (its value = ours x factor,
+    # e.g. 1000 for its milliseconds against our seconds).
+    postgres_exporter_scales: ClassVar[Mapping[str, float]] = {}
 
     def __init__(self, datname: str, settings: S) -> None:
         self.datname = datname
