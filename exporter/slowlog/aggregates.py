@@ -84,7 +84,8 @@ class Aggregates:
             found = self._found(*fields, record["sql"])
             found.count += 1
             found.total_seconds += seconds
-            found.last_seen = record["time"]
+            # Records merged from several processes come out of order: the latest time wins.
+            found.last_seen = max(found.last_seen, record["time"])
             if seconds >= found.max_seconds:
                 found.max_seconds = seconds
                 found.worst = record
