@@ -4,20 +4,32 @@ PostgreSQL, `db-exporter serve` as a separate process, and the hand-over files t
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from processes import Running, free_port, get
-from sqlalchemy.engine import URL
+from prometheus_client import CollectorRegistry
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Engine
 
+from exporter import Metrics, instrument, uninstrument
 from exporter.dsn import sync_url
+from exporter.settings import SlowQuerySettings
+from exporter.slowlog import SlowQueryLog
+from exporter.slowlog.handover import prune, segments
+from exporter.slowlog.handover_reader import HandoverReader
 
 # The application: every request reports the pid of the worker that served it.
 APP = """
@@ -258,3 +270,336 @@ def test_an_unwritable_hand_over_directory_leaves_the_application_unaffected(
         assert deployment.slow_queries()["records"] == []
     finally:
         deployment.close()
+
+
+# -- the hand-over files, written and read in this process ----------------------------------
+
+SMALL = {"handover_max_bytes": 64 * 1024, "handover_max_total_bytes": 256 * 1024}
+
+
+def handover_settings(directory: Path, **overrides: Any) -> SlowQuerySettings:
+    values: dict[str, Any] = {
+        "stdout": False,
+        "handover_dir": str(directory),
+        "records_per_second": 0,
+        "ring_buffer_size": 10_000,
+    }
+    return SlowQuerySettings(**(values | overrides))
+
+
+class Sidecar:
+    """What `db-exporter serve` does with the directory: a slow-query log of its own, fed by
+    a `HandoverReader`, each pass run by the test."""
+
+    def __init__(self, directory: Path, **overrides: Any) -> None:
+        self.metrics = Metrics(CollectorRegistry())
+        settings = handover_settings(directory, **overrides)
+        self.log = SlowQueryLog(settings, self.metrics)
+        self.reader = HandoverReader(str(directory), self.log, self.metrics, settings)
+
+    def skipped(self, reason: str) -> float:
+        return self.metrics.slow_query_handover_skipped.labels(reason)._value.get()
+
+    def close(self) -> None:
+        self.log.close()
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Path:
+    path = tmp_path / "handover"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def sidecar(directory: Path) -> Iterator[Sidecar]:
+    started = Sidecar(directory)
+    yield started
+    started.close()
+
+
+class Worker:
+    """An instrumented engine whose slow-query log (every statement slow) hands over."""
+
+    def __init__(self, database_url: URL, directory: Path, **overrides: Any) -> None:
+        self.metrics = Metrics(CollectorRegistry())
+        self.log = SlowQueryLog(
+            handover_settings(directory, threshold_ms=0, **overrides), self.metrics
+        )
+        self.engine: Engine = create_engine(sync_url(database_url))
+        instrument(self.engine, metrics=self.metrics, slow_log=self.log)
+
+    def run(self, sql: str, times: int = 1) -> None:
+        with self.engine.connect() as conn:
+            for _ in range(times):
+                conn.execute(text(sql))
+        self.log.flush()
+
+    def dropped(self) -> float:
+        return self.metrics.slow_query_handover_dropped._value.get()
+
+    def close(self) -> None:
+        uninstrument(self.engine)
+        self.engine.dispose()
+        self.log.close()
+
+
+@pytest.fixture
+def worker(database_url: URL, directory: Path) -> Iterator[Worker]:
+    started = Worker(database_url, directory, **SMALL)
+    yield started
+    started.close()
+
+
+def slow_count(log: SlowQueryLog, sql: str) -> int:
+    return sum(a["count"] for a in log.aggregates.ranked() if a["sql"] == sql)
+
+
+def test_a_worker_s_files_stay_within_their_bound_and_a_reader_keeping_up_misses_nothing(
+    worker: Worker, sidecar: Sidecar, directory: Path
+) -> None:
+    for _ in range(20):  # ~1,000 records of ~500 bytes: several segments of 32 KiB
+        worker.run("SELECT 1 AS one", times=50)
+        sidecar.reader.poll()
+        files = segments(str(directory))
+        assert len(files) <= 2
+        assert sum(f.size for f in files) <= SMALL["handover_max_bytes"]
+    assert slow_count(sidecar.log, "SELECT $1 AS one") == 1000
+    assert slow_count(sidecar.log, "SELECT $1 AS one") == slow_count(worker.log, "SELECT $1 AS one")
+    assert worker.dropped() == 0
+    assert {r["pid"] for r in sidecar.log.records(limit=10_000)} == {os.getpid()}
+
+
+def test_workers_hand_plans_over_and_the_sidecar_plans_each_fingerprint_once(
+    database_url: URL, directory: Path, sidecar: Sidecar
+) -> None:
+    sidecar.log.register("main", sync_url(database_url))
+    workers = [Worker(database_url, directory) for _ in range(3)]
+    try:
+        for each in workers:
+            each.run("SELECT count(*) FROM pg_class WHERE relpages > 5")
+            assert each.log.plans.attempts == 0  # handing over, a worker plans nothing
+        assert len({s.worker for s in segments(str(directory))}) == 3
+        sidecar.reader.poll()
+        sidecar.log.flush()
+    finally:
+        for each in workers:
+            each.close()
+    (aggregate,) = [
+        a for a in sidecar.log.aggregates.ranked() if a["sql"].startswith("SELECT count(*)")
+    ]
+    assert aggregate["count"] == 3
+    # One plan per fingerprint (this one, SQLAlchemy's first-connect SELECTs), not per worker.
+    selects = {
+        a["fingerprint"] for a in sidecar.log.aggregates.ranked() if a["operation"] == "SELECT"
+    }
+    assert sidecar.log.plans.attempts == len(selects)
+    assert aggregate["plan_summary"].startswith("Aggregate")
+    assert aggregate["plan"][0]["Plan"]["Node Type"] == "Aggregate"
+
+
+def record_line(pid: int, at: str, fingerprint: str = "f1", **extra: Any) -> bytes:
+    record = {
+        "time": at,
+        "kind": "slow_query",
+        "database": "main",
+        "duration_ms": 150.0,
+        "operation": "SELECT",
+        "table": None,
+        "fingerprint": fingerprint,
+        "sql": "SELECT $1",
+        "call_site": {"file": "app.py", "line": 7, "function": "view", "url": None},
+        "context": {},
+        "pid": pid,
+    } | extra
+    return json.dumps({"record": record, "plan": False}).encode() + b"\n"
+
+
+def write_segment(directory: Path, pid: int, data: bytes, seq: int = 0) -> Path:
+    path = directory / f"worker-{pid}-0badcafe-{seq:08d}.jsonl"
+    path.write_bytes(data)
+    return path
+
+
+def test_corrupt_lines_and_a_torn_last_line_are_skipped_and_counted(
+    directory: Path, sidecar: Sidecar
+) -> None:
+    good = record_line(11, "2026-11-29T10:00:00.000+00:00")
+    corrupt = [
+        b"not json\n",
+        b"[1, 2]\n",
+        b"\xff\xfe\n",
+        record_line(11, "2026-11-29T10:00:01.000+00:00", duration_ms="slow"),
+        json.dumps({"record": {"kind": "slow_query"}}).encode() + b"\n",
+        b'{"skipped": {"count": -1}}\n',
+        b"[" * 100_000 + b"\n",  # deeper than the parser goes
+    ]
+    torn = good[: len(good) // 2]
+    write_segment(directory, 11, good + b"".join(corrupt) + good + torn)
+    assert sidecar.reader.poll() == 2
+    assert sidecar.skipped("corrupt") == len(corrupt)
+    assert sidecar.skipped("torn") == 1  # nobody holds the file: its writer ended
+    assert sidecar.reader.poll() == 0
+    assert (sidecar.skipped("corrupt"), sidecar.skipped("torn")) == (len(corrupt), 1)
+    assert [r["pid"] for r in sidecar.log.records()] == [11, 11]
+
+
+def test_a_live_worker_s_unfinished_line_is_read_once_finished(
+    directory: Path, sidecar: Sidecar
+) -> None:
+    line = record_line(12, "2026-11-29T10:00:00.000+00:00")
+    path = write_segment(directory, 12, line[:10])
+    with open(path, "ab") as writer:
+        fcntl.flock(writer, fcntl.LOCK_SH)  # as a live worker holds its segment
+        assert sidecar.reader.poll() == 0
+        assert sidecar.skipped("torn") == 0
+        writer.write(line[10:])
+        writer.flush()
+        assert sidecar.reader.poll() == 1
+    assert sidecar.skipped("torn") == sidecar.skipped("corrupt") == 0
+
+
+LINES = st.one_of(
+    st.builds(
+        lambda pid, second: record_line(pid, f"2026-11-29T10:00:{second:02d}.000+00:00"),
+        st.integers(0, 2**22),
+        st.integers(0, 59),
+    ),
+    st.binary(max_size=200),
+)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(chunks=st.lists(LINES, max_size=20))
+def test_any_bytes_in_a_hand_over_file_are_merged_or_counted_never_a_crash(
+    tmp_path_factory: pytest.TempPathFactory, chunks: list[bytes]
+) -> None:
+    directory = tmp_path_factory.mktemp("fuzz")
+    data = b"".join(chunks)
+    write_segment(directory, 13, data)
+    sidecar = Sidecar(directory)
+    try:
+        merged = sidecar.reader.poll()
+        lines = data.count(b"\n")
+        assert merged + sidecar.skipped("corrupt") == lines
+        assert sidecar.skipped("torn") == (0 if data.endswith(b"\n") or not data else 1)
+        assert all(isinstance(r["pid"], int) for r in sidecar.log.records(limit=1000))
+    finally:
+        sidecar.close()
+
+
+def test_a_full_directory_drops_records_counted_with_one_warning(
+    database_url: URL, directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another live worker's files take the whole total.
+    other = write_segment(directory, 14, b" " * (64 * 1024 - 1) + b"\n")
+    with open(other, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_SH)
+        full = Worker(database_url, directory, handover_max_bytes=64 * 1024,
+                      handover_max_total_bytes=64 * 1024)  # fmt: skip
+        try:
+            full.run("SELECT 1 AS one", times=5)
+        finally:
+            full.close()
+    # Every record (SQLAlchemy's first-connect statements' too), each in the worker's own log.
+    assert full.dropped() == len(full.log.records(limit=1000))
+    assert slow_count(full.log, "SELECT $1 AS one") == 5
+    warnings = [r for r in caplog.records if "hand-over" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "handover_max_total_bytes" in warnings[0].getMessage()
+    assert [s.pid for s in segments(str(directory))] == [14]
+
+
+# Forks `count` short-lived workers one after the other; each hands one record over and ends.
+RECYCLED = """
+import os, sys
+from prometheus_client import CollectorRegistry
+from exporter import Metrics
+from exporter.settings import SlowQuerySettings
+from exporter.slowlog.handover import HandoverWriter
+
+directory, count, kept = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+settings = SlowQuerySettings(handover_dir=directory, handover_max_ended_workers=kept)
+dropped = Metrics(CollectorRegistry()).slow_query_handover_dropped
+for n in range(count):
+    child = os.fork()
+    if child == 0:
+        record = {"time": "2026-11-29T10:00:00.000+00:00", "kind": "slow_query",
+                  "database": "main", "duration_ms": 150.0, "operation": "SELECT",
+                  "table": None, "fingerprint": "f%d" % n, "sql": "SELECT 1",
+                  "call_site": None, "context": {}}
+        HandoverWriter(directory, settings, dropped).hand_over(record, plan=False)
+        os._exit(0)
+    os.waitpid(child, 0)
+"""
+
+
+def test_a_thousand_recycled_workers_leave_bounded_files(directory: Path) -> None:
+    kept = 50
+    subprocess.run(
+        [sys.executable, "-c", RECYCLED, str(directory), "1000", str(kept)],
+        check=True,
+        timeout=300,
+    )
+    files = segments(str(directory))
+    # Each new worker prunes before its first segment: the ended ones beyond `kept` are gone.
+    assert len({f.worker for f in files}) == kept + 1
+    assert sorted(os.listdir(directory)) == sorted(f.name for f in files)  # nothing else left
+    sidecar = Sidecar(directory, handover_max_ended_workers=kept)
+    try:
+        assert sidecar.reader.poll() == kept + 1
+        prune(str(directory), sidecar.reader.settings)
+        assert len(segments(str(directory))) == kept
+    finally:
+        sidecar.close()
+
+
+def test_ended_workers_files_expire_and_live_ones_stay(worker: Worker, directory: Path) -> None:
+    worker.run("SELECT 1 AS one")
+    write_segment(directory, 15, record_line(15, "2026-11-29T10:00:00.000+00:00"))
+    settings = handover_settings(directory)
+    prune(str(directory), settings)
+    assert {s.pid for s in segments(str(directory))} == {15, os.getpid()}  # not expired yet
+    prune(str(directory), settings, now=time.time() + settings.handover_keep_seconds + 1)
+    assert {s.pid for s in segments(str(directory))} == {os.getpid()}  # held: alive
+
+
+def test_two_sidecars_read_one_directory_and_change_nothing(
+    worker: Worker, directory: Path
+) -> None:
+    worker.run("SELECT 1 AS one", times=30)
+    first, second = Sidecar(directory), Sidecar(directory)
+    try:
+        written = len(worker.log.records(limit=1000))  # first-connect statements' too
+        assert first.reader.poll() == second.reader.poll() == written
+        worker.run("SELECT 1 AS one", times=5)
+        before = {s.name: s.size for s in segments(str(directory))}
+        assert first.reader.poll() == second.reader.poll() == 5
+        assert {s.name: s.size for s in segments(str(directory))} == before
+        assert slow_count(first.log, "SELECT $1 AS one") == 35
+        assert slow_count(second.log, "SELECT $1 AS one") == 35
+    finally:
+        first.close()
+        second.close()
+
+
+def test_records_of_clocks_that_disagree_are_ordered_by_their_own_times(
+    directory: Path, sidecar: Sidecar
+) -> None:
+    # Worker 21's clock is an hour ahead; worker 22's went back between its two records.
+    write_segment(directory, 21, record_line(21, "2026-11-29T11:00:00.000+00:00"))
+    write_segment(
+        directory,
+        22,
+        record_line(22, "2026-11-29T10:00:05.000+00:00")
+        + record_line(22, "2026-11-29T10:00:01.000+00:00"),
+    )
+    assert sidecar.reader.poll() == 3
+    times = [r["time"] for r in sidecar.log.records()]
+    assert times == sorted(times, reverse=True)
+    assert [r["pid"] for r in sidecar.log.records()] == [21, 22, 22]
+    (aggregate,) = sidecar.log.aggregates.ranked()
+    assert aggregate["last_seen"] == "2026-11-29T11:00:00.000+00:00"
+    assert aggregate["count"] == 3

@@ -145,7 +145,7 @@ class HandoverReader:
         if tail >= segment_bytes(self.settings) or (tail and to_end and not is_held(path)):
             self._skipped.labels("torn").inc()
             end = len(data)
-        for raw in data[:whole].splitlines():
+        for raw in data[:whole].split(b"\n")[:-1]:
             line = self._parsed(raw)
             if line is None:
                 self._skipped.labels("corrupt").inc()
