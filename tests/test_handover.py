@@ -298,7 +298,7 @@ class Sidecar:
         self.reader = HandoverReader(str(directory), self.log, self.metrics, settings)
 
     def skipped(self, reason: str) -> float:
-        return self.metrics.slow_query_handover_skipped.labels(reason)._value.get()
+        return float(self.metrics.slow_query_handover_skipped.labels(reason)._value.get())
 
     def close(self) -> None:
         self.log.close()
@@ -336,7 +336,7 @@ class Worker:
         self.log.flush()
 
     def dropped(self) -> float:
-        return self.metrics.slow_query_handover_dropped._value.get()
+        return float(self.metrics.slow_query_handover_dropped._value.get())
 
     def close(self) -> None:
         uninstrument(self.engine)

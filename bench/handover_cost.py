@@ -1,0 +1,143 @@
+"""What handing slow-query records over to the sidecar costs a worker, with the sidecar absent
+and with it present and reading.
+
+    .venv/bin/python bench/handover_cost.py [--rounds 9] [--queries 2000]
+
+Every statement is slow (threshold 0, no record rate limit), so each one produces a record: the
+worst case for the hand-over. One process runs `SELECT 1` on a held psycopg connection through
+three slow-query logs, switched between rounds (medians of per-round figures):
+
+- "no hand-over": records written to a file sink only (the baseline);
+- "sidecar absent": the same, and handed over to the hand-over directory, no one reading it;
+- "sidecar present": the same, with `db-exporter serve` running beside it, merging the files.
+
+Per statement it reports the process's CPU time (every thread: the query path and the writer
+thread that appends to the hand-over file) and wall time, including the wait for the writer to
+finish (`flush()`), and the ratios against the baseline and absent against present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+
+from instrumentation_overhead import database  # bench/ is on the path
+from prometheus_client import CollectorRegistry
+from sqlalchemy import create_engine, text
+
+from exporter import Metrics, instrument, uninstrument
+from exporter.dsn import sync_url
+from exporter.inprocess_settings import PlanSettings, SlowQuerySettings
+from exporter.slowlog import SlowQueryLog
+
+
+def slow_log(directory: str, handover: bool) -> SlowQueryLog:
+    settings = SlowQuerySettings(
+        threshold_ms=0,
+        records_per_second=0,
+        stdout=False,
+        file=os.path.join(directory, f"records-{handover}.jsonl"),
+        file_max_bytes=64 * 1024 * 1024,
+        handover=handover,
+        handover_dir=os.path.join(directory, "handover"),
+        plans=PlanSettings(enabled=False),
+    )
+    return SlowQueryLog(settings, Metrics(CollectorRegistry()))
+
+
+def per_statement(run: Callable[[], None], n: int, log: SlowQueryLog) -> tuple[float, float]:
+    """(CPU, wall) microseconds per statement, the writer's work included."""
+    cpu, wall = time.process_time_ns(), time.perf_counter_ns()
+    for _ in range(n):
+        run()
+    log.flush()
+    return (time.process_time_ns() - cpu) / n / 1000, (time.perf_counter_ns() - wall) / n / 1000
+
+
+def measure(url: str, directory: str, rounds: int, n: int) -> dict[str, list[tuple[float, float]]]:
+    engine = create_engine(sync_url(url))
+    logs = {"no hand-over": slow_log(directory, False), "hand-over": slow_log(directory, True)}
+    found: dict[str, list[tuple[float, float]]] = {name: [] for name in logs}
+    with engine.connect() as conn:
+        statement = text("SELECT 1")
+        for round_ in range(rounds):
+            order = list(logs) if round_ % 2 == 0 else list(reversed(logs))
+            for name in order:
+                instrument(engine, metrics=Metrics(CollectorRegistry()), slow_log=logs[name])
+                found[name].append(
+                    per_statement(lambda: conn.execute(statement), n, logs[name])
+                )
+                uninstrument(engine)
+    for log in logs.values():
+        log.close()
+    engine.dispose()
+    return found
+
+
+def sidecar(url: str, directory: str) -> subprocess.Popen[bytes]:
+    port = 19188 + os.getpid() % 1000
+    env = os.environ | {
+        "DATABASE_URL": url,
+        "DB_EXPORTER_SLOW_QUERIES__HANDOVER_DIR": os.path.join(directory, "handover"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "serve", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the sidecar did not start")
+
+
+def median(timings: list[tuple[float, float]], i: int) -> float:
+    return statistics.median(t[i] for t in timings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--queries", type=int, default=2000)
+    args = parser.parse_args()
+    with database() as url, tempfile.TemporaryDirectory() as directory:
+        absent = measure(url, directory, args.rounds, args.queries)
+        process = sidecar(url, directory)
+        try:
+            present = measure(url, directory, args.rounds, args.queries)
+        finally:
+            process.terminate()
+            process.wait()
+    rows = {
+        "no hand-over": absent["no hand-over"] + present["no hand-over"],
+        "sidecar absent": absent["hand-over"],
+        "sidecar present": present["hand-over"],
+    }
+    print(f"every statement a record; {args.rounds} rounds x {args.queries} SELECT 1 (psycopg)")
+    print(f"{'':18}{'CPU us/stmt':>14}{'wall us/stmt':>14}")
+    for name, timings in rows.items():
+        print(f"{name:18}{median(timings, 0):14.1f}{median(timings, 1):14.1f}")
+    base = rows["no hand-over"]
+    for name in ("sidecar absent", "sidecar present"):
+        cpu = median(rows[name], 0) / median(base, 0)
+        wall = median(rows[name], 1) / median(base, 1)
+        print(f"{name} / no hand-over: CPU x{cpu:.2f}, wall x{wall:.2f}")
+    cpu = median(rows["sidecar absent"], 0) / median(rows["sidecar present"], 0)
+    wall = median(rows["sidecar absent"], 1) / median(rows["sidecar present"], 1)
+    print(f"sidecar absent / present: CPU x{cpu:.2f}, wall x{wall:.2f}")
+
+
+if __name__ == "__main__":
+    main()
