@@ -71,9 +71,7 @@ def measure(url: str, directory: str, rounds: int, n: int) -> dict[str, list[tup
             order = list(logs) if round_ % 2 == 0 else list(reversed(logs))
             for name in order:
                 instrument(engine, metrics=Metrics(CollectorRegistry()), slow_log=logs[name])
-                found[name].append(
-                    per_statement(lambda: conn.execute(statement), n, logs[name])
-                )
+                found[name].append(per_statement(lambda: conn.execute(statement), n, logs[name]))
                 uninstrument(engine)
     for log in logs.values():
         log.close()
