@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL, Engine
 
 from exporter import Metrics, instrument, uninstrument
 from exporter.dsn import sync_url
-from exporter.settings import SlowQuerySettings
+from exporter.settings import ConfigError, SlowQuerySettings, load_settings
 from exporter.slowlog import SlowQueryLog
 from exporter.slowlog.handover import prune, segments
 from exporter.slowlog.handover_reader import HandoverReader
@@ -603,3 +603,57 @@ def test_records_of_clocks_that_disagree_are_ordered_by_their_own_times(
     (aggregate,) = sidecar.log.aggregates.ranked()
     assert aggregate["last_seen"] == "2026-11-29T11:00:00.000+00:00"
     assert aggregate["count"] == 3
+
+
+def test_statements_the_record_rate_left_without_a_record_still_count_on_the_sidecar(
+    database_url: URL, directory: Path, sidecar: Sidecar
+) -> None:
+    limited = Worker(database_url, directory, records_per_second=2)
+    try:
+        limited.run("SELECT 2 AS two", times=40)
+        sidecar.reader.poll()
+    finally:
+        limited.close()
+    records = [r for r in sidecar.log.records(limit=1000) if r["sql"] == "SELECT $1 AS two"]
+    assert 2 <= len(records) < 40  # most got no record, within the second
+    assert slow_count(sidecar.log, "SELECT $1 AS two") == 40
+    assert slow_count(limited.log, "SELECT $1 AS two") == 40
+
+
+def test_hand_over_bounds_that_contradict_each_other_are_one_clear_error() -> None:
+    env = {
+        "DB_EXPORTER_SLOW_QUERIES__HANDOVER_MAX_BYTES": "1048576",
+        "DB_EXPORTER_SLOW_QUERIES__HANDOVER_MAX_TOTAL_BYTES": "524288",
+    }
+    with pytest.raises(ConfigError) as error:
+        load_settings(env=env)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "handover_max_total_bytes (524288) must be at least handover_max_bytes" in message
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    per_worker=st.one_of(st.integers(-(2**40), 2**40), st.text(max_size=12)),
+    total=st.one_of(st.integers(-(2**40), 2**40), st.text(max_size=12)),
+    keep=st.one_of(st.floats(allow_nan=True), st.text(max_size=12)),
+)
+def test_any_hand_over_settings_from_the_environment_are_valid_or_one_error_line(
+    per_worker: object, total: object, keep: object
+) -> None:
+    env = {
+        "DB_EXPORTER_SLOW_QUERIES__HANDOVER_MAX_BYTES": str(per_worker),
+        "DB_EXPORTER_SLOW_QUERIES__HANDOVER_MAX_TOTAL_BYTES": str(total),
+        "DB_EXPORTER_SLOW_QUERIES__HANDOVER_KEEP_SECONDS": str(keep),
+    }
+    problem = None
+    try:
+        loaded = load_settings(env=env).slow_queries
+    except ConfigError as error:
+        problem = str(error)
+    if problem is not None:
+        assert "\n" not in problem
+        assert "HANDOVER" in problem or "handover" in problem
+    else:
+        assert 64 * 1024 <= loaded.handover_max_bytes <= loaded.handover_max_total_bytes
+        assert loaded.handover_keep_seconds >= 0

@@ -36,7 +36,7 @@ log = logging.getLogger("exporter.slowlog.handover")
 
 POLL_SECONDS = 0.5
 PRUNE_SECONDS = 30.0
-READ_PER_PASS = 8 * 1024 * 1024  # bytes read in one pass, so a backlog is merged in steps
+READ_PER_PASS = 4 * 1024 * 1024  # bytes read in one pass, so a backlog is merged in steps
 KINDS = ("slow_query", "n_plus_one")
 
 
