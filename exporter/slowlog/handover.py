@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import time
 from collections.abc import Iterator
 from contextlib import suppress
@@ -231,7 +230,7 @@ class HandoverWriter:
             if descriptor is not None:
                 with suppress(OSError):
                     os.close(descriptor)
-        self._pid, self._token, self._seq = os.getpid(), secrets.token_hex(4), 0
+        self._pid, self._token, self._seq = os.getpid(), os.urandom(4).hex(), 0
         self._current = self._previous = None
         self._written = self._previous_written = 0
         self._warned = False
