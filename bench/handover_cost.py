@@ -7,13 +7,16 @@ Every statement is slow (threshold 0, no record rate limit), so each one produce
 worst case for the hand-over. One process runs `SELECT 1` on a held psycopg connection through
 three slow-query logs, switched between rounds (medians of per-round figures):
 
-- "no hand-over": records written to a file sink only (the baseline);
-- "sidecar absent": the same, and handed over to the hand-over directory, no one reading it;
-- "sidecar present": the same, with `db-exporter serve` running beside it, merging the files.
+- "no hand-over": records written to a file sink only (the baseline of each round);
+- "hand-over": the same, and handed over to the hand-over directory;
+
+first with the sidecar absent (no one reading the directory), then with `db-exporter serve`
+running beside it, merging the files.
 
 Per statement it reports the process's CPU time (every thread: the query path and the writer
 thread that appends to the hand-over file) and wall time, including the wait for the writer to
-finish (`flush()`), and the ratios against the baseline and absent against present.
+finish (`flush()`); then, for each phase, the median over rounds of hand-over against the
+baseline of the same round, and the absent phase's ratio against the present one's.
 """
 
 from __future__ import annotations
@@ -118,23 +121,23 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait()
-    rows = {
-        "no hand-over": absent["no hand-over"] + present["no hand-over"],
-        "sidecar absent": absent["hand-over"],
-        "sidecar present": present["hand-over"],
-    }
     print(f"every statement a record; {args.rounds} rounds x {args.queries} SELECT 1 (psycopg)")
-    print(f"{'':18}{'CPU us/stmt':>14}{'wall us/stmt':>14}")
-    for name, timings in rows.items():
-        print(f"{name:18}{median(timings, 0):14.1f}{median(timings, 1):14.1f}")
-    base = rows["no hand-over"]
-    for name in ("sidecar absent", "sidecar present"):
-        cpu = median(rows[name], 0) / median(base, 0)
-        wall = median(rows[name], 1) / median(base, 1)
-        print(f"{name} / no hand-over: CPU x{cpu:.2f}, wall x{wall:.2f}")
-    cpu = median(rows["sidecar absent"], 0) / median(rows["sidecar present"], 0)
-    wall = median(rows["sidecar absent"], 1) / median(rows["sidecar present"], 1)
-    print(f"sidecar absent / present: CPU x{cpu:.2f}, wall x{wall:.2f}")
+    print(f"{'':34}{'CPU us/stmt':>14}{'wall us/stmt':>14}")
+    ratios = {}
+    for phase, found in (("sidecar absent", absent), ("sidecar present", present)):
+        for name, timings in found.items():
+            label = f"{phase}: {name}"
+            print(f"{label:34}{median(timings, 0):14.1f}{median(timings, 1):14.1f}")
+        # Each round's hand-over against its own baseline: the machine's load cancels out.
+        pairs = list(zip(found["hand-over"], found["no hand-over"], strict=True))
+        ratios[phase] = [statistics.median(h[i] / b[i] for h, b in pairs) for i in (0, 1)]
+    for phase, (cpu, wall) in ratios.items():
+        print(f"{phase}: hand-over / no hand-over  CPU x{cpu:.2f}, wall x{wall:.2f}")
+    (absent_cpu, absent_wall), (present_cpu, present_wall) = ratios.values()
+    print(
+        f"sidecar absent / present: CPU x{absent_cpu / present_cpu:.2f}, "
+        f"wall x{absent_wall / present_wall:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -514,7 +514,7 @@ def test_a_full_directory_drops_records_counted_with_one_warning(
 
 # Forks `count` short-lived workers one after the other; each hands one record over and ends.
 RECYCLED = """
-import os, sys
+import json, os, sys
 from prometheus_client import CollectorRegistry
 from exporter import Metrics
 from exporter.settings import SlowQuerySettings
@@ -530,7 +530,7 @@ for n in range(count):
                   "database": "main", "duration_ms": 150.0, "operation": "SELECT",
                   "table": None, "fingerprint": "f%d" % n, "sql": "SELECT 1",
                   "call_site": None, "context": {}}
-        HandoverWriter(directory, settings, dropped).hand_over(record, plan=False)
+        HandoverWriter(directory, settings, dropped).hand_over(json.dumps(record), plan=False)
         os._exit(0)
     os.waitpid(child, 0)
 """

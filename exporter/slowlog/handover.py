@@ -179,16 +179,18 @@ class HandoverWriter:
         self._written = self._previous_written = 0
         self._warned = False
 
-    def hand_over(self, record: dict[str, Any], plan: bool) -> None:
-        """`record` as written to the sinks; `plan`: whether the sidecar may plan it."""
-        self._write({"record": {**record, "pid": os.getpid()}, "plan": plan})
+    def hand_over(self, record: str, plan: bool) -> None:
+        """`record`: the JSON object written to the sinks (the pid is added to it, without
+        encoding it again); `plan`: whether the sidecar may plan it."""
+        line = f'{{"record": {record[:-1]}, "pid": {os.getpid()}}}, "plan": {json.dumps(plan)}}}'
+        self._write(line)
 
     def hand_over_skipped(self, skipped: dict[str, Any]) -> None:
         """Statements the record rate left without a record, for the sidecar's aggregates."""
-        self._write({"skipped": {**skipped, "pid": os.getpid()}})
+        self._write(json.dumps({"skipped": {**skipped, "pid": os.getpid()}}, ensure_ascii=True))
 
-    def _write(self, line: dict[str, Any]) -> None:
-        data = (json.dumps(line, ensure_ascii=True, default=str) + "\n").encode()
+    def _write(self, line: str) -> None:
+        data = (line + "\n").encode()
         try:
             if len(data) > segment_bytes(self.settings) or not self._room_for(len(data)):
                 self._dropped.inc()

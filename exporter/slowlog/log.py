@@ -248,7 +248,7 @@ class SlowQueryLog:
                 # The sidecar plans what it is handed (once per fingerprint for every worker),
                 # from the SQL in the record: a statement cut there is not planned.
                 whole = job is not None and job.sql == data["sql"]
-                handover.hand_over(data, plan=whole)
+                handover.hand_over(line, plan=whole)
         self._keep(data, None if handover is not None else job)
 
     def _keep(self, data: dict[str, Any], job: PlanJob | None) -> None:
