@@ -206,6 +206,7 @@ def test_slow_statements_and_n_plus_one_of_every_worker_reach_the_sidecar(
     # The warm-up requests made before every worker served count too.
     assert aggregate["count"] >= len(served)
     assert aggregate["worst"]["call_site"]["line"] == SLOW_LINE
+    assert 150 <= aggregate["p95_ms"] <= aggregate["max_ms"]
     (finding,) = answer["n_plus_one"]
     assert finding["call_site"]["file"] == "app.py"
     assert finding["call_site"]["line"] == N_PLUS_ONE_LINE
@@ -605,6 +606,7 @@ def test_records_of_clocks_that_disagree_are_ordered_by_their_own_times(
     (aggregate,) = sidecar.log.aggregates.ranked()
     assert aggregate["last_seen"] == "2026-11-29T11:00:00.000+00:00"
     assert aggregate["count"] == 3
+    assert aggregate["p95_ms"] == aggregate["max_ms"] == 150.0
 
 
 def test_statements_the_record_rate_left_without_a_record_still_count_on_the_sidecar(
