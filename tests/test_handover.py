@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -225,11 +226,26 @@ def test_slow_statements_and_n_plus_one_of_every_worker_reach_the_sidecar(
     assert f"app.py:{SLOW_LINE}" in page
 
 
+def handed_over(directory: Path) -> set[str]:
+    """The request ids of the records in the hand-over files."""
+    found = set()
+    for segment in segments(str(directory)):
+        for line in (directory / segment.name).read_bytes().splitlines():
+            with suppress(ValueError, KeyError):  # a line being written; a skipped line
+                found.add(json.loads(line)["record"]["context"].get("request_id"))
+    return found
+
+
 def test_killed_workers_and_a_restarted_sidecar_lose_nothing_handed_over(
     deployment: Deployment,
 ) -> None:
     deployment.start_app()  # the sidecar absent: the workers serve all the same
     served = deployment.requests_until_every_worker_served("/slow")
+    assert deployment.app is not None
+    deployment.app.wait_until(  # the writer threads append soon after each statement
+        "every record handed over",
+        lambda: set(served) <= handed_over(deployment.directory / "slow-queries"),
+    )
     for pid in set(served.values()):
         os.kill(pid, signal.SIGKILL)  # gunicorn starts new workers in their place
     after = {f"after-{n}": deployment.request("/slow", f"after-{n}") for n in range(4)}
