@@ -4,6 +4,7 @@ PostgreSQL, `db-exporter serve` as a separate process, and the hand-over files t
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -677,3 +678,21 @@ def test_any_hand_over_settings_from_the_environment_are_valid_or_one_error_line
     else:
         assert 64 * 1024 <= loaded.handover_max_bytes <= loaded.handover_max_total_bytes
         assert loaded.handover_keep_seconds >= 0
+
+
+def test_hand_over_settings_applied_later_take_effect_in_engines_instrumented_before(
+    database_url: URL, directory: Path, sidecar: Sidecar
+) -> None:
+    late = Worker(database_url, directory, handover=False)
+    try:
+        late.run("SELECT 3 AS three")
+        assert segments(str(directory)) == []
+        late.log.apply(dataclasses.replace(late.log.settings, handover=True))
+        late.run("SELECT 3 AS three")
+        late.log.apply(dataclasses.replace(late.log.settings, handover=False))
+        late.run("SELECT 3 AS three")
+    finally:
+        late.close()
+    sidecar.reader.poll()
+    assert slow_count(sidecar.log, "SELECT $1 AS three") == 1
+    assert slow_count(late.log, "SELECT $1 AS three") == 3

@@ -5,6 +5,10 @@ Submitting never blocks and never does I/O: when the queue is full (in records, 
 their statements' text) the record is dropped and counted in `slow_query_log_dropped_total`, so
 nothing is lost silently. Beyond `records_per_second` per fingerprint no record is built at
 all (exporter.slowlog.rate).
+
+With several worker processes the writer also hands each record over to the sidecar
+(exporter.slowlog.handover), which merges them (`merge`) into its own ring, aggregates and N+1
+findings, and plans them there: a log that hands over takes no plans itself.
 """
 
 from __future__ import annotations
@@ -214,9 +218,9 @@ class SlowQueryLog:
         for skipped in self.rate.take_skipped():
             sql = shown_sql(skipped.identity, self.settings.max_sql_length)
             self.aggregates.add_skipped(skipped, sql)
-            if self._handover is not None:
-                identity = skipped.identity
-                with self._sinks_lock:
+            identity = skipped.identity
+            with self._sinks_lock:  # against apply() replacing the hand-over
+                if self._handover is not None:
                     self._handover.hand_over_skipped(
                         {
                             "database": skipped.database,
