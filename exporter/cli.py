@@ -245,7 +245,7 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    exporter = Exporter.from_settings(settings, default_metrics())
+    exporter = Exporter.sidecar(settings, default_metrics())
     await exporter.start()
     try:
         log.info("serving %s/metrics", exporter.url)

@@ -67,7 +67,8 @@ def readiness(states: Mapping[str, ProbeState]) -> tuple[dict[str, Any], int]:
 
 
 def slow_queries_body(log: SlowQueryLog, query: Mapping[str, str]) -> dict[str, Any]:
-    """Recent records (newest first) and per-fingerprint aggregates (costliest first).
+    """Recent records (newest first), per-fingerprint aggregates (costliest first) and N+1
+    findings by fingerprint and call site (most requests first).
     Filters: `database`, `since` (ISO 8601, as in the records), `limit` (default 100);
     `params.BadParameter` names a bad one."""
     limit = params.whole_number(query, "limit", 100, 1, MAX_LIMIT)
@@ -77,4 +78,5 @@ def slow_queries_body(log: SlowQueryLog, query: Mapping[str, str]) -> dict[str, 
         "threshold_ms": log.settings.threshold_ms,
         "records": log.records(database, since, limit),
         "aggregates": log.aggregates.ranked(database)[:limit],
+        "n_plus_one": log.n_plus_one.ranked(database)[:limit],
     }

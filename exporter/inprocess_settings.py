@@ -179,6 +179,20 @@ class SlowQuerySettings:
     records_per_second: int = 10
     # The same fingerprint this many times within one context (request, task): an N+1 warning.
     n_plus_one_threshold: int = 10
+    # Hand-over to the sidecar (exporter/slowlog/handover.py): with several worker processes,
+    # each worker's writer thread appends its records to files of its own in this directory
+    # (default: `slow-queries` inside PROMETHEUS_MULTIPROC_DIR; without either, no hand-over),
+    # and `db-exporter serve` merges them into its /slow-queries and /.
+    handover: bool = True
+    handover_dir: str | None = None
+    # Each worker's files hold at most this many bytes (two segments of half each); all the
+    # files together at most handover_max_total_bytes (ended workers' files go first; beyond,
+    # records are dropped and counted in slow_query_handover_dropped_total).
+    handover_max_bytes: int = 1024 * 1024
+    handover_max_total_bytes: int = 64 * 1024 * 1024
+    # Ended workers' files are kept this long, and for at most this many ended workers.
+    handover_keep_seconds: float = 3600.0
+    handover_max_ended_workers: int = 200
     plans: PlanSettings = field(default_factory=PlanSettings)
     # Which frames are the application's, and how their places are shown.
     call_sites: CallSiteSettings = field(default_factory=CallSiteSettings)
@@ -199,11 +213,21 @@ class SlowQuerySettings:
                 "fingerprints_max_bytes": (">=", 64 * 1024),
                 "records_per_second": (">=", 0),
                 "n_plus_one_threshold": (">=", 2),
+                "handover_max_bytes": (">=", 64 * 1024),
+                "handover_max_total_bytes": (">=", 64 * 1024),
+                "handover_keep_seconds": (">=", 0),
+                "handover_max_ended_workers": (">=", 0),
             },
         )
         for database, ms in self.threshold_ms_per_database.items():
             if ms < 0:
                 raise ValueError(f"threshold_ms_per_database: {database}: must be at least 0")
+
+        if self.handover_max_total_bytes < self.handover_max_bytes:
+            raise ValueError(
+                f"handover_max_total_bytes ({self.handover_max_total_bytes}) must be at least "
+                f"handover_max_bytes ({self.handover_max_bytes})"
+            )
 
     def threshold_seconds(self, database: str) -> float:
         return self.threshold_ms_per_database.get(database, self.threshold_ms) / 1000

@@ -168,6 +168,19 @@ class Metrics:
             "records_per_second records already (still counted in slow_queries_total).",
             registry=registry,
         )
+        self.slow_query_handover_dropped = Counter(
+            "slow_query_handover_dropped",
+            "Slow-query records a worker could not hand over to the sidecar (the hand-over "
+            "directory full or not writable, or a record larger than a segment).",
+            registry=registry,
+        )
+        self.slow_query_handover_skipped = Counter(
+            "slow_query_handover_skipped",
+            "Lines of workers' hand-over files the sidecar skipped: corrupt (not a record) or "
+            "torn (a line cut short by a worker that ended while writing it).",
+            ("reason",),
+            registry=registry,
+        )
         n = N_PLUS_ONE
         self.n_plus_one = Counter(n.name, n.help, n.labels, registry=registry)
 

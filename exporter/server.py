@@ -23,7 +23,7 @@ from exporter.errors import UserError
 from exporter.metrics import Metrics, default_metrics
 from exporter.settings import DEFAULT_LISTEN, DatabaseSettings, Settings, parse_listen
 from exporter.slowlog import SlowQueryLog, default_slow_log
-from exporter.slowlog.web import UNUSED_INDEXES
+from exporter.slowlog.web import SLOW_LOG, UNUSED_INDEXES
 from exporter.slowlog.web import add_routes as add_slow_query_routes
 from exporter.webconfig import WebConfig, load_web_config
 
@@ -114,11 +114,31 @@ def _unused_indexes(app: web.Application) -> Callable[[], list[dict[str, Any]]]:
     return read
 
 
+def _handover_ctx(directory: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The sidecar merges the records workers hand over in `directory`, and plans them on
+    connections of its own to the configured databases (exporter/slowlog/handover_reader.py)."""
+
+    async def handover(app: web.Application) -> AsyncIterator[None]:
+        from exporter.dsn import parse_dsn
+        from exporter.slowlog.handover_reader import HandoverReader
+
+        slow_log = app[SLOW_LOG]
+        for database in app[DATABASES]:
+            slow_log.register(database.name, parse_dsn(database.dsn))
+        reader = HandoverReader(directory, slow_log, app[METRICS], slow_log.settings)
+        reader.start()
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, reader.stop)
+
+    return handover
+
+
 def create_app(
     metrics: Metrics | None = None,
     databases: Sequence[DatabaseSettings] = (),
     slow_log: SlowQueryLog | None = None,
     web_config: WebConfig | None = None,
+    handover_dir: str | None = None,
 ) -> web.Application:
     app = web.Application()
     if web_config is not None:  # basic auth and response headers, before any route runs
@@ -132,6 +152,8 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     add_slow_query_routes(app, slow_log or default_slow_log(metrics=app[METRICS]))
     app[UNUSED_INDEXES] = _unused_indexes(app)
+    if handover_dir is not None:
+        app.cleanup_ctx.append(_handover_ctx(handover_dir))
     return app
 
 
@@ -155,10 +177,11 @@ class Exporter:
         metrics: Metrics | None = None,
         slow_log: SlowQueryLog | None = None,
         web_config: WebConfig | None = None,
+        handover_dir: str | None = None,
     ) -> None:
         self.host, self.port = parse_listen(listen)
         self.web_config = web_config
-        self._app = create_app(metrics, databases, slow_log, web_config)
+        self._app = create_app(metrics, databases, slow_log, web_config, handover_dir)
         self._listener: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -172,6 +195,26 @@ class Exporter:
             databases=settings.databases,
             metrics=metrics,
             web_config=load_web_config(web_config) if web_config else None,
+        )
+
+    @classmethod
+    def sidecar(cls, settings: Settings, metrics: Metrics) -> Exporter:
+        """`db-exporter serve`: also merges the slow-query records the application's workers
+        hand over (when there is a hand-over directory), into a slow-query log of its own that
+        writes no sink (the workers' records are on their stdout already)."""
+        from dataclasses import replace
+
+        from exporter.slowlog.handover import handover_directory
+
+        slow = replace(settings.slow_queries, stdout=False, file=None)
+        web_config = settings.server.web_config_file
+        return cls(
+            listen=settings.server.listen,
+            databases=settings.databases,
+            metrics=metrics,
+            slow_log=default_slow_log(slow, metrics),
+            web_config=load_web_config(web_config) if web_config else None,
+            handover_dir=handover_directory(slow),
         )
 
     @property

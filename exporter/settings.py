@@ -489,6 +489,33 @@ def non_default(settings: Settings, names: Iterable[str]) -> list[str]:
     ]
 
 
+# The keys of `slow_queries` the sidecar applies too: to the records it merges from the
+# workers' hand-over files (exporter/slowlog/handover_reader.py), and the plans it takes of them.
+SIDECAR_SLOW_QUERY_KEYS = (
+    "handover",
+    "handover_dir",
+    "handover_max_bytes",
+    "handover_max_total_bytes",
+    "handover_keep_seconds",
+    "handover_max_ended_workers",
+    "ring_buffer_size",
+    "ring_buffer_max_bytes",
+    "max_fingerprints",
+    "fingerprints_max_bytes",
+    "plans",
+)
+
+
 def sidecar_ignored(settings: Settings) -> list[str]:
-    """The application-only sections the configuration sets to other than their defaults."""
-    return non_default(settings, APPLICATION_SECTIONS)
+    """The application-only sections the configuration sets to other than their defaults
+    (`slow_queries` counts only for the keys the sidecar does not apply)."""
+    ignored = non_default(settings, APPLICATION_SECTIONS)
+    if "slow_queries" in ignored:
+        default, used = SlowQuerySettings(), settings.slow_queries
+        if all(
+            getattr(used, name) == getattr(default, name)
+            for name in vars(default)
+            if name not in SIDECAR_SLOW_QUERY_KEYS
+        ):
+            ignored.remove("slow_queries")
+    return ignored

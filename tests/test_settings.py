@@ -299,11 +299,17 @@ def test_application_sections_set_anywhere_are_reported_for_the_sidecar(tmp_path
     assert sidecar_ignored(load_settings(env={"DATABASE_URL": CANARY_DSN})) == []
     from_file = write(tmp_path, "instrumentation:\n  max_label_sets: 10\n")
     assert sidecar_ignored(load_settings(from_file, env={})) == ["instrumentation"]
-    env = {"DB_EXPORTER_SLOW_QUERIES__PLANS__ENABLED": "false"}
+    env = {"DB_EXPORTER_SLOW_QUERIES__THRESHOLD_MS": "5"}
     assert sidecar_ignored(load_settings(from_file, env=env)) == [
         "instrumentation",
         "slow_queries",
     ]
+    # The sidecar applies these to what workers hand over to it.
+    env = {
+        "DB_EXPORTER_SLOW_QUERIES__PLANS__ENABLED": "false",
+        "DB_EXPORTER_SLOW_QUERIES__HANDOVER_DIR": str(tmp_path),
+    }
+    assert sidecar_ignored(load_settings(from_file, env=env)) == ["instrumentation"]
 
 
 def unreadable_secret(tmp_path: Path) -> str:

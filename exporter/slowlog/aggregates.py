@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.bounded import size_of
+from exporter.slowlog.quantiles import Latencies
 from exporter.slowlog.rate import Skipped
 
 
@@ -26,6 +27,8 @@ class Aggregate:
     worst: dict[str, Any] | None = None
     plan: Any = None
     plan_summary: str | None = None
+    # The durations of the statements that got a record, for p95 (bounded: quantiles.py).
+    latencies: Latencies = field(default_factory=Latencies, repr=False)
     # Bytes held (as exporter.bounded.size_of counts them): the aggregate itself, its worst
     # record, its plan.
     own_size: int = field(default=0, repr=False)
@@ -47,6 +50,8 @@ class Aggregate:
             "total_ms": round(self.total_seconds * 1000, 3),
             "mean_ms": round(self.total_seconds * 1000 / self.count, 3) if self.count else 0.0,
             "max_ms": round(self.max_seconds * 1000, 3),
+            # Over the statements with a record (the record rate leaves some without).
+            "p95_ms": round(self.latencies.quantile(0.95), 3),
             "last_seen": self.last_seen,
             "worst": self.worst,
             "plan_summary": self.plan_summary,
@@ -82,9 +87,15 @@ class Aggregates:
         fields = (record["fingerprint"], record["database"], record["operation"], record["table"])
         with self._lock:
             found = self._found(*fields, record["sql"])
+            stored = found.latencies.stored_bytes
+            found.latencies.add(record["duration_ms"])
+            grown = found.latencies.stored_bytes - stored
+            found.own_size += grown
+            self.bytes += grown
             found.count += 1
             found.total_seconds += seconds
-            found.last_seen = record["time"]
+            # Records merged from several processes come out of order: the latest time wins.
+            found.last_seen = max(found.last_seen, record["time"])
             if seconds >= found.max_seconds:
                 found.max_seconds = seconds
                 found.worst = record

@@ -5,6 +5,10 @@ Submitting never blocks and never does I/O: when the queue is full (in records, 
 their statements' text) the record is dropped and counted in `slow_query_log_dropped_total`, so
 nothing is lost silently. Beyond `records_per_second` per fingerprint no record is built at
 all (exporter.slowlog.rate).
+
+With several worker processes the writer also hands each record over to the sidecar
+(exporter.slowlog.handover), which merges them (`merge`) into its own ring, aggregates and N+1
+findings, and plans them there: a log that hands over takes no plans itself.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from exporter.inprocess_settings import SlowQuerySettings
 from exporter.metrics import Metrics
 from exporter.slowlog.aggregates import Aggregates
 from exporter.slowlog.callsite import CallSiteFinder
-from exporter.slowlog.plans import PlanCapture
-from exporter.slowlog.rate import RecordRate
+from exporter.slowlog.findings import NPlusOneFindings
+from exporter.slowlog.handover import HandoverWriter, handover_directory
+from exporter.slowlog.plans import PlanCapture, PlanJob, plan_job
+from exporter.slowlog.rate import RecordRate, Skipped
 from exporter.slowlog.record import SlowQuery, shown_sql
 from exporter.slowlog.sinks import FileSink, RingBuffer, Sink, StdoutSink
 from exporter.sql import QueryIdentity
@@ -85,9 +91,13 @@ class SlowQueryLog:
         self.settings = settings
         self.aggregates = Aggregates(settings.max_fingerprints, settings.fingerprints_max_bytes)
         self.ring = RingBuffer(settings.ring_buffer_size, settings.ring_buffer_max_bytes)
+        self.n_plus_one = NPlusOneFindings(
+            settings.max_fingerprints, settings.fingerprints_max_bytes
+        )
         self._metrics = metrics
         self._queue = _RecordQueue(settings.queue_size, settings.queue_max_bytes)
         self._sinks = _sinks(settings)
+        self._handover = self._handover_writer(settings)
         self._sinks_lock = threading.Lock()  # the writer's sinks against apply()
         self._dropped = metrics.slow_query_log_dropped
         self._rate_limited = metrics.slow_query_log_rate_limited
@@ -102,6 +112,12 @@ class SlowQueryLog:
 
     def threshold_seconds(self, database: str) -> float:
         return self.settings.threshold_seconds(database)
+
+    def _handover_writer(self, settings: SlowQuerySettings) -> HandoverWriter | None:
+        directory = handover_directory(settings)
+        if directory is None:
+            return None
+        return HandoverWriter(directory, settings, self._metrics.slow_query_handover_dropped)
 
     def watch(self, watcher: SettingsWatcher) -> None:
         """Tell `watcher` about every later `apply()`, for as long as it lives."""
@@ -118,6 +134,7 @@ class SlowQueryLog:
             self.settings = settings
             self.aggregates.resize(settings.max_fingerprints, settings.fingerprints_max_bytes)
             self.ring.resize(settings.ring_buffer_size, settings.ring_buffer_max_bytes)
+            self.n_plus_one.resize(settings.max_fingerprints, settings.fingerprints_max_bytes)
             with self._queue.mutex:  # records already queued stay; the bounds apply to new ones
                 self._queue.maxsize = settings.queue_size
                 self._queue.max_bytes = settings.queue_max_bytes
@@ -130,6 +147,15 @@ class SlowQueryLog:
                     sinks, self._sinks = self._sinks, sinks
                 for sink in sinks:
                     sink.close()
+            if any(
+                getattr(old, name) != getattr(settings, name)
+                for name in vars(old)
+                if name.startswith("handover")
+            ):
+                with self._sinks_lock:
+                    handover, self._handover = self._handover, self._handover_writer(settings)
+                if handover is not None:
+                    handover.close()
             for watcher in list(self._watchers):
                 watcher.slow_query_settings_changed(settings)
 
@@ -187,14 +213,31 @@ class SlowQueryLog:
                     self._queue.task_done()
 
     def _count_skipped(self) -> None:
-        """Rate-limited statements into their aggregates, so those stay exact."""
+        """Rate-limited statements into their aggregates, so those stay exact (and, handing
+        over, into the sidecar's)."""
         for skipped in self.rate.take_skipped():
             sql = shown_sql(skipped.identity, self.settings.max_sql_length)
             self.aggregates.add_skipped(skipped, sql)
+            identity = skipped.identity
+            with self._sinks_lock:  # against apply() replacing the hand-over
+                if self._handover is not None:
+                    self._handover.hand_over_skipped(
+                        {
+                            "database": skipped.database,
+                            "fingerprint": identity.fingerprint,
+                            "operation": identity.operation,
+                            "table": identity.table,
+                            "sql": sql,
+                            "count": skipped.count,
+                            "seconds": skipped.seconds,
+                            "max_seconds": skipped.max_seconds,
+                        }
+                    )
 
     def _write(self, record: SlowQuery) -> None:
         data = record.as_dict(self.settings.max_sql_length)
         line = json.dumps(data, ensure_ascii=True, default=str)
+        job = plan_job(record) if record.kind == "slow_query" else None
         with self._sinks_lock:
             for sink in self._sinks:
                 try:
@@ -204,19 +247,56 @@ class SlowQueryLog:
                     if name not in self._failed_sinks:
                         self._failed_sinks.add(name)
                         log.warning("slow-query sink %s failed: %s", name, exc)
+            handover = self._handover
+            if handover is not None:
+                # The sidecar plans what it is handed (once per fingerprint for every worker),
+                # from the SQL in the record: a statement cut there is not planned.
+                whole = job is not None and job.sql == data["sql"]
+                handover.hand_over(line, plan=whole)
+        self._keep(data, None if handover is not None else job)
+
+    def _keep(self, data: dict[str, Any], job: PlanJob | None) -> None:
+        """Into the ring, the aggregates or the N+1 findings, and the plan asked for."""
         size = size_of(data)
         self.ring.append(data, size)
-        if record.kind == "slow_query":
+        if data["kind"] == "slow_query":
             self.aggregates.add(data, size)
-            self.plans.offer(record, data)
+            self.plans.offer(job)
+        else:
+            self.n_plus_one.add(data)
+
+    # -- records handed over by workers (the sidecar: exporter/slowlog/handover_reader.py) --
+
+    def merge(self, data: dict[str, Any], plan: bool) -> None:
+        """A worker's record (with its `pid`); `plan`: plan its SQL here."""
+        job = None
+        if plan:
+            job = PlanJob(data["database"], data["fingerprint"], data["operation"], data["sql"])
+        self._keep(data, job)
+
+    def merge_skipped(self, skipped: dict[str, Any]) -> None:
+        """A worker's statements that got no record (its record rate)."""
+        identity = QueryIdentity(
+            skipped["fingerprint"], skipped["sql"], skipped["operation"], skipped["table"]
+        )
+        counted = Skipped(
+            skipped["database"],
+            identity,
+            skipped["count"],
+            skipped["seconds"],
+            skipped["max_seconds"],
+        )
+        self.aggregates.add_skipped(counted, skipped["sql"])
 
     # -- readers ---------------------------------------------------------------------------
 
     def records(
         self, database: str | None = None, since: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        """The most recent records first; `since` is an ISO timestamp (as in the records)."""
-        rows = self.ring.snapshot()
+        """The most recent records first, by each record's own time (records merged from
+        several processes arrive out of order); `since` is an ISO timestamp (as in the
+        records)."""
+        rows = sorted(self.ring.snapshot(), key=lambda r: str(r["time"]))
         if database is not None:
             rows = [r for r in rows if r["database"] == database]
         if since is not None:
@@ -238,3 +318,5 @@ class SlowQueryLog:
         with self._sinks_lock:
             for sink in self._sinks:
                 sink.close()
+            if self._handover is not None:
+                self._handover.close()

@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from contextlib import suppress
-from typing import Any
+from typing import NamedTuple
 
 from sqlalchemy.engine import URL
 
@@ -42,6 +42,24 @@ def summarize(plan: Plan, generic: bool) -> str:
     return plan.summary() + (" [generic plan: parameter values unknown]" if generic else "")
 
 
+class PlanJob(NamedTuple):
+    """A statement to plan: from a record of this process, or one a worker handed over."""
+
+    database: str
+    fingerprint: str
+    operation: str
+    sql: str  # the whole normalised statement
+
+
+def plan_job(record: SlowQuery) -> PlanJob | None:
+    """The job for `record`, or None when it cannot be planned: it failed, or it was
+    identified from its prefix (no whole text to plan)."""
+    if record.sqlstate is not None or record.identity.truncated:
+        return None
+    identity = record.identity
+    return PlanJob(record.database, identity.fingerprint, identity.operation, identity.normalized)
+
+
 class PlanCapture:
     def __init__(self, settings: PlanSettings, aggregates: Aggregates) -> None:
         self.settings = settings
@@ -49,7 +67,7 @@ class PlanCapture:
         self._aggregates = aggregates
         self._urls: dict[str, URL] = {}
         self._last: dict[tuple[str, str], float] = {}
-        self._queue: queue.Queue[SlowQuery] = queue.Queue(maxsize=QUEUE_SIZE)
+        self._queue: queue.Queue[PlanJob] = queue.Queue(maxsize=QUEUE_SIZE)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -58,18 +76,15 @@ class PlanCapture:
         if url.get_backend_name() == "postgresql":
             self._urls[database] = url
 
-    def _wanted(self, record: SlowQuery) -> bool:
-        operation = record.identity.operation
+    def _wanted(self, job: PlanJob) -> bool:
+        operation = job.operation
         if operation != "SELECT" and not (
             self.settings.non_select and operation in ("INSERT", "UPDATE", "DELETE")
         ):
             return False
-        # A statement identified from its prefix has no whole text to plan.
-        if record.sqlstate is not None or record.identity.truncated:
+        if job.database not in self._urls:
             return False
-        if record.database not in self._urls:
-            return False
-        key = (record.database, record.identity.fingerprint)
+        key = (job.database, job.fingerprint)
         now = time.monotonic()
         with self._lock:
             last = self._last.get(key)
@@ -80,15 +95,16 @@ class PlanCapture:
             self._last[key] = now
         return True
 
-    def offer(self, record: SlowQuery, data: dict[str, Any]) -> None:
-        """Called on the slow-query writer thread for each record."""
-        if not self.settings.enabled or not self._wanted(record):
+    def offer(self, job: PlanJob | None) -> None:
+        """Called on the slow-query writer thread (or the sidecar's hand-over reader) for each
+        slow record; at most one plan per fingerprint per `min_interval_seconds`."""
+        if job is None or not self.settings.enabled or not self._wanted(job):
             return
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="db-exporter-plans", daemon=True)
             self._thread.start()
         with suppress(queue.Full):  # plans are best effort; the record itself was written
-            self._queue.put_nowait(record)
+            self._queue.put_nowait(job)
 
     def _run(self) -> None:
         import asyncio  # here, as asyncpg below: an application that never plans never loads them
@@ -96,24 +112,24 @@ class PlanCapture:
         # One short-lived event loop per plan: plans are rare, and a loop (or an executor
         # thread) left waiting on the queue would keep the process from exiting.
         while True:
-            record = self._queue.get()
+            job = self._queue.get()
             try:
-                asyncio.run(self._explain(record))
+                asyncio.run(self._explain(job))
             except Exception as exc:
                 from exporter.dsn import without_secrets
 
-                reason = without_secrets(str(exc), self._urls[record.database])
-                log.info("no plan for %s: %s", record.identity.fingerprint, reason)
+                reason = without_secrets(str(exc), self._urls[job.database])
+                log.info("no plan for %s: %s", job.fingerprint, reason)
             finally:
                 self._queue.task_done()
 
-    async def _explain(self, record: SlowQuery) -> None:
+    async def _explain(self, job: PlanJob) -> None:
         import asyncpg
 
         from exporter.dsn import asyncpg_connect_args  # with its ssl import: only when planning
 
         self.attempts += 1
-        sql = record.identity.normalized
+        sql = job.sql
         parameters = max((int(n) for n in _PARAMETER.findall(sql)), default=0)
         analyze = self.settings.analyze and parameters == 0
         options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
@@ -122,7 +138,7 @@ class PlanCapture:
         # options) hold for this connection too; DsnError says which one cannot.
         conn = await asyncpg.connect(
             **asyncpg_connect_args(
-                self._urls[record.database].set(drivername="postgresql"),
+                self._urls[job.database].set(drivername="postgresql"),
                 server_settings={
                     "application_name": "db-exporter",
                     "statement_timeout": timeout_ms,
@@ -146,7 +162,7 @@ class PlanCapture:
             await conn.close()
         plan = plan.with_sizes({row["relname"]: row["rows"] for row in rows})
         summary = summarize(plan, generic=parameters > 0)
-        self._aggregates.set_plan(record.database, record.identity.fingerprint, plan.raw, summary)
+        self._aggregates.set_plan(job.database, job.fingerprint, plan.raw, summary)
 
     def flush(self) -> None:
         """Wait until every queued plan has been taken (tests)."""
