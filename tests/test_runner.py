@@ -104,6 +104,7 @@ def test_registry_and_settings_name_the_same_collectors() -> None:
         "activity": True,
         "statements": True,
         "migrations": False,
+        "backups": False,
     }
 
 
@@ -115,7 +116,7 @@ def test_unknown_collector_name_is_one_clear_line() -> None:
         settings_from_data(data, "exporter.yaml")
     assert str(error.value) == (
         "exporter.yaml: databases[0].collectors: unknown collector 'indxes' "
-        "(known: indexes, tables, database, activity, statements, migrations)"
+        "(known: indexes, tables, database, activity, statements, migrations, backups)"
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporter.collectors.activity import ActivityCollector
+from exporter.collectors.backups import BackupsCollector
 from exporter.collectors.base import Collector
 from exporter.collectors.database import DatabaseCollector
 from exporter.collectors.indexes import IndexesCollector
@@ -27,6 +28,7 @@ COLLECTORS: dict[str, type[Collector[Any]]] = {
         ActivityCollector,
         StatementsCollector,
         MigrationsCollector,
+        BackupsCollector,
     )
 }
 
