@@ -26,6 +26,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -196,7 +197,11 @@ class Interrupted(KeyboardInterrupt):
 
 @contextmanager
 def terminate_raises() -> Iterator[None]:
-    """SIGTERM (a CronJob's deadline, `kill`) unwinds like Ctrl-C, so that cleanup runs."""
+    """SIGTERM (a CronJob's deadline, `kill`) unwinds like Ctrl-C, so that cleanup runs. Only
+    the main thread can set a handler: elsewhere (the demo's backup thread) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def raise_interrupted(signum: int, frame: FrameType | None) -> None:
         raise Interrupted
