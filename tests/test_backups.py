@@ -5,6 +5,7 @@ file, an interrupted backup), each refused in one line with nothing lost."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import signal
@@ -140,6 +141,31 @@ def test_a_directory_it_cannot_write_is_one_line(on_database: URL, tmp_path: Pat
         result.returncode, result.stderr, f"backup directory {read_only} is not writable"
     )
     assert list(read_only.iterdir()) == []
+
+
+def test_a_second_backup_of_the_same_database_waits_for_nobody(
+    capsys: Capture, on_database: URL, tmp_path: Path
+) -> None:
+    with (tmp_path / ".main.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a backup still running holds it
+        code, _, err = run_cli(capsys, "backup", "--dir", str(tmp_path))
+    assert_one_line_error(code, err, f"another backup of main is running in {tmp_path}")
+    assert dump_files(tmp_path) == []
+    assert not status_path(tmp_path, "main").exists()  # the running one will write it
+
+
+def test_an_unreachable_database_is_one_line_and_recorded(
+    capsys: Capture, clean_environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clean_environment.setenv("DATABASE_URL", "postgresql://app:s3cret@127.0.0.1:1/app")
+    code, _, err = run_cli(capsys, "backup", "--dir", str(tmp_path))
+    assert_one_line_error(code, err, "database main: ")
+    assert "s3cret" not in err
+    status = read_status(status_path(tmp_path, "main"))
+    assert status is not None
+    assert status.last_attempt.outcome == "failure"
+    assert "s3cret" not in str(status.last_attempt.error)
+    assert dump_files(tmp_path) == []
 
 
 # --- bad input: the client tools ---------------------------------------------------------------
