@@ -1,4 +1,5 @@
-"""`db-exporter` / `python -m exporter`: demo, serve, check-config, slowlog, explain, assets.
+"""`db-exporter` / `python -m exporter`: demo, serve, check-config, slowlog, explain, assets,
+backup, restore.
 
 A mistake the user can fix (bad config, bad flag, port in use) prints one line naming the
 culprit and exits 2; `--debug` adds the traceback.
@@ -13,7 +14,7 @@ import os
 import sys
 import traceback
 from datetime import datetime
-from typing import TYPE_CHECKING, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from exporter._version import __version__
 from exporter.assets import DEFAULT_RUNBOOK_BASE_URL, write_assets
@@ -198,6 +199,8 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("sql", metavar="SQL", nargs="?", help="the statement, or - for stdin")
     source.add_argument("--file", metavar="PATH", help="read the statement from PATH")
 
+    _backup_commands(commands, flags)
+
     assets = commands.add_parser(
         "assets",
         help="write the dashboards, alert rules, runbooks and example configs to DIR",
@@ -212,6 +215,63 @@ def _parser() -> argparse.ArgumentParser:
         help="where the alerts' runbook_urls point (default: %(default)s)",
     )
     return parser
+
+
+def _backup_commands(commands: argparse._SubParsersAction[Any], flags: _Parser) -> None:
+    backup = commands.add_parser(
+        "backup",
+        help="back up a configured database (pg_dump, custom format) with its checksum",
+        parents=[flags],
+    )
+    restore = commands.add_parser(
+        "restore",
+        help="restore a backup into a database (pg_restore), its checksum verified first",
+        parents=[flags],
+    )
+    restore.add_argument("file", metavar="FILE", help="a .dump written by db-exporter backup")
+    for command in (backup, restore):
+        command.add_argument("--config", metavar="FILE", help="default: the environment alone")
+        command.add_argument("--database", metavar="NAME", help="needed when several are set")
+        command.add_argument(
+            "--pg-bin-dir", metavar="DIR", help="where the client tools are (collectors.backups)"
+        )
+    backup.add_argument("--dir", metavar="DIR", help="overrides collectors.backups.directory")
+    backup.add_argument(
+        "--keep", type=_positive, metavar="N", help="overrides collectors.backups.keep"
+    )
+    restore.add_argument(
+        "--target-database",
+        metavar="NAME",
+        help="restore into this database of the same server (default: the configured one)",
+    )
+    restore.add_argument(
+        "--force", action="store_true", help="restore into a database that holds tables"
+    )
+
+
+def _backup(args: argparse.Namespace) -> None:
+    from exporter.backup_command import backup_database, restore_database
+    from exporter.explain_command import database_named
+
+    settings = _settings(args.config)
+    database = database_named(settings, args.database, args.config or "environment")
+    if args.command == "backup":
+        done = backup_database(
+            database, directory=args.dir, keep=args.keep, pg_bin_dir=args.pg_bin_dir
+        )
+        removed = f"; removed {len(done.removed)} older" if done.removed else ""
+        print(
+            f"wrote {done.path} ({done.size_bytes:,} bytes, {done.duration_seconds:.1f} s){removed}"
+        )
+        return
+    restored = restore_database(
+        database,
+        args.file,
+        target_database=args.target_database,
+        force=args.force,
+        pg_bin_dir=args.pg_bin_dir,
+    )
+    print(f"restored {restored.path} into {restored.database} ({restored.duration_seconds:.1f} s)")
 
 
 def _settings(path: str | None) -> Settings:
@@ -326,6 +386,8 @@ def _run(args: argparse.Namespace) -> None:
         _slowlog(args)
     elif args.command == "explain":
         _explain(args)
+    elif args.command in ("backup", "restore"):
+        _backup(args)
     elif args.command == "assets":
         for path in write_assets(
             args.dir, force=args.force, runbook_base_url=args.runbook_base_url

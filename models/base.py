@@ -43,3 +43,14 @@ class TimestampMixin:
     __mapper_args__: ClassVar[dict[str, Any]] = {"eager_defaults": True}
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class SoftDeleteMixin:
+    """`deleted_at`: set instead of deleting the row, so that rows referring to it (the ledger)
+    keep their history. `models.repository.BaseRepository` hides such rows unless asked."""
+
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 from sqlalchemy import BigInteger, Identity, Index, String, false, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .base import Base, TimestampMixin
+from .base import Base, SoftDeleteMixin, TimestampMixin
 
 if TYPE_CHECKING:
     from .balance import Balance
 
 
-class User(TimestampMixin, Base):
+class User(SoftDeleteMixin, TimestampMixin, Base):
     __tablename__ = "users"
     __table_args__ = (Index("ix_users_email_is_active", "email", "is_active"),)
 

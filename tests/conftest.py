@@ -10,20 +10,25 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import plan_tables
 import pytest
+from alembic import command
 from certs import Certs, make_certs
 from pg_cluster import binary_dirs, replicated_pair, server_version
 from prometheus_client import CollectorRegistry
 from replication_pair import UNPRIVILEGED, Pair
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exporter import Metrics
 from exporter.demo.embedded import embedded_postgres
-from exporter.dsn import parse_dsn, sync_url
+from exporter.demo.models import EngineSettings, TransactionManager, session_factory
+from exporter.demo.models import create_engine as create_wallet_engine
+from exporter.demo.schema import alembic_config
+from exporter.dsn import async_url, parse_dsn, sync_url
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +60,28 @@ def fresh_database(database_url: URL) -> Iterator[URL]:
         yield database_url.set(database=name)
     finally:
         _admin_execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def migrated_database(fresh_database: URL) -> URL:
+    """A fresh database with the wallet schema upgraded to head; the asyncpg URL."""
+    command.upgrade(alembic_config(fresh_database), "head")
+    return async_url(fresh_database)
+
+
+@pytest.fixture
+async def wallet_engine(migrated_database: URL) -> AsyncIterator[AsyncEngine]:
+    """The wallet's engine on `migrated_database`: six connections, for concurrent work."""
+    engine = create_wallet_engine(migrated_database, EngineSettings(pool_size=6, max_overflow=0))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def transactions(wallet_engine: AsyncEngine) -> TransactionManager:
+    return TransactionManager(session_factory(wallet_engine))
 
 
 @pytest.fixture(scope="session")

@@ -88,6 +88,7 @@ def test_the_alerts_the_issue_asks_for() -> None:
         "DBExporterConnectionLeak": "warning",
         "DBExporterMigrationsPending": "warning",
         "DBExporterSchemaDrift": "warning",
+        "DBExporterBackupTooOld": "critical",
     }
 
 

@@ -297,3 +297,14 @@ def test_the_demo_workload_is_the_application_even_when_installed(tmp_path: Path
     namespace = {"__name__": "exporter.demo.workload", "finder": CallSiteFinder(CallSiteSettings())}
     exec(compile("def f():\n    return finder.find()\n", str(installed), "exec"), namespace)
     assert namespace["f"]() == (str(installed), 2, "f", None)
+
+
+def test_the_demos_repository_plumbing_is_skipped_for_its_caller(tmp_path: Path) -> None:
+    """Statements the workload runs through the generic repository point at the workload."""
+    finder = CallSiteFinder(CallSiteSettings())
+    plumbing = {"__name__": "exporter.demo.models.repository", "finder": finder}
+    exec(compile("def lookup():\n    return finder.find()\n", "/x/repository.py", "exec"), plumbing)
+    workload = {"__name__": "exporter.demo.workload", "lookup": plumbing["lookup"]}
+    caller = str(tmp_path / "workload.py")
+    exec(compile("def deposit():\n    return lookup()\n", caller, "exec"), workload)
+    assert workload["deposit"]() == (caller, 2, "deposit", None)

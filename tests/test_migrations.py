@@ -21,6 +21,8 @@ from exporter.demo import schema
 from exporter.demo.models import Base
 from exporter.dsn import async_url, sync_url
 
+# The newest revision of alembic/versions.
+HEAD = "0002"
 WALLET_TABLES = {"users", "balances", "transfers", "ledger_entries"}
 
 # (table, name, contype): p primary key, u unique, c check, f foreign key.
@@ -108,7 +110,7 @@ def test_upgrade_downgrade_upgrade_round_trip(
     command.upgrade(cfg, "head")
     tables = {name for kind, name in relations(sync_engine) if kind == "r"}
     assert tables == {*WALLET_TABLES, "alembic_version"}
-    assert current_version(sync_engine) == ["0001"]
+    assert current_version(sync_engine) == [HEAD]
     schema_after_first_upgrade = relations(sync_engine)
 
     command.downgrade(cfg, "base")
@@ -117,7 +119,7 @@ def test_upgrade_downgrade_upgrade_round_trip(
 
     command.upgrade(cfg, "head")
     assert relations(sync_engine) == schema_after_first_upgrade
-    assert current_version(sync_engine) == ["0001"]
+    assert current_version(sync_engine) == [HEAD]
 
 
 def test_autogenerate_finds_no_difference(
@@ -181,7 +183,7 @@ def test_url_from_database_url_environment_variable(
 
     command.upgrade(cfg, "head")
 
-    assert current_version(sync_engine) == ["0001"]
+    assert current_version(sync_engine) == [HEAD]
 
 
 def test_sqlalchemy_url_option_wins_over_environment(
@@ -189,7 +191,7 @@ def test_sqlalchemy_url_option_wins_over_environment(
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/nowhere")
     command.upgrade(alembic_config(fresh_database), "head")
-    assert current_version(sync_engine) == ["0001"]
+    assert current_version(sync_engine) == [HEAD]
 
 
 def test_reuses_a_connection_passed_in_attributes(
@@ -203,7 +205,7 @@ def test_reuses_a_connection_passed_in_attributes(
         with sync_engine.connect() as other:
             visible = other.execute(text("SELECT to_regclass('public.users')")).scalar()
             assert visible is None
-    assert current_version(sync_engine) == ["0001"]
+    assert current_version(sync_engine) == [HEAD]
 
 
 def _upgrade_on(conn: Connection, cfg: Config) -> None:
@@ -220,7 +222,7 @@ async def test_async_caller_passes_its_connection_through_run_sync(
             await conn.run_sync(_upgrade_on, alembic_config())
     finally:
         await engine.dispose()
-    assert current_version(sync_engine) == ["0001"]
+    assert current_version(sync_engine) == [HEAD]
 
 
 async def test_inside_a_running_loop_without_connection_is_refused(

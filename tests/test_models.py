@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 
 import pytest
-from alembic import command
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import URL
@@ -33,8 +32,7 @@ from exporter.demo.models import (
     session_scope,
     with_retry,
 )
-from exporter.demo.schema import alembic_config
-from exporter.dsn import async_url, sync_url
+from exporter.dsn import sync_url
 
 UNREACHABLE = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
 D = Decimal
@@ -43,19 +41,8 @@ Factory = async_sessionmaker[AsyncSession]
 
 
 @pytest.fixture
-def migrated_database(fresh_database: URL) -> URL:
-    """A fresh database upgraded to head; the asyncpg URL."""
-    command.upgrade(alembic_config(fresh_database), "head")
-    return async_url(fresh_database)
-
-
-@pytest.fixture
-async def engine(migrated_database: URL) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_database, EngineSettings(pool_size=2, max_overflow=2))
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
+def engine(wallet_engine: AsyncEngine) -> AsyncEngine:
+    return wallet_engine
 
 
 @pytest.fixture

@@ -111,6 +111,7 @@ def test_registry_and_settings_name_the_same_collectors() -> None:
         "stat_checkpointer": True,
         "wal": True,
         "archiver": True,
+        "backups": False,
     }
 
 
@@ -123,7 +124,8 @@ def test_unknown_collector_name_is_one_clear_line() -> None:
     assert str(error.value) == (
         "exporter.yaml: databases[0].collectors: unknown collector 'indxes' "
         "(known: indexes, tables, database, activity, statements, migrations, replication, "
-        "replication_slot, stat_wal_receiver, stat_bgwriter, stat_checkpointer, wal, archiver)"
+        "replication_slot, stat_wal_receiver, stat_bgwriter, stat_checkpointer, wal, archiver, "
+        "backups)"
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from exporter.collectors.activity import ActivityCollector
 from exporter.collectors.archiver import ArchiverCollector
+from exporter.collectors.backups import BackupsCollector
 from exporter.collectors.base import Collector
 from exporter.collectors.database import DatabaseCollector
 from exporter.collectors.indexes import IndexesCollector
@@ -41,6 +42,7 @@ COLLECTORS: dict[str, type[Collector[Any]]] = {
         StatCheckpointerCollector,
         WalCollector,
         ArchiverCollector,
+        BackupsCollector,
     )
 }
 

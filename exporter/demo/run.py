@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import tempfile
 from contextlib import ExitStack, suppress
+from pathlib import Path
 
 from sqlalchemy.engine import URL
 
@@ -23,6 +25,7 @@ from exporter.metrics import default_metrics
 from exporter.server import Exporter
 from exporter.settings import (
     ActivityCollectorSettings,
+    BackupsCollectorSettings,
     CollectorsSettings,
     DatabaseSettings,
     MigrationsCollectorSettings,
@@ -48,10 +51,12 @@ APPLICATION_NAME = "wallet-demo"
 STOP_GRACE_SECONDS = 5.0
 
 
-def demo_database_settings(url: URL) -> DatabaseSettings:
+def demo_database_settings(url: URL, backups: Path) -> DatabaseSettings:
     """The exporter's settings for the demo's database: every collector the dashboards and
-    alerts read, including activity per application and migrations with schema drift."""
+    alerts read, including activity per application, migrations with schema drift, and the
+    backups in `backups`."""
     collectors = CollectorsSettings(
+        backups=BackupsCollectorSettings(enabled=True, directory=str(backups), keep=1),
         activity=ActivityCollectorSettings(application_name=APPLICATION_NAME),
         # Every 15 s rather than every minute: the top-statements panel moves while you watch.
         statements=StatementsCollectorSettings(interval_seconds=15),
@@ -69,7 +74,19 @@ def demo_database_settings(url: URL) -> DatabaseSettings:
     )
 
 
-async def _serve_workload(url: URL, listen: str) -> None:
+def _back_up(database: DatabaseSettings) -> None:
+    """One backup of the demo's database, as `db-exporter backup` takes it."""
+    from exporter.backup_command import backup_database
+
+    try:
+        done = backup_database(database)
+    except UserError as exc:
+        log.warning("demo backup failed: %s", exc)
+        return
+    _say(f"backed up the wallet to {done.path} (db-exporter backup; db_backup_* in /metrics)")
+
+
+async def _serve_workload(url: URL, listen: str, backups: Path) -> None:
     from exporter.demo.models import Base, EngineSettings, create_engine
     from exporter.demo.workload import WalletWorkload
 
@@ -88,22 +105,21 @@ async def _serve_workload(url: URL, listen: str) -> None:
     await enable_statement_statistics(engine, _say)
     await add_hand_made_objects(engine, _say)
     instrument(engine, database="main", tables=Base.metadata)
-    exporter = Exporter(
-        listen=listen,
-        databases=[demo_database_settings(url)],
-        metrics=default_metrics(),
-    )
+    database = demo_database_settings(url, backups)
+    exporter = Exporter(listen=listen, databases=[database], metrics=default_metrics())
     try:
         await exporter.start()
         workload = WalletWorkload(engine)
         await workload.seed()
         _say(f"serving {exporter.url}/metrics  (also /healthz, /readyz; Ctrl-C to stop)")
         task = asyncio.create_task(workload.run())
+        backup = asyncio.create_task(asyncio.to_thread(_back_up, database))
         await stop.wait()
         _say("stopping")
         workload.stop()
         with suppress(TimeoutError):  # then it is cancelled
             await asyncio.wait_for(task, STOP_GRACE_SECONDS)
+        await backup  # a thread: it finishes its pg_dump (a small database) rather than leave it
     finally:
         await exporter.stop()
         await engine.dispose()
@@ -124,5 +140,6 @@ def run_demo(listen: str, database_url: str | None) -> None:
             url = parse_dsn(server.url)
         apply_migrations(url)
         _say("wallet schema migrated to head")
-        asyncio.run(_serve_workload(url, listen))
+        backups = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="db-exporter-")))
+        asyncio.run(_serve_workload(url, listen, backups))
     _say("stopped")

@@ -5,7 +5,8 @@ aggregates, one deliberately slow report, a page with an N+1 query pattern, a re
 job that holds a connection, now and then a withdrawal the database refuses (so
 `status="error"` has data), and bursts of concurrent requests beyond `pool_size` so the pool
 overflows. Each step the service would serve as a web request runs in a request scope with its
-route template, as a web-framework middleware would run it.
+route template, as a web-framework middleware would run it. Its units of work go through the
+reference data layer's repositories and transaction manager, as an application's would.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from exporter.demo.models import (
     Balance,
+    BalanceRepository,
     LedgerEntry,
-    Transfer,
+    TransactionManager,
+    TransferRepository,
     User,
+    UserRepository,
     session_factory,
-    session_scope,
 )
 from exporter.integrations.request import RequestFields, request_scope
 from exporter.slowlog.context import QueryContext
@@ -57,6 +60,7 @@ class WalletWorkload:
     ) -> None:
         self._engine = engine
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        self._transactions = TransactionManager(self._sessions)
         self._workers = workers
         self._burst_size = burst_size
         self._burst_every = burst_every_seconds
@@ -67,26 +71,22 @@ class WalletWorkload:
 
     async def seed(self) -> None:
         """Create the users and their balances once; a second run reuses them."""
-        async with session_scope(self._sessions) as session:
-            existing = (await session.scalars(select(User.id).order_by(User.id))).all()
+        async with self._transactions.begin() as session:
+            users = UserRepository(session)
+            existing = [user.id for user in await users.list(with_deleted=True)]
             if not existing:
-                users = [
-                    User(email=f"user{i}@wallet.example", password_hash="demo-hash")
+                created = await users.create_many(
+                    {"email": f"user{i}@wallet.example", "password_hash": "demo-hash"}
                     for i in range(USERS)
-                ]
-                session.add_all(users)
-                await session.flush()
-                session.add_all(
-                    Balance(user_id=u.id, asset=ASSET, amount=START_BALANCE) for u in users
                 )
-                existing = [u.id for u in users]
-        self._user_ids = list(existing)
+                await BalanceRepository(session).create_many(
+                    {"user_id": user.id, "asset": ASSET, "amount": START_BALANCE}
+                    for user in created
+                )
+                existing = [user.id for user in created]
+        self._user_ids = existing
 
     # -- one unit of work each -------------------------------------------------------------
-
-    async def _locked_balance(self, session: AsyncSession, user_id: int) -> Balance:
-        query = select(Balance).where(Balance.user_id == user_id, Balance.asset == ASSET)
-        return (await session.scalars(query.with_for_update())).one()
 
     async def _record(
         self,
@@ -96,31 +96,32 @@ class WalletWorkload:
         sender: int | None = None,
         receiver: int | None = None,
     ) -> None:
-        """The transfer row and one ledger entry per side that moved."""
+        """The transfer row and one ledger entry per side that moved, in a savepoint of the
+        caller's transaction."""
         if sender is not None and receiver is not None:
             kind = "transfer"
         else:
             kind = "deposit" if receiver is not None else "withdrawal"
-        transfer = Transfer(
-            from_user_id=sender, to_user_id=receiver, asset=ASSET, amount=amount, kind=kind
-        )
-        session.add(transfer)
-        await session.flush()
-        for user_id, delta in ((sender, -amount), (receiver, amount)):
-            if user_id is not None:
-                session.add(
-                    LedgerEntry(transfer_id=transfer.id, user_id=user_id, asset=ASSET, delta=delta)
-                )
+        async with self._transactions.begin():
+            transfer = await TransferRepository(session).create(
+                from_user_id=sender, to_user_id=receiver, asset=ASSET, amount=amount, kind=kind
+            )
+            entries = [(sender, -amount), (receiver, amount)]
+            session.add_all(
+                LedgerEntry(transfer_id=transfer.id, user_id=user_id, asset=ASSET, delta=delta)
+                for user_id, delta in entries
+                if user_id is not None
+            )
 
     async def deposit(self, user_id: int, amount: Decimal) -> None:
-        async with session_scope(self._sessions) as session:
-            balance = await self._locked_balance(session, user_id)
+        async with self._transactions.begin() as session:
+            balance = (await BalanceRepository(session).locked([user_id], ASSET))[user_id]
             balance.amount += amount
             await self._record(session, amount, receiver=user_id)
 
     async def withdraw(self, user_id: int, amount: Decimal) -> None:
-        async with session_scope(self._sessions) as session:
-            balance = await self._locked_balance(session, user_id)
+        async with self._transactions.begin() as session:
+            balance = (await BalanceRepository(session).locked([user_id], ASSET))[user_id]
             if not balance.can_withdraw(amount):
                 return
             balance.amount -= amount
@@ -129,7 +130,7 @@ class WalletWorkload:
     async def overdraw(self, user_id: int) -> None:
         """A buggy code path that skips the balance check; the CHECK constraint refuses it."""
         with suppress(DBAPIError):
-            async with session_scope(self._sessions) as session:
+            async with self._transactions.begin() as session:
                 await session.execute(
                     update(Balance)
                     .where(Balance.user_id == user_id, Balance.asset == ASSET)
@@ -137,15 +138,11 @@ class WalletWorkload:
                 )
 
     async def transfer(self, sender: int, receiver: int, amount: Decimal) -> None:
-        async with session_scope(self._sessions) as session:
-            # Lock both rows in id order so concurrent transfers cannot deadlock.
-            query = (
-                select(Balance)
-                .where(Balance.user_id.in_((sender, receiver)), Balance.asset == ASSET)
-                .order_by(Balance.user_id)
-                .with_for_update()
-            )
-            balances = {b.user_id: b for b in (await session.scalars(query)).all()}
+        """Move `amount` from `sender` to `receiver` if the sender has it: both balances are
+        locked (in user id order, so concurrent transfers cannot deadlock) before either is
+        read, so concurrent transfers never lose a cent."""
+        async with self._transactions.begin() as session:
+            balances = await BalanceRepository(session).locked((sender, receiver), ASSET)
             if not balances[sender].can_withdraw(amount):
                 return
             balances[sender].amount -= amount
@@ -169,6 +166,7 @@ class WalletWorkload:
         log reports (counted per request)."""
         with request("GET", "/reports/users"):
             async with self._sessions() as session:
+                # Not the repository, which loads the balances with the users in one query.
                 users = (await session.scalars(select(User).order_by(User.id).limit(12))).all()
                 for user in users:
                     await session.scalar(

@@ -29,6 +29,9 @@ _LIBRARIES = (
 )  # fmt: skip
 # The demo's workload is application code even when db-exporter is installed (the image).
 _APPLICATION = ("exporter.demo",)
+# ...but the reference data layer's generic repository and transaction manager are plumbing
+# every unit of work goes through: the call site is the code that called them.
+_DATA_LAYER_PLUMBING = ("exporter.demo.models.repository", "exporter.demo.models.transactions")
 # Path components of installed distributions, wherever the environment keeps them.
 _INSTALLED_DIRS = ("site-packages", "dist-packages")
 # Remembered decisions; cleared when full (a few more walks then, no growth).
@@ -112,6 +115,8 @@ class CallSiteFinder:
         if filename.startswith("<"):  # <frozen ...>, <string>: nothing to point at
             return None
         real = os.path.realpath(filename)
+        if _matches(module, _DATA_LAYER_PLUMBING):
+            return None
         if not _matches(module, self._app_modules):
             if _matches(module, self._skip_modules) or real.startswith(self._skip_dirs):
                 return None
