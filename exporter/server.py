@@ -10,8 +10,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -21,9 +20,16 @@ from exporter.collectors.runner import CollectorRunner
 from exporter.endpoints import metrics_body, readiness, scraped_registry
 from exporter.errors import UserError
 from exporter.metrics import Metrics, default_metrics
-from exporter.settings import DEFAULT_LISTEN, DatabaseSettings, Settings, parse_listen
+from exporter.oncall.page import OnCallPage
+from exporter.oncall.page import add_routes as add_page_routes
+from exporter.settings import (
+    DEFAULT_LISTEN,
+    DatabaseSettings,
+    PageSettings,
+    Settings,
+    parse_listen,
+)
 from exporter.slowlog import SlowQueryLog, default_slow_log
-from exporter.slowlog.web import UNUSED_INDEXES
 from exporter.slowlog.web import add_routes as add_slow_query_routes
 from exporter.webconfig import WebConfig, load_web_config
 
@@ -85,40 +91,12 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=status)
 
 
-def _unused_indexes(app: web.Application) -> Callable[[], list[dict[str, Any]]]:
-    """Reads the unused-index candidates (and their sizes) from the collectors' snapshot."""
-
-    def read() -> list[dict[str, Any]]:
-        runner = app.get(RUNNER)
-        if runner is None:
-            return []
-        sizes: dict[tuple[tuple[str, str], ...], float] = {}
-        unused: list[dict[str, str]] = []
-        for family in runner.store.collect():
-            for sample in family.samples:
-                if family.name == "pg_index_size_bytes":
-                    sizes[tuple(sorted(sample.labels.items()))] = sample.value
-                elif family.name == "pg_index_unused" and sample.value == 1:
-                    unused.append(sample.labels)
-        return [
-            {
-                "database": labels["datname"],
-                "schema": labels["schemaname"],
-                "table": labels["relname"],
-                "index": labels["indexrelname"],
-                "size_bytes": sizes.get(tuple(sorted(labels.items())), 0.0),
-            }
-            for labels in unused
-        ]
-
-    return read
-
-
 def create_app(
     metrics: Metrics | None = None,
     databases: Sequence[DatabaseSettings] = (),
     slow_log: SlowQueryLog | None = None,
     web_config: WebConfig | None = None,
+    page: PageSettings | None = None,
 ) -> web.Application:
     app = web.Application()
     if web_config is not None:  # basic auth and response headers, before any route runs
@@ -130,8 +108,10 @@ def create_app(
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    add_slow_query_routes(app, slow_log or default_slow_log(metrics=app[METRICS]))
-    app[UNUSED_INDEXES] = _unused_indexes(app)
+    log = slow_log or default_slow_log(metrics=app[METRICS])
+    add_slow_query_routes(app, log)
+    on_call = OnCallPage(page or PageSettings(), log, app[METRICS], lambda: app.get(RUNNER))
+    add_page_routes(app, on_call)
     return app
 
 
@@ -155,10 +135,11 @@ class Exporter:
         metrics: Metrics | None = None,
         slow_log: SlowQueryLog | None = None,
         web_config: WebConfig | None = None,
+        page: PageSettings | None = None,
     ) -> None:
         self.host, self.port = parse_listen(listen)
         self.web_config = web_config
-        self._app = create_app(metrics, databases, slow_log, web_config)
+        self._app = create_app(metrics, databases, slow_log, web_config, page)
         self._listener: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -172,6 +153,7 @@ class Exporter:
             databases=settings.databases,
             metrics=metrics,
             web_config=load_web_config(web_config) if web_config else None,
+            page=settings.server.page,
         )
 
     @property
