@@ -7,13 +7,10 @@ import asyncio
 import http.client
 import re
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 import pytest
 import source_lines
 from alembic.script import ScriptDirectory
@@ -24,6 +21,7 @@ from collector_helpers import dsn, execute, run_collector
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
+from served_pages import get, serving, until
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -61,29 +59,6 @@ SCRIPTS = str(SCRIPT_LOCATION)
 def slow_log(**settings: Any) -> SlowQueryLog:
     settings.setdefault("stdout", False)
     return SlowQueryLog(SlowQuerySettings(**settings), Metrics(CollectorRegistry()))
-
-
-@asynccontextmanager
-async def serving(log: SlowQueryLog, **options: Any) -> AsyncIterator[Exporter]:
-    exporter = Exporter(listen="127.0.0.1:0", slow_log=log, **options)
-    await exporter.start()
-    try:
-        yield exporter
-    finally:
-        await exporter.stop()
-
-
-async def get(url: str, **options: Any) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.get(url, **options) as response:
-        return response.status, await response.text()
-
-
-async def until(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.1)
 
 
 async def answer(log: SlowQueryLog, query: str = "") -> tuple[int, str]:
