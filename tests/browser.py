@@ -52,10 +52,15 @@ def rendered_text(url: str) -> str:
     return visible_text(rendered_dom(url))
 
 
+def artifact(name: str) -> Path:
+    """Where the test artifact `name` goes (the directory made when missing)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS / name
+
+
 def screenshot(url: str, name: str, width: int, height: int = 4000) -> Path:
     """A PNG of the page at `width` CSS pixels, as ARTIFACTS/`name`."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / name
+    path = artifact(name)
     _chromium(f"--window-size={width},{height}", f"--screenshot={path}", url)
     assert path.stat().st_size > 0
     return path

@@ -15,7 +15,7 @@ import pytest
 import source_lines
 from alembic.script import ScriptDirectory
 from basic_auth import basic_auth, bcrypt_hash
-from browser import needs_chromium, rendered_dom, screenshot, visible_text
+from browser import artifact, needs_chromium, rendered_dom, screenshot, visible_text
 from certs import Certs
 from collector_helpers import dsn, execute, run_collector
 from hypothesis import given, settings
@@ -132,6 +132,8 @@ async def test_the_page_from_health_to_the_index_to_fix(fresh_database: URL) -> 
             await until(lambda: bool(runner.store.runs("indexes")), "the indexes collector ran")
             await until(lambda: runner.states()["gone"].ok is False, "the check of 'gone' failed")
             dom = await asyncio.to_thread(rendered_dom, f"{exporter.url}/?window=15m")
+            _, served = await get(f"{exporter.url}/?window=15m")
+            artifact("oncall-page.html").write_text(served)  # to look at again, offline
             for width in (1400, 390):
                 name = f"oncall-page-{width}.png"
                 await asyncio.to_thread(screenshot, f"{exporter.url}/?window=15m", name, width)

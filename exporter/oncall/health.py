@@ -26,7 +26,9 @@ class Pool:
 @dataclass(frozen=True)
 class CollectorState:
     name: str
-    state: str  # "ok", "failing", "waiting" (no run yet) or "elsewhere" (another exporter)
+    # "ok", "failing", "waiting" (no run yet, or the election not settled), "elsewhere" (another
+    # exporter runs it) or "down" (not running while the database does not answer)
+    state: str
     reason: str | None = None
 
 
@@ -89,8 +91,12 @@ def _collectors(runner: CollectorRunner, metrics: Metrics) -> dict[str, list[Col
         states = found.setdefault(worker.name, [])
         for job in worker.jobs:
             name = job.collector.name
-            if not job.active:
-                states.append(CollectorState(name, "elsewhere"))
+            if worker.state.ok is False:
+                states.append(CollectorState(name, "down", job.failure))
+            elif not job.active:
+                states.append(
+                    CollectorState(name, "elsewhere" if worker.leader is False else "waiting")
+                )
             elif job.failure is not None:
                 states.append(CollectorState(name, "failing", job.failure))
             elif succeeded.get((worker.name, name)) == 1:

@@ -31,6 +31,7 @@ CONTEXT_SHOWN = 20  # context fields shown per record
 REFRESH_CHOICES = (15, 30, 60, 300)
 COLLECTOR_STATES = (
     ("ok", "ok"), ("waiting", "waiting for a first run"), ("elsewhere", "run by another exporter"),
+    ("failing", "failing"), ("down", "not running: the database is down"),
 )  # fmt: skip
 
 # Alert (runbook anchor) and dashboard of each signal in the health strip.
@@ -217,9 +218,7 @@ def collectors_section(health: Health) -> str:
     rows = []
     for i, db in enumerate(health.databases):
         for c in db.collectors:
-            state = {"elsewhere": "run by another exporter", "waiting": "no run yet"}.get(
-                c.state, c.state
-            )
+            state = dict(COLLECTOR_STATES).get(c.state, c.state)
             css = "bad" if c.state == "failing" else ""
             cells = [escape(db.name), escape(c.name), state, shown(c.reason or "")]
             rows.append(row(cells, css).replace("<tr", f'<tr id="collectors-{i}"', 1))
@@ -287,7 +286,12 @@ def _slow_row(rank: int, s: SlowStatement, start: float, end: float) -> str:
 
 def _slow_detail(rank: int, s: SlowStatement, plan: str) -> str:
     worst = s.worst
+    runs = (
+        f"{plural(s.count, 'run')}: p50 {ms(s.quantile(0.5))} ms, p95 {ms(s.quantile(0.95))} ms,"
+        f" max {ms(s.max_ms)} ms, total {ms(s.total_ms)} ms; last seen {moment(s.last)} UTC"
+    )
     facts = [
+        ("Runs", runs),
         ("Call site (slowest run)", call_site(worst.get("call_site"))),
         ("Route", shown(route(worst) or "-")),
         ("Context", _context(worst)),
