@@ -216,9 +216,13 @@ async def test_records_of_any_shape_are_shown_never_a_500() -> None:
         record(kind="n_plus_one", repeats="many", call_site=None, context="none"),
         record(kind="n_plus_one", repeats=12, context={"route": 5}),
     )  # fmt: skip
-    status, page = await answer(log, "window=all")
+    metrics = Metrics(CollectorRegistry())
+    metrics.pool_timeouts.labels(markup).inc()  # an application's database named so
+    async with serving(log, metrics=metrics) as exporter:
+        status, page = await get(f"{exporter.url}/?window=all")
     assert status == 200
-    assert f"<td>{markup}</td>" not in page
+    assert "<h3>&lt;img src=x onerror=alert(1)&gt;</h3>" in page  # its health card
+    assert markup not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
     assert 'href="javascript:' not in page
     assert "app/x.py:1" in page

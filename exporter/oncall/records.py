@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 ROUTES_KEPT = 3  # distinct routes shown per N+1 row
@@ -103,35 +104,30 @@ class Read(NamedTuple):
     route: str | None  # of an N+1 warning
 
 
-@dataclass
-class _Group:
-    """A fingerprint's (or N+1 row's) records in the window, and what ranks it besides their
-    number: the total time of a slow statement, the largest repeat count of an N+1 row."""
-
-    reads: list[Read] = field(default_factory=list)
-    measure: float = 0.0
+# A fingerprint's (or N+1 row's) records in the window: [measure, reads], where the measure
+# ranks it beside the number of reads: a slow statement's total time, an N+1 row's largest
+# repeat count. Plain lists: there is one per fingerprint, made anew for every page.
+Group = list[Any]
+_MEASURE = itemgetter(0)
 
 
 @dataclass
 class Window:
-    slow: list[_Group]  # costliest (total time) first
-    n_plus_one: list[_Group]  # most requests first, then the largest repeat count
-    records: int  # records in the window
+    slow: list[Group]  # costliest (total time) first
+    n_plus_one: list[Group]  # most requests first, then the largest repeat count
+    records: int  # records in the window, slow or N+1
+    slow_records: int
     unreadable: int  # entries that were not records at all
 
     def statements(self, top: int) -> list[SlowStatement]:
         """The `top` costliest fingerprints, read in full."""
-        return [slow_statement(group.reads) for group in self.slow[:top]]
+        return [slow_statement(reads) for _, reads in self.slow[:top]]
 
     def warnings(self, top: int) -> list[NPlusOne]:
         """The `top` N+1 rows, read in full."""
-        return [n_plus_one(group.reads) for group in self.n_plus_one[:top]]
+        return [n_plus_one(reads) for _, reads in self.n_plus_one[:top]]
 
-    @property
-    def oldest(self) -> float | None:
-        """The time of the oldest slow record in the window."""
-        times = [group.reads[0].at for group in self.slow if group.reads[0].at is not None]
-        return min(times, default=None)
+    oldest: float | None  # the time of the oldest slow record in the window
 
 
 def _identity(record: Mapping[str, Any]) -> tuple[str, str, str, str | None, str]:
@@ -242,9 +238,10 @@ class Reader:
         """`records` (oldest first, as the ring holds them) from `since` (Unix seconds; None:
         all, records without a time included)."""
         # key -> [measure, reads]: plain lists, as this loop runs for every record kept
-        slow: dict[tuple[str, ...], list[Any]] = {}
-        warnings: dict[tuple[str, ...], list[Any]] = {}
-        kept = unreadable = 0
+        slow: dict[tuple[str, ...], Group] = {}
+        warnings: dict[tuple[str, ...], Group] = {}
+        kept = unreadable = slow_records = 0
+        oldest = math.inf
         for found in self._read_all(records):
             if found is None:
                 unreadable += 1
@@ -259,24 +256,23 @@ class Reader:
                     group = warnings[key] = [0.0, []]
                 group[0] = max(group[0], measure)
             else:
+                slow_records += 1
+                if at is not None and at < oldest:
+                    oldest = at
                 group = slow.get(key)
                 if group is None:
                     group = slow[key] = [0.0, []]
                 group[0] += measure
             group[1].append(found)
-        ranked = sorted(slow.values(), key=_measure, reverse=True)
-        ranked_warnings = sorted(warnings.values(), key=_requests, reverse=True)
         return Window(
-            [_Group(reads, total) for total, reads in ranked],
-            [_Group(reads, repeats) for repeats, reads in ranked_warnings],
+            sorted(slow.values(), key=_MEASURE, reverse=True),
+            sorted(warnings.values(), key=_requests, reverse=True),
             kept,
+            slow_records,
             unreadable,
+            oldest if oldest < math.inf else None,
         )
 
 
-def _measure(group: list[Any]) -> float:
-    return float(group[0])
-
-
-def _requests(group: list[Any]) -> tuple[int, float]:
+def _requests(group: Group) -> tuple[int, float]:
     return len(group[1]), group[0]

@@ -335,7 +335,7 @@ def slow_section(
         f'<section id="slow-statements"><h2>Slow statements</h2>'
         f"<p>Statements at or above {threshold_ms:g} ms, {_window_text(query)}, by total time"
         f" ({plural(len(window.slow), 'fingerprint')},"
-        f" {plural(sum(len(g.reads) for g in window.slow), 'record')}). "
+        f" {plural(window.slow_records, 'record')}). "
         f"{links.both(SLOW_QUERIES)}</p>"
         + table("slow-queries", headers, rows, "No slow statements in this window.")
         + note
