@@ -34,6 +34,7 @@ from exporter.demo.schema import SCRIPT_LOCATION
 from exporter.dsn import sync_url
 from exporter.oncall.indexes import IndexesToFix
 from exporter.oncall.recent import EVERY_SECONDS, KEPT, WINDOW_SECONDS, PoolHistory, PoolTotals
+from exporter.oncall.records import Reader, Window
 from exporter.server import RUNNER
 from exporter.settings import (
     CollectorsSettings,
@@ -435,3 +436,25 @@ async def test_suggested_fixes_quote_any_name_and_work_when_run(fresh_database: 
         execute(fresh_database, fix.fix)
     left = execute(fresh_database, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'My Schema'")
     assert left[0][0] == 0
+
+
+def test_a_page_rendered_again_reads_only_new_records_and_ranks_the_same() -> None:
+    log = slow_log(ring_buffer_size=50)
+    reader = Reader()
+
+    def ranked(window: Window) -> list[tuple[str, int, float]]:
+        return [(s.fingerprint, s.count, s.total_ms) for s in window.statements(100)]
+
+    for step in range(7):  # the ring fills, then forgets its oldest as new records arrive
+        batch = [record(fingerprint=f"{n % 7:016x}", duration_ms=100.0 + step) for n in range(20)]
+        keep(log, *batch, "not a record")
+        before = {id(r.record): r for r in reader._reads if r is not None}
+        records = log.ring.snapshot()
+        again = reader.gather(records, None)
+        fresh = Reader().gather(records, None)
+        assert ranked(again) == ranked(fresh)
+        assert (again.slow_records, again.unreadable) == (fresh.slow_records, fresh.unreadable)
+        reused = [r for r in reader._reads if r is not None and before.get(id(r.record)) is r]
+        held = sum(isinstance(r, dict) for r in records[: -len(batch) - 1])
+        assert len(reused) == held  # every record still held was not read again
+    assert len(reader._reads) == len(log.ring.snapshot()) == 50  # no more than the ring holds

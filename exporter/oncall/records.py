@@ -10,10 +10,12 @@ rest), never an error.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from operator import itemgetter
+from itertools import repeat
+from operator import is_, itemgetter
 from typing import Any, NamedTuple
 
 ROUTES_KEPT = 3  # distinct routes shown per N+1 row
@@ -191,15 +193,16 @@ def n_plus_one(reads: list[Read]) -> NPlusOne:
 
 
 def _still_held(old: list[Any], records: list[Any]) -> int:
-    """How many of `old` (a run at its end) begin `records`."""
+    """How many of `old` (a run at its end) begin `records`, found by identity (two records
+    can be equal)."""
     if not old or not records:
         return 0
     try:
-        first = old.index(records[0])  # identity first, then equality (a few fields)
+        first = list(map(is_, old, repeat(records[0]))).index(True)
     except ValueError:
         return 0
     kept = len(old) - first
-    if old[first] is not records[0] or kept > len(records) or records[kept - 1] is not old[-1]:
+    if kept > len(records) or records[kept - 1] is not old[-1]:
         return 0
     return kept
 
@@ -213,26 +216,16 @@ class Reader:
     def __init__(self) -> None:
         self._records: list[Any] = []  # the last snapshot
         self._reads: list[Read | None] = []  # what was read of each (None: not a record)
+        self._lock = threading.Lock()  # pages render in worker threads, maybe two at once
 
     def _read_all(self, records: list[Any]) -> list[Read | None]:
-        old, reads = self._records, self._reads
-        kept = 0
-        if old and records:
-            try:
-                first = old.index(records[0])  # == is identity first, then a few fields
-            except ValueError:
-                first = len(old)
-            kept = len(old) - first
-            if (
-                kept > len(records)
-                or records[kept - 1] is not old[-1]
-                or old[first] is not records[0]
-            ):
-                kept = 0
-        fresh = reads[len(reads) - kept :] if kept else []
-        fresh += [read(r) if isinstance(r, Mapping) else None for r in records[kept:]]
-        self._records, self._reads = records, fresh
-        return fresh
+        with self._lock:
+            old, reads = self._records, self._reads
+            kept = _still_held(old, records)
+            fresh = reads[len(reads) - kept :] if kept else []
+            fresh += [read(r) if isinstance(r, Mapping) else None for r in records[kept:]]
+            self._records, self._reads = records, fresh
+            return fresh
 
     def gather(self, records: list[Any], since: float | None) -> Window:
         """`records` (oldest first, as the ring holds them) from `since` (Unix seconds; None:
