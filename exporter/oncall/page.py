@@ -13,10 +13,14 @@ from aiohttp import web
 from exporter.collectors.runner import CollectorRunner
 from exporter.metrics import Metrics
 from exporter.oncall import health, records, render, top
+from exporter.oncall.health_html import collectors_section, health_section
 from exporter.oncall.indexes import IndexesToFix, IndexToFix
+from exporter.oncall.markup import Links
 from exporter.oncall.plan_view import PlanViews
 from exporter.oncall.query import PageQuery, page_query
 from exporter.oncall.recent import EVERY_SECONDS, PoolHistory
+from exporter.oncall.statements_html import n_plus_one_section, slow_section
+from exporter.oncall.tables_html import indexes_section, top_section
 from exporter.settings import PageSettings
 from exporter.slowlog.log import SlowQueryLog
 from exporter.slowlog.params import BadParameter
@@ -60,19 +64,18 @@ class OnCallPage:
         since = None if query.window_seconds is None else now - query.window_seconds
         window = self.reader.gather(self.log.ring.snapshot(), since)
         start = since if since is not None else (window.oldest or now)
-        links = render.Links(self.settings)
+        links = Links(self.settings)
         runner = self.runner()
         state = health.gather(runner, self.metrics, self.history)
         indexes, collected = self.indexes(runner)
+        threshold_ms = self.log.settings.threshold_ms
         sections = [
-            render.health_section(state, links),
-            render.slow_section(
-                window, query, start, now, self.log.settings.threshold_ms, self._plan, links
-            ),
-            render.n_plus_one_section(window, query, links),
-            render.indexes_section(indexes, collected, links),
-            render.top_section(top.gather(runner)),
-            render.collectors_section(state),
+            health_section(state, links),
+            slow_section(window, query, start, now, threshold_ms, self._plan, links),
+            n_plus_one_section(window, query, links),
+            indexes_section(indexes, collected, links),
+            top_section(top.gather(runner)),
+            collectors_section(state),
         ]
         return render.page(query, sections, now)
 
