@@ -230,10 +230,12 @@ class Reader:
     def gather(self, records: list[Any], since: float | None) -> Window:
         """`records` (oldest first, as the ring holds them) from `since` (Unix seconds; None:
         all, records without a time included)."""
-        # key -> [measure, reads]: plain lists, as this loop runs for every record kept
+        # key -> [measure, reads]: plain lists, and locals bound once, as this loop runs for
+        # every record kept
         slow: dict[tuple[str, ...], Group] = {}
         warnings: dict[tuple[str, ...], Group] = {}
-        kept = unreadable = slow_records = 0
+        slow_get, warnings_get = slow.get, warnings.get
+        unreadable = slow_records = warning_records = 0
         oldest = math.inf
         for found in self._read_all(records):
             if found is None:
@@ -242,21 +244,25 @@ class Reader:
             _, at, key, measure, is_n_plus_one, _ = found
             if since is not None and (at is None or at < since):
                 continue
-            kept += 1
             if is_n_plus_one:
-                group = warnings.get(key)
+                warning_records += 1
+                group = warnings_get(key)
                 if group is None:
-                    group = warnings[key] = [0.0, []]
-                group[0] = max(group[0], measure)
+                    warnings[key] = [measure, [found]]
+                else:
+                    group[0] = max(group[0], measure)
+                    group[1].append(found)
+                continue
+            slow_records += 1
+            if at is not None and at < oldest:
+                oldest = at
+            group = slow_get(key)
+            if group is None:
+                slow[key] = [measure, [found]]
             else:
-                slow_records += 1
-                if at is not None and at < oldest:
-                    oldest = at
-                group = slow.get(key)
-                if group is None:
-                    group = slow[key] = [0.0, []]
                 group[0] += measure
-            group[1].append(found)
+                group[1].append(found)
+        kept = slow_records + warning_records
         return Window(
             sorted(slow.values(), key=_MEASURE, reverse=True),
             sorted(warnings.values(), key=_requests, reverse=True),
