@@ -214,6 +214,9 @@ async def test_records_of_any_shape_are_shown_never_a_500() -> None:
         record(database=markup, fingerprint="00000000000000cc", duration_ms=800.0, pid=4242,
                call_site={"file": "app/x.py", "line": 1, "function": "f",
                           "url": "javascript:alert(1)"}),
+        # times at the ends of what ISO 8601 can say, beyond the years a clock shows
+        record(time="0001-01-01T00:00:00+14:00", fingerprint="00000000000000dd"),
+        record(time="9999-12-31T23:59:59-14:00", fingerprint="00000000000000ee"),
         record(kind="n_plus_one", repeats="many", call_site=None, context="none"),
         record(kind="n_plus_one", repeats=12, context={"route": 5}),
     )  # fmt: skip
@@ -229,6 +232,8 @@ async def test_records_of_any_shape_are_shown_never_a_500() -> None:
     assert "app/x.py:1" in page
     assert "Worker pid</dt><dd>4242" in page
     assert "00000000000000aa" in page
+    assert "00000000000000dd" in page
+    assert "10000-01-01 13:59:59" in page  # last seen, as the record says
     assert "SELECT 1" in page
     assert f"...[cut: {len(huge):,}".replace(",", "") in page.replace(",", "")
     assert len(page) < 1024 * 1024  # 10 MB of SQL is cut for the page
