@@ -10,8 +10,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -21,9 +20,17 @@ from exporter.collectors.runner import CollectorRunner
 from exporter.endpoints import metrics_body, readiness, scraped_registry
 from exporter.errors import UserError
 from exporter.metrics import Metrics, default_metrics
-from exporter.settings import DEFAULT_LISTEN, DatabaseSettings, Settings, parse_listen
+from exporter.oncall.page import OnCallPage
+from exporter.oncall.page import add_routes as add_page_routes
+from exporter.settings import (
+    DEFAULT_LISTEN,
+    DatabaseSettings,
+    PageSettings,
+    Settings,
+    parse_listen,
+)
 from exporter.slowlog import SlowQueryLog, default_slow_log
-from exporter.slowlog.web import SLOW_LOG, UNUSED_INDEXES
+from exporter.slowlog.web import SLOW_LOG
 from exporter.slowlog.web import add_routes as add_slow_query_routes
 from exporter.webconfig import WebConfig, load_web_config
 
@@ -85,35 +92,6 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=status)
 
 
-def _unused_indexes(app: web.Application) -> Callable[[], list[dict[str, Any]]]:
-    """Reads the unused-index candidates (and their sizes) from the collectors' snapshot."""
-
-    def read() -> list[dict[str, Any]]:
-        runner = app.get(RUNNER)
-        if runner is None:
-            return []
-        sizes: dict[tuple[tuple[str, str], ...], float] = {}
-        unused: list[dict[str, str]] = []
-        for family in runner.store.collect():
-            for sample in family.samples:
-                if family.name == "pg_index_size_bytes":
-                    sizes[tuple(sorted(sample.labels.items()))] = sample.value
-                elif family.name == "pg_index_unused" and sample.value == 1:
-                    unused.append(sample.labels)
-        return [
-            {
-                "database": labels["datname"],
-                "schema": labels["schemaname"],
-                "table": labels["relname"],
-                "index": labels["indexrelname"],
-                "size_bytes": sizes.get(tuple(sorted(labels.items())), 0.0),
-            }
-            for labels in unused
-        ]
-
-    return read
-
-
 def _handover_ctx(directory: str) -> Callable[[web.Application], AsyncIterator[None]]:
     """The sidecar merges the records workers hand over in `directory`, and plans them on
     connections of its own to the configured databases (exporter/slowlog/handover_reader.py)."""
@@ -139,6 +117,7 @@ def create_app(
     slow_log: SlowQueryLog | None = None,
     web_config: WebConfig | None = None,
     handover_dir: str | None = None,
+    page: PageSettings | None = None,
 ) -> web.Application:
     app = web.Application()
     if web_config is not None:  # basic auth and response headers, before any route runs
@@ -150,8 +129,10 @@ def create_app(
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    add_slow_query_routes(app, slow_log or default_slow_log(metrics=app[METRICS]))
-    app[UNUSED_INDEXES] = _unused_indexes(app)
+    log = slow_log or default_slow_log(metrics=app[METRICS])
+    add_slow_query_routes(app, log)
+    on_call = OnCallPage(page or PageSettings(), log, app[METRICS], lambda: app.get(RUNNER))
+    add_page_routes(app, on_call)
     if handover_dir is not None:
         app.cleanup_ctx.append(_handover_ctx(handover_dir))
     return app
@@ -178,10 +159,11 @@ class Exporter:
         slow_log: SlowQueryLog | None = None,
         web_config: WebConfig | None = None,
         handover_dir: str | None = None,
+        page: PageSettings | None = None,
     ) -> None:
         self.host, self.port = parse_listen(listen)
         self.web_config = web_config
-        self._app = create_app(metrics, databases, slow_log, web_config, handover_dir)
+        self._app = create_app(metrics, databases, slow_log, web_config, handover_dir, page)
         self._listener: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -195,6 +177,7 @@ class Exporter:
             databases=settings.databases,
             metrics=metrics,
             web_config=load_web_config(web_config) if web_config else None,
+            page=settings.server.page,
         )
 
     @classmethod
@@ -215,6 +198,7 @@ class Exporter:
             slow_log=default_slow_log(slow, metrics),
             web_config=load_web_config(web_config) if web_config else None,
             handover_dir=handover_directory(slow),
+            page=settings.server.page,
         )
 
     @property

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from exporter import config_yaml
+from exporter.assets import DEFAULT_RUNBOOK_BASE_URL, AssetsError, checked_base_url
 from exporter.config_bounds import MAX_SQL_BYTES, out_of_range
 from exporter.dsn import DsnError, masked, parse_dsn
 from exporter.errors import UserError
@@ -65,10 +66,32 @@ class _Strict(BaseModel):
         return value
 
 
+class PageSettings(_Strict):
+    """The on-call page at `/` (exporter/oncall/): where its links lead."""
+
+    # Grafana's address (https://grafana.example.com): the health strip links each signal to
+    # the shipped dashboard showing it. None: no dashboard links.
+    grafana_url: str | None = None
+    # docs/runbooks.md as the operators read it: each signal links to its alert's runbook,
+    # `<runbook_base_url>#<alert name in lower case>` (as `db-exporter assets` writes them).
+    runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL
+
+    @field_validator("grafana_url", "runbook_base_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return checked_base_url(value)
+        except AssetsError:
+            raise ValueError("must be an absolute http(s) URL without a #fragment") from None
+
+
 class ServerSettings(_Strict):
     listen: str = DEFAULT_LISTEN
     # TLS and basic auth, in exporter-toolkit's web-config format (exporter/webconfig.py).
     web_config_file: str | None = None
+    page: PageSettings = PageSettings()
 
     @field_validator("listen")
     @classmethod
@@ -117,6 +140,9 @@ class ActivityCollectorSettings(CollectorSettings):
 class StatementsCollectorSettings(CollectorSettings):
     # Statements (by queryid) with series of their own: the top_k by total execution time.
     top_k: int = Field(default=100, ge=1, le=10000)
+    # Characters of each top statement's text kept for the on-call page (literals masked);
+    # 0: the text is never read.
+    query_text_max_length: int = Field(default=2000, ge=0, le=100_000)
 
 
 class ReplicationCollectorSettings(CollectorSettings):

@@ -7,13 +7,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from collector_helpers import by_label, execute, run_collector, samples
+from collector_helpers import by_label, dsn, execute, run_collector, samples
 from pg_cluster import PrivateCluster, private_cluster, with_library
 from prometheus_client import CollectorRegistry
+from served_pages import get, serving, until
 from sqlalchemy.engine import URL, make_url
 
+from exporter import Metrics
 from exporter.collectors.statements import StatementsCollector, extension_version
-from exporter.settings import StatementsCollectorSettings
+from exporter.server import RUNNER
+from exporter.settings import DatabaseSettings, StatementsCollectorSettings
 
 LIBRARY = with_library("pg_stat_statements")
 needs_library = pytest.mark.skipif(
@@ -147,3 +150,61 @@ async def test_installed_but_not_preloaded_succeeds_without_series(
     ]
     assert registry.get_sample_value("pg_stat_statements_available", {"datname": "main"}) == 0
     assert samples(registry, "pg_stat_statements_calls_total") == []
+
+
+# How often the collector read texts (this query's own text does not start so).
+TEXTS_READ = (
+    "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+    " WHERE query LIKE 'SELECT queryid::text AS queryid, min(left(query,%'"
+    " AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+@needs_library
+async def test_top_statements_keep_their_text_for_the_page(cluster: PrivateCluster) -> None:
+    url = database(
+        cluster, "texts", "CREATE EXTENSION pg_stat_statements",
+        # The top two by far, whatever the machine's load: 0.5 s each.
+        "SELECT 'secret-literal-4711' AS marker, pg_sleep(0.5)", "SELECT pg_sleep(0.4)",
+    )  # fmt: skip
+    statements = collector(top_k=2, query_text_max_length=40)  # the two sleeps
+    await run_collector(statements, url)
+    by_id = {s.queryid: s for s in statements.top}
+    sleep = entry(url, "SELECT pg_sleep($1)")
+    assert by_id[sleep.queryid].text == "SELECT pg_sleep($1)"
+    assert by_id[sleep.queryid].calls == 3
+    assert len(statements.top) == 2  # top_k: the count bound
+    assert all(len(s.text or "") <= 40 for s in statements.top)  # the length bound
+    marker = next(s for s in statements.top if s.text and "marker" in s.text)
+    assert "secret-literal" not in (marker.text or "")  # pg_stat_statements masks literals
+    await run_collector(statements, url)  # the same top: no text read again
+    assert execute(url, TEXTS_READ)[0][0] == 1
+
+    none = collector(query_text_max_length=0)
+    await run_collector(none, url)
+    assert none.top
+    assert all(s.text is None for s in none.top)
+
+
+async def test_no_top_statements_when_not_installed(fresh_database: URL) -> None:
+    statements = collector()
+    await run_collector(statements, fresh_database)
+    assert statements.top == ()
+
+
+@needs_library
+async def test_a_queryid_on_a_dashboard_leads_to_its_sql_on_the_page(
+    cluster: PrivateCluster,
+) -> None:
+    url = database(cluster, "page", "CREATE EXTENSION pg_stat_statements")
+    sleep = entry(url, "SELECT pg_sleep($1)")
+    settings = DatabaseSettings(name="main", dsn=dsn(url))
+    metrics = Metrics(CollectorRegistry())
+    async with serving(metrics=metrics, databases=[settings]) as exporter:
+        runner = exporter._app[RUNNER]
+        await until(lambda: bool(runner.store.runs("statements")), "the statements collector ran")
+        _, page = await get(f"{exporter.url}/")
+    row = page[page.index(f'<tr id="queryid-{sleep.queryid}">') :]
+    row = row[: row.index("</tr>")]
+    assert "SELECT pg_sleep($1)" in row
+    assert "<td>2</td>" in row  # calls

@@ -138,6 +138,15 @@ def test_a_bad_listen_address_is_not_echoed(listen: str) -> None:
         ),
         ("- just\n- a list\n", "the top level must be a mapping"),
         ("slow_queries:\n  records_per_second: -1\n", "records_per_second must be at least 0"),
+        (
+            "server:\n  page:\n    grafana_url: 'javascript:alert(1)'\n",
+            "server.page.grafana_url: must be an absolute http(s) URL without a #fragment",
+        ),
+        (
+            "server:\n  page:\n    runbook_base_url: 'https://docs/run.md#x'\n",
+            "server.page.runbook_base_url: must be an absolute http(s) URL",
+        ),
+        ("server:\n  page:\n    colour: red\n", "server.page.colour: unknown key"),
     ],
 )
 def test_invalid_values_are_named(tmp_path: Path, text: str, fragment: str) -> None:
@@ -145,6 +154,15 @@ def test_invalid_values_are_named(tmp_path: Path, text: str, fragment: str) -> N
         load_settings(write(tmp_path, text), env={})
     assert fragment in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_page_links_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  page:\n    grafana_url: https://grafana.example.com\n")
+    env = {"DB_EXPORTER_SERVER__PAGE__RUNBOOK_BASE_URL": "https://wiki.example.com/runbooks"}
+    page = load_settings(path, env=env).server.page
+    assert page.grafana_url == "https://grafana.example.com"
+    assert page.runbook_base_url == "https://wiki.example.com/runbooks"
+    assert load_settings(env={}).server.page.grafana_url is None
 
 
 def test_empty_file_gives_defaults() -> None:

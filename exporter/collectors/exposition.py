@@ -124,6 +124,20 @@ class SnapshotStore(Collector):
                     del self._runs[key]
             self._changed()
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever a run is stored or dropped (readers cache what they derive)."""
+        return self._generation
+
+    def runs(self, collector: str) -> list[tuple[str, tuple[Metric, ...]]]:
+        """(database, families) of `collector`'s last successful run in each database."""
+        with self._lock:
+            return [
+                (key[0], run.families)
+                for key, run in sorted(self._runs.items())
+                if key[1] == collector
+            ]
+
     def _changed(self) -> None:
         self._generation += 1
         self._exposition.clear()

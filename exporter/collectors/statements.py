@@ -2,8 +2,13 @@
 
 From `pg_stat_statements`, aggregated per `queryid` over roles (and top-level/nested), under
 postgres_exporter's names where it has them, labels `datname, queryid`: the query id is a
-number; the query text is never read (`pg_stat_statements(showtext => false)`) nor exported.
-Counters restart when the statistics are reset or the entry is evicted, which `rate()` absorbs.
+number; the query text is never exported. Counters restart when the statistics are reset or the
+entry is evicted, which `rate()` absorbs.
+
+For the on-call page, so that a `queryid` on a dashboard leads to its SQL, the last run's top
+statements are kept in memory (`top`) with their text: at most `top_k` of them, each text cut
+at `query_text_max_length` characters, literals masked. A text is read once, when its queryid
+enters the top (reading texts makes the server read its whole query-text file).
 
 Column names follow the installed extension's version, not the server's: `total_time` before
 1.8 (PostgreSQL 12 and older, or an extension never `ALTER EXTENSION ... UPDATE`d),
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -28,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporter.collectors.base import Collector, number
 from exporter.settings import StatementsCollectorSettings
+from exporter.sql import mask_literals
 from exporter.sqlstate import sqlstate_of
 
 log = logging.getLogger("exporter.collectors")
@@ -48,6 +55,14 @@ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 GROUP BY queryid
 ORDER BY total_ms DESC, queryid
 LIMIT :top_k
+"""
+# The texts of queryids new in the top, cut on the server.
+TEXTS_SQL = """
+SELECT queryid::text AS queryid, min(left(query, :length)) AS query
+FROM {schema}.pg_stat_statements(true)
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND queryid = ANY(CAST(:queryids AS bigint[]))
+GROUP BY queryid
 """
 # pg_stat_statements 1.8 (PostgreSQL 13) renamed total_time to total_exec_time.
 EXEC_TIME_VERSION = (1, 8)
@@ -71,6 +86,17 @@ COUNTERS = (
 )
 
 
+@dataclass(frozen=True)
+class TopStatement:
+    """One of the last run's top statements, for the on-call page."""
+
+    queryid: str
+    calls: float
+    total_ms: float
+    rows: float
+    text: str | None  # None: not read (query_text_max_length 0, or no longer known)
+
+
 def extension_version(value: str) -> tuple[int, ...]:
     """'1.10' -> (1, 10); a part that is not a number counts as 0."""
     return tuple(int(part) if part.isdigit() else 0 for part in value.split("."))
@@ -83,6 +109,8 @@ class StatementsCollector(Collector[StatementsCollectorSettings]):
     def __init__(self, datname: str, settings: StatementsCollectorSettings) -> None:
         super().__init__(datname, settings)
         self._unavailable: str | None = None  # the reason last logged
+        # The last run's top statements, costliest first (empty when unavailable).
+        self.top: tuple[TopStatement, ...] = ()
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         extension = (await conn.execute(text(EXTENSION_SQL))).one_or_none()
@@ -111,7 +139,32 @@ class StatementsCollector(Collector[StatementsCollectorSettings]):
         if self._unavailable is not None:
             log.info("pg_stat_statements is available in database %s again", self.datname)
             self._unavailable = None
+        self.top = await self._with_texts(conn, extension.schema, rows)
         return self.families(rows)
+
+    async def _with_texts(
+        self, conn: AsyncConnection, schema: str, rows: Sequence[Any]
+    ) -> tuple[TopStatement, ...]:
+        """The rows as `TopStatement`s, their texts kept from the last run or read now."""
+        length = self.settings.query_text_max_length
+        known = {s.queryid: s.text for s in self.top if s.text is not None}
+        texts = {str(r.queryid): known[str(r.queryid)] for r in rows if str(r.queryid) in known}
+        new = [int(r.queryid) for r in rows if str(r.queryid) not in texts]
+        if new and length:
+            sql = text(TEXTS_SQL.format(schema=schema))
+            async with conn.begin_nested():
+                found = await conn.execute(sql, {"length": length, "queryids": new})
+            texts.update((r.queryid, mask_literals(r.query)) for r in found if r.query)
+        return tuple(
+            TopStatement(
+                str(r.queryid),
+                number(r.calls),
+                number(r.total_ms),
+                number(r.rows),
+                texts.get(str(r.queryid)),
+            )
+            for r in rows
+        )
 
     def _available(self, value: int) -> GaugeMetricFamily:
         family = GaugeMetricFamily(
@@ -130,6 +183,7 @@ class StatementsCollector(Collector[StatementsCollectorSettings]):
                 reason,
             )
             self._unavailable = reason
+        self.top = ()
         return [self._available(0)]
 
     def families(self, rows: Sequence[Any]) -> list[Metric]:

@@ -6,11 +6,18 @@ import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from exporter.bounded import size_of
 from exporter.slowlog.quantiles import Latencies
 from exporter.slowlog.rate import Skipped
+
+
+class PlanHeld(NamedTuple):
+    raw: Any  # EXPLAIN (FORMAT JSON) output, or None
+    summary: str | None
+    sizes: dict[str, float]  # relation -> rows, for the findings
+    bytes: int  # what the aggregate counts for it
 
 
 @dataclass
@@ -29,6 +36,8 @@ class Aggregate:
     plan_summary: str | None = None
     # The durations of the statements that got a record, for p95 (bounded: quantiles.py).
     latencies: Latencies = field(default_factory=Latencies, repr=False)
+    # The planned relations' row counts (pg_class.reltuples) the plan's findings were read with.
+    plan_sizes: dict[str, float] | None = None
     # Bytes held (as exporter.bounded.size_of counts them): the aggregate itself, its worst
     # record, its plan.
     own_size: int = field(default=0, repr=False)
@@ -129,19 +138,35 @@ class Aggregates:
         self._by_key.move_to_end(key)
         return found
 
-    def set_plan(self, database: str, fingerprint: str, plan: Any, summary: str) -> None:
-        """A plan larger than the whole budget is not kept; its summary is."""
-        size = size_of(plan)
+    def set_plan(
+        self,
+        database: str,
+        fingerprint: str,
+        plan: Any,
+        summary: str,
+        sizes: dict[str, float] | None = None,
+    ) -> None:
+        """A plan larger than the whole budget is not kept; its summary is. `sizes`: the
+        relations' row counts its findings were read with."""
+        size = size_of(plan) + size_of(sizes)
         with self._lock:
             found = self._by_key.get((database, fingerprint))
             if found is None:
                 return
             if found.size - found.plan_size + size > self._max_bytes:
-                plan, size = None, 0
-            found.plan, found.plan_summary = plan, summary
+                plan, sizes, size = None, None, 0
+            found.plan, found.plan_summary, found.plan_sizes = plan, summary, sizes
             self.bytes += size - found.plan_size
             found.plan_size = size
             self._trim()
+
+    def plan_of(self, database: str, fingerprint: str) -> PlanHeld | None:
+        """The fingerprint's plan as held (None when it has no aggregate)."""
+        with self._lock:
+            found = self._by_key.get((database, fingerprint))
+            if found is None:
+                return None
+            return PlanHeld(found.plan, found.plan_summary, found.plan_sizes or {}, found.plan_size)
 
     def ranked(self, database: str | None = None) -> list[dict[str, Any]]:
         """By total time spent, the costliest first."""

@@ -160,9 +160,10 @@ class PlanCapture:
             rows = await conn.fetch(_RELATION_ROWS, plan.seq_scanned())
         finally:
             await conn.close()
-        plan = plan.with_sizes({row["relname"]: row["rows"] for row in rows})
+        sizes = {row["relname"]: float(row["rows"]) for row in rows}
+        plan = plan.with_sizes(sizes)
         summary = summarize(plan, generic=parameters > 0)
-        self._aggregates.set_plan(job.database, job.fingerprint, plan.raw, summary)
+        self._aggregates.set_plan(job.database, job.fingerprint, plan.raw, summary, sizes)
 
     def flush(self) -> None:
         """Wait until every queued plan has been taken (tests)."""

@@ -1,0 +1,140 @@
+"""The health strip's facts, per database: does it answer (and why not), the application's
+pool (in use against its size and overflow), checkout waits and timeouts lately, collectors
+failing, migrations pending or drift. Read from the runner, the in-process metrics and the
+collectors' snapshot; nothing here waits for a database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prometheus_client.metrics_core import Metric
+
+from exporter.collectors.runner import CollectorRunner
+from exporter.metrics import Metrics
+from exporter.oncall.recent import PoolHistory, PoolTotals
+
+
+@dataclass(frozen=True)
+class Pool:
+    in_use: float
+    size: float
+    overflow: float  # connections open beyond the size right now
+    max_overflow: float  # -1: unlimited
+
+
+@dataclass(frozen=True)
+class CollectorState:
+    name: str
+    # "ok", "failing", "waiting" (no run yet, or the election not settled), "elsewhere" (another
+    # exporter runs it) or "down" (not running while the database does not answer)
+    state: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Migrations:
+    pending: float | None
+    drift: float | None  # None: the collector compares no models
+
+
+@dataclass(frozen=True)
+class DatabaseHealth:
+    name: str
+    up: bool | None  # None: not checked yet
+    reason: str | None  # None: this exporter does not check the database
+    pool: Pool | None  # None: no instrumented pool in this process
+    recent: PoolTotals | None
+    collectors: tuple[CollectorState, ...]
+    migrations: Migrations | None  # None: the migrations collector has no run
+
+    @property
+    def failing(self) -> list[CollectorState]:
+        return [c for c in self.collectors if c.state == "failing"]
+
+
+@dataclass(frozen=True)
+class Health:
+    databases: tuple[DatabaseHealth, ...]
+    recent_seconds: float  # the span `DatabaseHealth.recent` covers (0: since start)
+
+
+def _by_database(families: Iterable[Metric], name: str) -> dict[str, float]:
+    return {
+        s.labels["database"]: s.value
+        for family in families
+        for s in family.samples
+        if s.name == name and "database" in s.labels
+    }
+
+
+def _pools(metrics: Metrics) -> dict[str, Pool]:
+    pools = list(metrics.pools.collect())
+    size = _by_database(pools, "db_pool_size")
+    overflow = _by_database(pools, "db_pool_overflow_connections")
+    max_overflow = _by_database(pools, "db_pool_max_overflow")
+    active = _by_database(metrics.connections_active.collect(), "db_connections_active")
+    return {
+        db: Pool(active.get(db, 0.0), size[db], overflow.get(db, 0.0), max_overflow.get(db, 0.0))
+        for db in size
+    }
+
+
+def _collectors(runner: CollectorRunner, metrics: Metrics) -> dict[str, list[CollectorState]]:
+    succeeded = {
+        (s.labels["database"], s.labels["collector"]): s.value
+        for family in metrics.collector_success.collect()
+        for s in family.samples
+    }
+    found: dict[str, list[CollectorState]] = {}
+    for worker in runner.workers:
+        states = found.setdefault(worker.name, [])
+        for job in worker.jobs:
+            name = job.collector.name
+            if worker.state.ok is False:
+                states.append(CollectorState(name, "down", job.failure))
+            elif not job.active:
+                states.append(
+                    CollectorState(name, "elsewhere" if worker.leader is False else "waiting")
+                )
+            elif job.failure is not None:
+                states.append(CollectorState(name, "failing", job.failure))
+            elif succeeded.get((worker.name, name)) == 1:
+                states.append(CollectorState(name, "ok"))
+            else:
+                states.append(CollectorState(name, "waiting"))
+    return found
+
+
+def _migrations(runner: CollectorRunner) -> dict[str, Migrations]:
+    found = {}
+    for database, families in runner.store.runs("migrations"):
+        values = {s.name: s.value for family in families for s in family.samples}
+        found[database] = Migrations(
+            values.get("db_migrations_pending"), values.get("db_schema_drift_differences")
+        )
+    return found
+
+
+def gather(runner: CollectorRunner | None, metrics: Metrics, history: PoolHistory) -> Health:
+    pools = _pools(metrics)
+    span, recent = history.recent()
+    states = runner.states() if runner is not None else {}
+    collectors = _collectors(runner, metrics) if runner is not None else {}
+    migrations = _migrations(runner) if runner is not None else {}
+    names = sorted(states.keys() | pools.keys() | recent.keys())
+    return Health(
+        tuple(
+            DatabaseHealth(
+                name,
+                states[name].ok if name in states else None,
+                states[name].reason if name in states else None,
+                pools.get(name),
+                recent.get(name),
+                tuple(collectors.get(name, ())),
+                migrations.get(name),
+            )
+            for name in names
+        ),
+        span,
+    )

@@ -1,0 +1,114 @@
+"""`GET /`: the on-call page, gathered from memory and rendered in a worker thread, so a large
+log never holds up the event loop (in an application's own loop, the host's requests)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
+
+from aiohttp import web
+
+from exporter.collectors.runner import CollectorRunner
+from exporter.metrics import Metrics
+from exporter.oncall import health, records, render, top
+from exporter.oncall.health_html import collectors_section, health_section
+from exporter.oncall.indexes import IndexesToFix, IndexToFix
+from exporter.oncall.markup import Links
+from exporter.oncall.plan_view import PlanViews
+from exporter.oncall.query import PageQuery, page_query
+from exporter.oncall.recent import EVERY_SECONDS, PoolHistory
+from exporter.oncall.statements_html import n_plus_one_section, slow_section
+from exporter.oncall.tables_html import indexes_section, top_section
+from exporter.settings import PageSettings
+from exporter.slowlog.log import SlowQueryLog
+from exporter.slowlog.params import BadParameter
+
+
+class OnCallPage:
+    """What the page reads, and what it keeps between requests (bounded: see plan_view,
+    indexes, recent)."""
+
+    def __init__(
+        self,
+        settings: PageSettings,
+        log: SlowQueryLog,
+        metrics: Metrics,
+        runner: Callable[[], CollectorRunner | None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.log = log
+        self.metrics = metrics
+        self.runner = runner
+        self.history = PoolHistory(metrics)
+        self.plans = PlanViews()
+        self.reader = records.Reader()
+        self._indexes: IndexesToFix | None = None
+
+    def indexes(self, runner: CollectorRunner | None) -> tuple[list[IndexToFix], bool]:
+        if runner is None:
+            return [], False
+        if self._indexes is None:
+            self._indexes = IndexesToFix(runner.store)
+        return self._indexes.get(), bool(runner.store.runs("indexes"))
+
+    def _plan(self, statement: records.SlowStatement) -> str:
+        held = self.log.aggregates.plan_of(statement.database, statement.fingerprint)
+        if held is None:
+            return '<p class="muted">No plan: the fingerprint is no longer aggregated.</p>'
+        return self.plans.html((statement.database, statement.fingerprint), held)
+
+    def render(self, query: PageQuery, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        since = None if query.window_seconds is None else now - query.window_seconds
+        window = self.reader.gather(self.log.ring.snapshot(), since)
+        start = since if since is not None else (window.oldest or now)
+        links = Links(self.settings)
+        runner = self.runner()
+        state = health.gather(runner, self.metrics, self.history)
+        indexes, collected = self.indexes(runner)
+        threshold_ms = self.log.settings.threshold_ms
+        sections = [
+            health_section(state, links),
+            slow_section(window, query, start, now, threshold_ms, self._plan, links),
+            n_plus_one_section(window, query, links),
+            indexes_section(indexes, collected, links),
+            top_section(top.gather(runner)),
+            collectors_section(state),
+        ]
+        return render.page(query, sections, now)
+
+
+ONCALL_PAGE = web.AppKey("oncall_page", OnCallPage)
+
+
+async def index_page(request: web.Request) -> web.Response:
+    try:
+        query = page_query(request.query)
+    except BadParameter as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    html = await asyncio.to_thread(request.app[ONCALL_PAGE].render, query)
+    return web.Response(text=html, content_type="text/html")
+
+
+async def _sample_pools(app: web.Application) -> AsyncIterator[None]:
+    """The pool counters' history, sampled for the app's lifetime."""
+    history = app[ONCALL_PAGE].history
+
+    async def sample_forever() -> None:
+        while True:
+            history.sample()
+            await asyncio.sleep(EVERY_SECONDS)
+
+    task = asyncio.create_task(sample_forever(), name="db-exporter:pool-history")
+    yield
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+
+
+def add_routes(app: web.Application, page: OnCallPage) -> None:
+    app[ONCALL_PAGE] = page
+    app.cleanup_ctx.append(_sample_pools)
+    app.router.add_get("/", index_page)
