@@ -21,7 +21,13 @@ from exporter.collectors.runner import CollectorRunner
 from exporter.endpoints import metrics_body, readiness, scraped_registry
 from exporter.errors import UserError
 from exporter.metrics import Metrics, default_metrics
-from exporter.settings import DEFAULT_LISTEN, DatabaseSettings, Settings, parse_listen
+from exporter.settings import (
+    DEFAULT_LISTEN,
+    Compatibility,
+    DatabaseSettings,
+    Settings,
+    parse_listen,
+)
 from exporter.slowlog import SlowQueryLog, default_slow_log
 from exporter.slowlog.web import UNUSED_INDEXES
 from exporter.slowlog.web import add_routes as add_slow_query_routes
@@ -31,6 +37,7 @@ METRICS = web.AppKey("metrics", Metrics)
 SCRAPED = web.AppKey("scraped", CollectorRegistry)
 DATABASES = web.AppKey("databases", tuple)
 RUNNER = web.AppKey("runner", CollectorRunner)
+COMPATIBILITY: web.AppKey[Compatibility] = web.AppKey("compatibility")
 
 
 class _MalformedRequests(logging.Filter):
@@ -58,7 +65,7 @@ server_log.addFilter(_MalformedRequests())
 async def _runner_ctx(app: web.Application) -> AsyncIterator[None]:
     """Each database's check and collectors run in background tasks for the app's lifetime."""
     databases: tuple[DatabaseSettings, ...] = app[DATABASES]
-    runner = CollectorRunner(databases, app[METRICS])
+    runner = CollectorRunner(databases, app[METRICS], compatibility=app[COMPATIBILITY])
     app[RUNNER] = runner
     await runner.start()
     yield
@@ -102,7 +109,7 @@ def _unused_indexes(app: web.Application) -> Callable[[], list[dict[str, Any]]]:
                     unused.append(sample.labels)
         return [
             {
-                "database": labels["datname"],
+                "database": labels["database"],
                 "schema": labels["schemaname"],
                 "table": labels["relname"],
                 "index": labels["indexrelname"],
@@ -119,6 +126,7 @@ def create_app(
     databases: Sequence[DatabaseSettings] = (),
     slow_log: SlowQueryLog | None = None,
     web_config: WebConfig | None = None,
+    compatibility: Compatibility = "default",
 ) -> web.Application:
     app = web.Application()
     if web_config is not None:  # basic auth and response headers, before any route runs
@@ -126,6 +134,7 @@ def create_app(
     app[METRICS] = metrics or default_metrics()
     app[SCRAPED] = scraped_registry(app[METRICS])
     app[DATABASES] = tuple(databases)
+    app[COMPATIBILITY] = compatibility
     app.cleanup_ctx.append(_runner_ctx)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/healthz", healthz)
@@ -155,10 +164,11 @@ class Exporter:
         metrics: Metrics | None = None,
         slow_log: SlowQueryLog | None = None,
         web_config: WebConfig | None = None,
+        compatibility: Compatibility = "default",
     ) -> None:
         self.host, self.port = parse_listen(listen)
         self.web_config = web_config
-        self._app = create_app(metrics, databases, slow_log, web_config)
+        self._app = create_app(metrics, databases, slow_log, web_config, compatibility)
         self._listener: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -172,6 +182,7 @@ class Exporter:
             databases=settings.databases,
             metrics=metrics,
             web_config=load_web_config(web_config) if web_config else None,
+            compatibility=settings.compatibility,
         )
 
     @property

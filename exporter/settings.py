@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -200,8 +200,8 @@ class CustomQuerySettings(CollectorSettings):
         for label in label_names:
             if not _LABEL_NAME.match(label) or label.startswith("__"):
                 raise fail(f"{label!r} is not a valid label name")
-            if label == "datname":
-                raise fail("datname is added by the exporter; it cannot be a label column")
+            if label in ("datname", "database"):
+                raise fail(f"{label} is added by the exporter; it cannot be a label column")
         for kind, columns in (("label", label_names), ("value", self.values)):
             repeated = sorted({c for c in columns if columns.count(c) > 1})
             if repeated:
@@ -282,8 +282,15 @@ class DatabaseSettings(_Strict):
         return value
 
 
+# Names of the database-side families: `default` follows Prometheus conventions (counters end in
+# _total, base units); `postgres_exporter` uses postgres_exporter's names and types where it has
+# the same series, so its dashboards and alert rules work unchanged (README "Compatibility").
+Compatibility = Literal["default", "postgres_exporter"]
+
+
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
+    compatibility: Compatibility = "default"
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"
     databases: tuple[DatabaseSettings, ...] = ()

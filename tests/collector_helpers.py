@@ -43,6 +43,12 @@ async def run_collector(collector: Collector[Any], url: URL) -> CollectorRegistr
     return registry
 
 
+def names(url: URL, database: str = "main") -> dict[str, str]:
+    """The labels the runner gives a configured database's server-side series: `database`, its
+    logical name in the config, and `datname`, its real name on the server."""
+    return {"database": database, "datname": str(url.database)}
+
+
 def execute(url: URL, *statements: str) -> list[Any]:
     """Run statements in autocommit mode on one session; the last one's rows (if any)."""
     engine = create_engine(sync_url(url), isolation_level="AUTOCOMMIT")

@@ -109,7 +109,7 @@ class StatementsCollector(Collector[StatementsCollectorSettings]):
                 " and restart the server)"
             )
         if self._unavailable is not None:
-            log.info("pg_stat_statements is available in database %s again", self.datname)
+            log.info("pg_stat_statements is available in database %s again", self.database)
             self._unavailable = None
         return self.families(rows)
 
@@ -126,7 +126,7 @@ class StatementsCollector(Collector[StatementsCollectorSettings]):
         if reason != self._unavailable:
             log.info(
                 "collector statements on database %s: pg_stat_statements skipped: %s",
-                self.datname,
+                self.database,
                 reason,
             )
             self._unavailable = reason
