@@ -140,6 +140,12 @@ class MigrationsCollectorSettings(CollectorSettings):
         return self
 
 
+class SettingsCollectorSettings(CollectorSettings):
+    interval_seconds: float = Field(default=300.0, gt=0)
+    # pg_settings rows exported (alphabetically); extensions can add many.
+    max_settings: int = Field(default=1000, ge=0)
+
+
 class CollectorsSettings(_Strict):
     """Collector name -> its settings; an unknown name is an error naming the known ones."""
 
@@ -149,6 +155,13 @@ class CollectorsSettings(_Strict):
     activity: ActivityCollectorSettings = ActivityCollectorSettings()
     statements: StatementsCollectorSettings = StatementsCollectorSettings()
     migrations: MigrationsCollectorSettings = MigrationsCollectorSettings()
+    # Server-level collectors (postgres_exporter's names): every database of the server.
+    settings: SettingsCollectorSettings = SettingsCollectorSettings()
+    postmaster: CollectorSettings = CollectorSettings(interval_seconds=300)
+    database_wraparound: CollectorSettings = CollectorSettings(interval_seconds=300)
+    locks: CollectorSettings = CollectorSettings(interval_seconds=15)
+    long_running_transactions: CollectorSettings = CollectorSettings(interval_seconds=15)
+    stat_activity_autovacuum: CollectorSettings = CollectorSettings(interval_seconds=15)
 
     @model_validator(mode="before")
     @classmethod

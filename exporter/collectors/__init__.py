@@ -12,8 +12,14 @@ from typing import Any
 from exporter.collectors.activity import ActivityCollector
 from exporter.collectors.base import Collector
 from exporter.collectors.database import DatabaseCollector
+from exporter.collectors.database_wraparound import DatabaseWraparoundCollector
 from exporter.collectors.indexes import IndexesCollector
+from exporter.collectors.locks import LocksCollector
+from exporter.collectors.long_running_transactions import LongRunningTransactionsCollector
 from exporter.collectors.migrations import MigrationsCollector
+from exporter.collectors.postmaster import PostmasterCollector
+from exporter.collectors.settings import SettingsCollector
+from exporter.collectors.stat_activity_autovacuum import StatActivityAutovacuumCollector
 from exporter.collectors.statements import StatementsCollector
 from exporter.collectors.tables import TablesCollector
 from exporter.settings import CollectorsSettings
@@ -27,6 +33,12 @@ COLLECTORS: dict[str, type[Collector[Any]]] = {
         ActivityCollector,
         StatementsCollector,
         MigrationsCollector,
+        SettingsCollector,
+        PostmasterCollector,
+        DatabaseWraparoundCollector,
+        LocksCollector,
+        LongRunningTransactionsCollector,
+        StatActivityAutovacuumCollector,
     )
 }
 

@@ -32,12 +32,9 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exporter.collectors.base import Collector, CollectorError, number
+from exporter.collectors.base import Collector, number, require_all_stats
 from exporter.probe import APPLICATION_NAME
 from exporter.settings import ActivityCollectorSettings
-
-# Without it, other roles' sessions show no state, wait event or times.
-PRIVILEGE_SQL = "SELECT current_user, pg_has_role('pg_read_all_stats', 'USAGE')"
 
 # One row per (state, application_name, wait_event_type); ages use the wall clock, not now()
 # (the start of this run's transaction), and leave the exporter's own connections out.
@@ -63,21 +60,12 @@ UNKNOWN = "unknown"
 OTHER = "other"
 
 
-class InsufficientPrivilegeError(CollectorError):
-    """The exporter's role cannot see what the collector needs; the message names the grant."""
-
-
 class ActivityCollector(Collector[ActivityCollectorSettings]):
     name = "activity"
     database_wide = True
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
-        role, allowed = (await conn.execute(text(PRIVILEGE_SQL))).one()
-        if not allowed:
-            raise InsufficientPrivilegeError(
-                f"role {role} cannot see other roles' sessions in pg_stat_activity; "
-                f"GRANT pg_monitor TO {role}"
-            )
+        await require_all_stats(conn, "other roles' sessions in pg_stat_activity")
         rows = (await conn.execute(text(ACTIVITY_SQL), {"exporter": APPLICATION_NAME})).all()
         return self.families(rows)
 

@@ -19,6 +19,7 @@ from itertools import chain, zip_longest
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from prometheus_client.metrics_core import Metric
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporter.collectors.slices import Steps
@@ -70,6 +71,25 @@ class Collector(ABC, Generic[S]):
 class CollectorError(Exception):
     """A collector's own, clean failure (a missing grant, a result that does not fit): the run
     fails with this one-line message, and the connection, which is fine, is kept."""
+
+
+class InsufficientPrivilegeError(CollectorError):
+    """The exporter's role cannot see what the collector needs; the message names the grant."""
+
+
+# Without it, other roles' sessions show no state, query, wait event or times.
+STATS_PRIVILEGE_SQL = "SELECT current_user, pg_has_role('pg_read_all_stats', 'USAGE')"
+
+
+async def require_all_stats(conn: AsyncConnection, needs: str) -> None:
+    """Fail the run, naming the grant, when the role cannot see other roles' sessions (it is
+    not a member of pg_read_all_stats, which pg_monitor includes): `needs` says what for."""
+    role, allowed = (await conn.execute(text(STATS_PRIVILEGE_SQL))).one()
+    if not allowed:
+        raise InsufficientPrivilegeError(
+            f"role {role} cannot see {needs}: it lacks pg_read_all_stats; "
+            f"GRANT pg_monitor TO {role}"
+        )
 
 
 def number(value: Any) -> float:

@@ -10,7 +10,7 @@ relabelled here, after the run and before the snapshot is rendered: the scrape c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
@@ -26,16 +26,33 @@ _SAME = Shape()
 def postgres_exporter_view(
     collector: Collector[Any], families: Sequence[Metric], server: str
 ) -> list[Metric]:
-    """`families` as postgres_exporter shows them; `server` is its `server` label (host:port)."""
+    """`families` as postgres_exporter shows them; `server` is its `server` label (host:port).
+
+    A name in `postgres_exporter_names` is the sample name postgres_exporter exposes: a counter
+    mapped to a name without `_total` (even its own family name) is written without it."""
     names, shapes = collector.postgres_exporter_names, collector.postgres_exporter_shapes
     view: list[Metric] = []
     for family in families:
-        name, shape = names.get(family.name, family.name), shapes.get(family.name, _SAME)
-        if name == family.name and shape == _SAME:
+        name, shape = names.get(family.name), _shape(shapes, family.name)
+        if name is None and shape == _SAME:
             view.append(family)
         else:
-            view.append(_reshaped(family, name, shape, server))
+            view.append(_reshaped(family, name or _sample_name(family), shape, server))
     return view
+
+
+def _sample_name(family: Metric) -> str:
+    return f"{family.name}_total" if family.type == "counter" else family.name
+
+
+def _shape(shapes: Mapping[str, Shape], name: str) -> Shape:
+    """The shape of `name`; a key ending in `*` covers every name it starts (settings)."""
+    if name in shapes:
+        return shapes[name]
+    for key, shape in shapes.items():
+        if key.endswith("*") and name.startswith(key[:-1]):
+            return shape
+    return _SAME
 
 
 def _reshaped(family: Metric, name: str, shape: Shape, server: str) -> Metric:

@@ -1,0 +1,30 @@
+"""The locks collector: locks per database and mode, every mode of every database."""
+
+from __future__ import annotations
+
+from collector_helpers import execute, held_in_transaction, run_collector, samples
+from sqlalchemy.engine import URL
+
+from exporter.collectors.locks import LocksCollector
+from exporter.settings import CollectorSettings
+
+MODES = {
+    "accesssharelock", "rowsharelock", "rowexclusivelock", "shareupdateexclusivelock",
+    "sharelock", "sharerowexclusivelock", "exclusivelock", "accessexclusivelock", "sireadlock",
+}  # fmt: skip
+
+
+async def test_a_held_lock_is_counted_under_its_database_and_mode(fresh_database: URL) -> None:
+    execute(fresh_database, "CREATE TABLE t (id int)")
+    with held_in_transaction(fresh_database, "LOCK TABLE t IN SHARE ROW EXCLUSIVE MODE"):
+        registry = await run_collector(LocksCollector("main", CollectorSettings()), fresh_database)
+    counts = {
+        (labels["datname"], labels["mode"]): value
+        for labels, value in samples(registry, "pg_locks_count")
+    }
+    mine = {mode: v for (datname, mode), v in counts.items() if datname == fresh_database.database}
+    assert mine.keys() == MODES
+    assert mine["sharerowexclusivelock"] == 1
+    assert mine["exclusivelock"] == 0
+    databases = {row[0] for row in execute(fresh_database, "SELECT datname FROM pg_database")}
+    assert {datname for datname, _ in counts} == databases
