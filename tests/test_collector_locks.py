@@ -20,7 +20,7 @@ async def test_a_held_lock_is_counted_under_its_database_and_mode(fresh_database
         registry = await run_collector(LocksCollector("main", CollectorSettings()), fresh_database)
     counts = {
         (labels["datname"], labels["mode"]): value
-        for labels, value in samples(registry, "pg_locks_count")
+        for labels, value in samples(registry, "pg_locks")
     }
     mine = {mode: v for (datname, mode), v in counts.items() if datname == fresh_database.database}
     assert mine.keys() == MODES

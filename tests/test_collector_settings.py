@@ -66,3 +66,13 @@ def test_a_unit_it_does_not_know_skips_that_setting() -> None:
     family = setting_family(Row("custom.limit", "4", "", "A limit.", "integer"))
     assert family is not None
     assert (family.name, family.samples[0].value) == ("pg_settings_custom_limit", 4)
+
+
+def test_a_name_with_a_reserved_suffix_gets_value_after_it() -> None:
+    Row = namedtuple("Row", "name setting unit short_desc vartype")
+    family = setting_family(Row("tcp_keepalives_count", "9", "", "Probes.", "integer"))
+    assert family is not None
+    assert family.name == "pg_settings_tcp_keepalives_count_value"
+    names = SettingsCollector.postgres_exporter_names
+    assert names.get(family.name) == "pg_settings_tcp_keepalives_count"
+    assert names.get("pg_settings_max_connections") is None

@@ -3,7 +3,9 @@
 As postgres_exporter exports them (its names, so `pg_settings_max_connections` works in its
 dashboards): one gauge per `pg_settings` row of type bool (1 on, 0 off), integer or real; a
 name's dots become underscores; times are converted to `_seconds`, sizes to `_bytes` (-1, which
-means "off" or "no limit" for many settings, is left as it is). A unit this exporter does not
+means "off" or "no limit" for many settings, is left as it is); a name that would end in a
+suffix Prometheus reserves (`tcp_keepalives_count`) gets `_value` (postgres_exporter's mode
+keeps its name). A unit this exporter does not
 know (a newer server's) skips that setting, logged once. At most `max_settings` settings are
 exported (alphabetically; extensions can add many). Values are those the exporter's session
 sees: `statement_timeout` and `lock_timeout` are its own (the collector's timeouts).
@@ -12,7 +14,7 @@ sees: `statement_timeout` and `lock_timeout` are its own (the collector's timeou
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from prometheus_client.core import GaugeMetricFamily
@@ -54,6 +56,27 @@ UNITS: dict[str, tuple[str, float]] = {
 }
 
 
+# Prometheus keeps these suffixes for histograms, summaries and counters: a setting whose name
+# ends in one (tcp_keepalives_count) gets `_value` after it, except in postgres_exporter's mode.
+RESERVED_SUFFIXES = ("_count", "_sum", "_bucket", "_total", "_created")
+
+
+class _WithoutValueSuffix(Mapping[str, str]):
+    """postgres_exporter's name of each `..._value` family: the name without `_value`."""
+
+    def __getitem__(self, name: str) -> str:
+        stem = name.removesuffix("_value")
+        if stem == name or not stem.endswith(RESERVED_SUFFIXES):
+            raise KeyError(name)
+        return stem
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
 def setting_family(row: Any) -> GaugeMetricFamily | None:
     """One pg_settings row as postgres_exporter's gauge; None for a unit it cannot convert."""
     if row.unit not in UNITS:
@@ -67,6 +90,8 @@ def setting_family(row: Any) -> GaugeMetricFamily | None:
         if suffix:
             name, doc = f"{name}_{suffix}", f"{doc} [Units converted to {suffix}.]"
             value = value if value == -1 else value * factor
+    if name.endswith(RESERVED_SUFFIXES):
+        name = f"{name}_value"
     family = GaugeMetricFamily(name, doc)
     family.add_metric([], value)
     return family
@@ -76,6 +101,7 @@ class SettingsCollector(Collector[SettingsCollectorSettings]):
     name = "settings"
     database_wide = True
     # postgres_exporter's built-in pg_settings metrics carry its `server` label.
+    postgres_exporter_names: ClassVar[Mapping[str, str]] = _WithoutValueSuffix()
     postgres_exporter_shapes: ClassVar[Mapping[str, Shape]] = {
         "pg_settings_*": Shape(server_label=True)
     }
