@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
@@ -26,6 +27,8 @@ from exporter.collectors import COLLECTORS, DEFAULT_ENABLED, Collector
 from exporter.collectors import runner as runner_module
 from exporter.collectors.exposition import SnapshotStore, render
 from exporter.collectors.indexes import IndexesCollector
+from exporter.collectors.locks import LocksCollector
+from exporter.collectors.postmaster import PostmasterCollector
 from exporter.collectors.runner import (
     CollectorRunner,
     DatabaseWorker,
@@ -418,6 +421,35 @@ async def test_the_check_refuses_a_server_older_than_supported(
         assert status(metrics, "constant")[0] == 0  # collectors are not attempted
     finally:
         await w.close()
+
+
+async def test_a_dropped_database_withdraws_its_series_and_logs_once(
+    registry: CollectorRegistry, database_url: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"dbx_{uuid.uuid4().hex[:12]}"
+    execute(database_url, f'CREATE DATABASE "{name}"')
+    metrics = Metrics(registry)
+    w = worker(database_url.set(database=name), metrics, LocksCollector, PostmasterCollector)
+    started = {"database": "main"}
+    try:
+        assert await w.check()
+        for job in w.jobs:
+            assert await w.run_collector(job)
+        assert value(metrics, "pg_postmaster_start_time_seconds", started) is not None
+        execute(database_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+        with caplog.at_level(logging.WARNING):
+            for _ in range(3):  # the check keeps failing; nothing else runs or logs
+                assert not await w.check()
+        assert value(metrics, "pg_postmaster_start_time_seconds", started) is None
+        assert [s for f in registry.collect() for s in f.samples if s.name == "pg_locks"] == []
+        assert value(metrics, "db_up", {"database": "main"}) == 0
+        [line] = [r.getMessage() for r in caplog.records if r.name == "exporter.collectors"]
+        assert line.startswith("database main is not answering: ")
+        assert [status(metrics, c)[0] for c in ("locks", "postmaster")] == [0, 0]
+        assert f'database "{name}" does not exist' in w.state.reason
+    finally:
+        await w.close()
+        execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def test_a_failing_or_slow_collector_never_blanks_the_others(
