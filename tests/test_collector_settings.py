@@ -8,6 +8,7 @@ from collector_helpers import execute, run_collector
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import URL
 
+from exporter.collectors.compatibility import postgres_exporter_view
 from exporter.collectors.settings import SettingsCollector, setting_family
 from exporter.settings import SettingsCollectorSettings
 
@@ -68,11 +69,27 @@ def test_a_unit_it_does_not_know_skips_that_setting() -> None:
     assert (family.name, family.samples[0].value) == ("pg_settings_custom_limit", 4)
 
 
-def test_a_name_with_a_reserved_suffix_gets_value_after_it() -> None:
+def test_names_promtool_would_flag_are_changed_here_and_kept_for_postgres_exporter() -> None:
     Row = namedtuple("Row", "name setting unit short_desc vartype")
-    family = setting_family(Row("tcp_keepalives_count", "9", "", "Probes.", "integer"))
-    assert family is not None
-    assert family.name == "pg_settings_tcp_keepalives_count_value"
-    names = SettingsCollector.postgres_exporter_names
-    assert names.get(family.name) == "pg_settings_tcp_keepalives_count"
-    assert names.get("pg_settings_max_connections") is None
+    for setting, unit, name, kind, theirs in (
+        ("tcp_keepalives_count", "", "pg_settings_tcp_keepalives_count", "unknown", None),
+        (
+            "wal_summary_keep_time",
+            "min",
+            "pg_settings_wal_summaries_keep_time_seconds",
+            "gauge",
+            "pg_settings_wal_summary_keep_time_seconds",
+        ),
+    ):
+        family = setting_family(Row(setting, "9", unit, "A setting.", "integer"))
+        assert family is not None
+        assert (family.name, family.type) == (name, kind)
+        view = postgres_exporter_view(
+            SettingsCollector("main", SettingsCollectorSettings()), [family], "db:5432"
+        )
+        assert [(f.name, f.type, f.samples[0].name, f.samples[0].labels) for f in view] == [
+            (theirs or name, "gauge", theirs or name, {"server": "db:5432"})
+        ]
+    plain = setting_family(Row("max_connections", "100", "", "Connections.", "integer"))
+    assert plain is not None
+    assert plain.type == "gauge"

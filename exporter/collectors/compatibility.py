@@ -46,13 +46,7 @@ def _sample_name(family: Metric) -> str:
 
 
 def _shape(shapes: Mapping[str, Shape], name: str) -> Shape:
-    """The shape of `name`; a key ending in `*` covers every name it starts (settings)."""
-    if name in shapes:
-        return shapes[name]
-    for key, shape in shapes.items():
-        if key.endswith("*") and name.startswith(key[:-1]):
-            return shape
-    return _SAME
+    return shapes.get(name, _SAME)
 
 
 def _reshaped(family: Metric, name: str, shape: Shape, server: str) -> Metric:

@@ -42,7 +42,7 @@ class BareCounter(Metric):
 @dataclass(frozen=True)
 class RenderedFamily:
     name: str  # the OpenMetrics family name (a counter's without `_total`)
-    type: str  # gauge or counter
+    type: str  # gauge, counter or unknown (untyped)
     documentation: str
     unit: str
     body: bytes  # the sample lines, the same in both formats
@@ -56,7 +56,8 @@ class RenderedFamily:
             return f"# HELP {self.name} {doc}\n# TYPE {self.name} {kind}\n{unit}"
         name = f"{self.name}_total" if self.type == "counter" and self.total else self.name
         doc = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        return f"# HELP {name} {doc}\n# TYPE {name} {self.type}\n"
+        kind = "untyped" if self.type == "unknown" else self.type
+        return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
 
 
 def _float(value: Any) -> str:
@@ -74,8 +75,8 @@ def render(family: Metric) -> RenderedFamily:
 
 def render_steps(family: Metric) -> Steps[RenderedFamily]:
     """`render()` in steps, for `in_slices()`."""
-    if family.type not in ("gauge", "counter"):
-        raise ValueError(f"{family.name}: only gauges and counters are pre-rendered")
+    if family.type not in ("gauge", "counter", "unknown"):
+        raise ValueError(f"{family.name}: only gauges, counters and untyped are pre-rendered")
     lines = []
     for sample in family.samples:
         if sample.timestamp is not None or sample.exemplar is not None:

@@ -3,9 +3,10 @@
 As postgres_exporter exports them (its names, so `pg_settings_max_connections` works in its
 dashboards): one gauge per `pg_settings` row of type bool (1 on, 0 off), integer or real; a
 name's dots become underscores; times are converted to `_seconds`, sizes to `_bytes` (-1, which
-means "off" or "no limit" for many settings, is left as it is); a name that would end in a
-suffix Prometheus reserves (`tcp_keepalives_count`) gets `_value` (postgres_exporter's mode
-keeps its name). A unit this exporter does not
+means "off" or "no limit" for many settings, is left as it is); for promtool's lint, a
+type's name in a setting's name becomes plural (`pg_settings_wal_summaries_keep_time_seconds`)
+and a name ending in a reserved suffix is untyped (`pg_settings_tcp_keepalives_count`);
+postgres_exporter's mode keeps its names and gauges. A unit this exporter does not
 know (a newer server's) skips that setting, logged once. At most `max_settings` settings are
 exported (alphabetically; extensions can add many). Values are those the exporter's session
 sees: `statement_timeout` and `lock_timeout` are its own (the collector's timeouts).
@@ -56,19 +57,34 @@ UNITS: dict[str, tuple[str, float]] = {
 }
 
 
-# Prometheus keeps these suffixes for histograms, summaries and counters: a setting whose name
-# ends in one (tcp_keepalives_count) gets `_value` after it, except in postgres_exporter's mode.
+# promtool's lint flags a metric whose name holds a type's name (wal_summary_keep_time) or,
+# when typed, ends in a suffix Prometheus keeps for histograms, summaries and counters
+# (tcp_keepalives_count). Here the type's name becomes plural (pg_settings_wal_summaries_...),
+# and a reserved suffix makes the setting untyped (the lint leaves it alone; Prometheus reads it
+# as a gauge). postgres_exporter's mode keeps its names and gauges.
 RESERVED_SUFFIXES = ("_count", "_sum", "_bucket", "_total", "_created")
+PLURALS = {
+    "counter": "counters",
+    "gauge": "gauges",
+    "histogram": "histograms",
+    "summary": "summaries",
+}
+_SINGULARS = {plural: word for word, plural in PLURALS.items()}
 
 
-class _WithoutValueSuffix(Mapping[str, str]):
-    """postgres_exporter's name of each `..._value` family: the name without `_value`."""
+def lint_safe_name(name: str) -> str:
+    """`name` with each word that names a metric type made plural."""
+    return "_".join(PLURALS.get(part, part) for part in name.split("_"))
+
+
+class _PostgresExporterNames(Mapping[str, str]):
+    """postgres_exporter's name of each pg_settings family renamed by `lint_safe_name`."""
 
     def __getitem__(self, name: str) -> str:
-        stem = name.removesuffix("_value")
-        if stem == name or not stem.endswith(RESERVED_SUFFIXES):
+        parts = name.split("_")
+        if not name.startswith("pg_settings_") or _SINGULARS.keys().isdisjoint(parts):
             raise KeyError(name)
-        return stem
+        return "_".join(_SINGULARS.get(part, part) for part in parts)
 
     def __iter__(self) -> Iterator[str]:
         return iter(())
@@ -77,7 +93,24 @@ class _WithoutValueSuffix(Mapping[str, str]):
         return 0
 
 
-def setting_family(row: Any) -> GaugeMetricFamily | None:
+class _PostgresExporterShapes(Mapping[str, Shape]):
+    """Every pg_settings family carries postgres_exporter's `server` label; the untyped ones
+    are its gauges."""
+
+    def __getitem__(self, name: str) -> Shape:
+        if not name.startswith("pg_settings_"):
+            raise KeyError(name)
+        untyped = name.endswith(RESERVED_SUFFIXES)
+        return Shape(type="gauge" if untyped else None, server_label=True)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def setting_family(row: Any) -> Metric | None:
     """One pg_settings row as postgres_exporter's gauge; None for a unit it cannot convert."""
     if row.unit not in UNITS:
         return None
@@ -90,21 +123,21 @@ def setting_family(row: Any) -> GaugeMetricFamily | None:
         if suffix:
             name, doc = f"{name}_{suffix}", f"{doc} [Units converted to {suffix}.]"
             value = value if value == -1 else value * factor
+    name = lint_safe_name(name)
     if name.endswith(RESERVED_SUFFIXES):
-        name = f"{name}_value"
-    family = GaugeMetricFamily(name, doc)
-    family.add_metric([], value)
-    return family
+        family = Metric(name, doc, "unknown")
+        family.add_sample(name, {}, value)
+        return family
+    gauge = GaugeMetricFamily(name, doc)
+    gauge.add_metric([], value)
+    return gauge
 
 
 class SettingsCollector(Collector[SettingsCollectorSettings]):
     name = "settings"
     database_wide = True
-    # postgres_exporter's built-in pg_settings metrics carry its `server` label.
-    postgres_exporter_names: ClassVar[Mapping[str, str]] = _WithoutValueSuffix()
-    postgres_exporter_shapes: ClassVar[Mapping[str, Shape]] = {
-        "pg_settings_*": Shape(server_label=True)
-    }
+    postgres_exporter_names: ClassVar[Mapping[str, str]] = _PostgresExporterNames()
+    postgres_exporter_shapes: ClassVar[Mapping[str, Shape]] = _PostgresExporterShapes()
 
     def __init__(self, datname: str, settings: SettingsCollectorSettings) -> None:
         super().__init__(datname, settings)
