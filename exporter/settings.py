@@ -119,6 +119,20 @@ class StatementsCollectorSettings(CollectorSettings):
     top_k: int = Field(default=100, ge=1, le=10000)
 
 
+class ReplicationCollectorSettings(CollectorSettings):
+    interval_seconds: float = Field(default=15.0, gt=0)
+    # Standbys (WAL senders) with series of their own; pg_stat_replication_series_omitted
+    # counts the rest.
+    max_standby_series: int = Field(default=50, ge=0)
+
+
+class ReplicationSlotCollectorSettings(CollectorSettings):
+    interval_seconds: float = Field(default=30.0, gt=0)
+    # Replication slots with series of their own; pg_replication_slot_series_omitted counts
+    # the rest.
+    max_slot_series: int = Field(default=100, ge=0)
+
+
 class MigrationsCollectorSettings(CollectorSettings):
     # Off until it is told where the application's migrations and models are.
     enabled: bool = False
@@ -155,7 +169,14 @@ class CollectorsSettings(_Strict):
     activity: ActivityCollectorSettings = ActivityCollectorSettings()
     statements: StatementsCollectorSettings = StatementsCollectorSettings()
     migrations: MigrationsCollectorSettings = MigrationsCollectorSettings()
-    # Server-level collectors (postgres_exporter's names): every database of the server.
+    replication: ReplicationCollectorSettings = ReplicationCollectorSettings()
+    replication_slot: ReplicationSlotCollectorSettings = ReplicationSlotCollectorSettings()
+    stat_wal_receiver: CollectorSettings = CollectorSettings(interval_seconds=30)
+    stat_bgwriter: CollectorSettings = CollectorSettings(interval_seconds=60)
+    stat_checkpointer: CollectorSettings = CollectorSettings(interval_seconds=60)
+    wal: CollectorSettings = CollectorSettings(interval_seconds=30)
+    archiver: CollectorSettings = CollectorSettings(interval_seconds=60)
+    # More server-wide collectors (postgres_exporter's names): every database of the server.
     settings: SettingsCollectorSettings = SettingsCollectorSettings()
     postmaster: CollectorSettings = CollectorSettings(interval_seconds=300)
     database_wraparound: CollectorSettings = CollectorSettings(interval_seconds=300)

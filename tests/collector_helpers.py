@@ -118,3 +118,10 @@ def samples(registry: CollectorRegistry, name: str) -> list[tuple[dict[str, str]
         for sample in family.samples
         if sample.name == name
     ]
+
+
+def present(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:
+    """The value of a sample that must be there."""
+    found = registry.get_sample_value(name, labels)
+    assert found is not None, f"no sample {name}{labels or ''}"
+    return found

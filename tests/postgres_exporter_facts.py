@@ -216,8 +216,9 @@ FACTS: dict[str, tuple[Fact, ...]] = {
 }
 
 # Group -> the db-exporter collector that emits it ("runner": the check itself), None where
-# db-exporter has no equivalent yet. The groups marked "pgrepl" are built on the replication
-# branch, which adds them here.
+# this test does not check it. The groups marked "pgrepl" have collectors, checked on a real
+# primary and replica by tests/test_postgres_exporter_names_replication.py (its own facts;
+# it leaves out the built-in maps' `server` label, which the groups here include).
 OURS: dict[str, str | None] = {
     "up": "runner",
     "settings": "settings",
@@ -225,7 +226,7 @@ OURS: dict[str, str | None] = {
     "stat_database_conflicts": None,
     "stat_archiver": None,  # pgrepl: archiver
     "stat_replication": None,  # pgrepl: replication
-    "replication_slots": None,  # pgrepl: replication_slot
+    "replication_slots": None,  # none: the old built-in map; replication_slot covers slots
     "database": "database",
     "stat_database": "database",
     "locks": "locks",

@@ -161,8 +161,9 @@ async def test_a_role_without_pg_monitor_fails_the_collector_clearly(
         assert execute(fresh_database, exporter_pid) == [(pid,)]  # a clean failure: kept
         assert [r.getMessage() for r in caplog.records if "activity" in r.getMessage()] == [
             "collector activity on database main failed: InsufficientPrivilegeError: "
-            f"role {role} cannot see other roles' sessions in pg_stat_activity: it lacks "
-            f"pg_read_all_stats; GRANT pg_monitor TO {role}"
+            f"role {role} cannot see other roles' sessions in pg_stat_activity"
+            " (needs pg_read_all_stats); "
+            f"GRANT pg_monitor TO {role}"
         ]
         labels = {"collector": "activity", "database": "main"}
         assert registry.get_sample_value("exporter_collector_success", labels) == 0

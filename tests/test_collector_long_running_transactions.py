@@ -6,8 +6,8 @@ import pytest
 from collector_helpers import execute, held_in_transaction, login_role, run_collector
 from sqlalchemy.engine import URL
 
-from exporter.collectors.base import InsufficientPrivilegeError
 from exporter.collectors.long_running_transactions import LongRunningTransactionsCollector
+from exporter.collectors.privileges import InsufficientPrivilegeError
 from exporter.settings import CollectorSettings
 
 # The age of the one transaction with an ID in the test's own database: the held one.
@@ -40,6 +40,7 @@ async def test_a_role_without_pg_monitor_is_told_which_grant_it_lacks(
     with login_role(fresh_database) as url, pytest.raises(InsufficientPrivilegeError) as error:
         await run_collector(collector(), url)
     assert str(error.value) == (
-        f"role {url.username} cannot see other roles' transactions in pg_stat_activity: it "
-        f"lacks pg_read_all_stats; GRANT pg_monitor TO {url.username}"
+        f"role {url.username} cannot see other roles' transactions in pg_stat_activity"
+        " (needs pg_read_all_stats); "
+        f"GRANT pg_monitor TO {url.username}"
     )

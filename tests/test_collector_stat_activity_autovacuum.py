@@ -7,7 +7,7 @@ from collector_helpers import execute, login_role, run_collector, samples, wait_
 from pg_cluster import private_cluster
 from sqlalchemy.engine import URL, make_url
 
-from exporter.collectors.base import InsufficientPrivilegeError
+from exporter.collectors.privileges import InsufficientPrivilegeError
 from exporter.collectors.stat_activity_autovacuum import StatActivityAutovacuumCollector
 from exporter.settings import CollectorSettings
 
@@ -52,6 +52,7 @@ async def test_a_role_without_pg_monitor_is_told_which_grant_it_lacks(
     with login_role(fresh_database) as url, pytest.raises(InsufficientPrivilegeError) as error:
         await run_collector(collector(), url)
     assert str(error.value) == (
-        f"role {url.username} cannot see the tables autovacuum workers are processing: it "
-        f"lacks pg_read_all_stats; GRANT pg_monitor TO {url.username}"
+        f"role {url.username} cannot see the tables autovacuum workers are processing"
+        " (needs pg_read_all_stats); "
+        f"GRANT pg_monitor TO {url.username}"
     )

@@ -112,6 +112,13 @@ def test_registry_and_settings_name_the_same_collectors() -> None:
         "activity": True,
         "statements": True,
         "migrations": False,
+        "replication": True,
+        "replication_slot": True,
+        "stat_wal_receiver": True,
+        "stat_bgwriter": True,
+        "stat_checkpointer": True,
+        "wal": True,
+        "archiver": True,
         "settings": True,
         "postmaster": True,
         "database_wraparound": True,
@@ -129,8 +136,9 @@ def test_unknown_collector_name_is_one_clear_line() -> None:
         settings_from_data(data, "exporter.yaml")
     assert str(error.value) == (
         "exporter.yaml: databases[0].collectors: unknown collector 'indxes' "
-        "(known: indexes, tables, database, activity, statements, migrations, settings, "
-        "postmaster, database_wraparound, locks, long_running_transactions, "
+        "(known: indexes, tables, database, activity, statements, migrations, replication, "
+        "replication_slot, stat_wal_receiver, stat_bgwriter, stat_checkpointer, wal, archiver, "
+        "settings, postmaster, database_wraparound, locks, long_running_transactions, "
         "stat_activity_autovacuum)"
     )
 

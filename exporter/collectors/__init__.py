@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporter.collectors.activity import ActivityCollector
+from exporter.collectors.archiver import ArchiverCollector
 from exporter.collectors.base import Collector
 from exporter.collectors.database import DatabaseCollector
 from exporter.collectors.database_wraparound import DatabaseWraparoundCollector
@@ -18,10 +19,16 @@ from exporter.collectors.locks import LocksCollector
 from exporter.collectors.long_running_transactions import LongRunningTransactionsCollector
 from exporter.collectors.migrations import MigrationsCollector
 from exporter.collectors.postmaster import PostmasterCollector
+from exporter.collectors.replication import ReplicationCollector
+from exporter.collectors.replication_slot import ReplicationSlotCollector
 from exporter.collectors.settings import SettingsCollector
 from exporter.collectors.stat_activity_autovacuum import StatActivityAutovacuumCollector
+from exporter.collectors.stat_bgwriter import StatBgwriterCollector
+from exporter.collectors.stat_checkpointer import StatCheckpointerCollector
+from exporter.collectors.stat_wal_receiver import StatWalReceiverCollector
 from exporter.collectors.statements import StatementsCollector
 from exporter.collectors.tables import TablesCollector
+from exporter.collectors.wal import WalCollector
 from exporter.settings import CollectorsSettings
 
 COLLECTORS: dict[str, type[Collector[Any]]] = {
@@ -39,6 +46,13 @@ COLLECTORS: dict[str, type[Collector[Any]]] = {
         LocksCollector,
         LongRunningTransactionsCollector,
         StatActivityAutovacuumCollector,
+        ReplicationCollector,
+        ReplicationSlotCollector,
+        StatWalReceiverCollector,
+        StatBgwriterCollector,
+        StatCheckpointerCollector,
+        WalCollector,
+        ArchiverCollector,
     )
 }
 

@@ -32,7 +32,8 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exporter.collectors.base import Collector, Shape, number, require_all_stats
+from exporter.collectors.base import Collector, Shape, number
+from exporter.collectors.privileges import require_role
 from exporter.probe import APPLICATION_NAME
 from exporter.settings import ActivityCollectorSettings
 
@@ -76,7 +77,10 @@ class ActivityCollector(Collector[ActivityCollectorSettings]):
     }
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
-        await require_all_stats(conn, "other roles' sessions in pg_stat_activity")
+        # Without it, other roles' sessions show no state, wait event or times.
+        await require_role(
+            conn, "pg_read_all_stats", "see other roles' sessions in pg_stat_activity"
+        )
         rows = (await conn.execute(text(ACTIVITY_SQL), {"exporter": APPLICATION_NAME})).all()
         return self.families(rows)
 

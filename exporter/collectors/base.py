@@ -19,7 +19,6 @@ from itertools import chain, zip_longest
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from prometheus_client.metrics_core import Metric
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporter.collectors.slices import Steps
@@ -30,13 +29,12 @@ S = TypeVar("S", bound=CollectorSettings)
 
 @dataclass(frozen=True)
 class Shape:
-    """How postgres_exporter shows one of our families, where it differs beyond the name
-    (`compatibility: postgres_exporter`): its type, the factor from our unit to its own (seconds
-    to milliseconds: 1000), the only labels it has (the others summed away), and whether it
-    carries its `server` label (host:port), as its built-in metrics do."""
+    """How postgres_exporter shows one of our families, where it differs beyond the name and
+    the unit (`compatibility: postgres_exporter`): its type, the only labels it has (the others
+    summed away), and whether it carries its `server` label (host:port), as its built-in
+    metrics do."""
 
     type: str | None = None
-    scale: float = 1.0
     labels: tuple[str, ...] | None = None
     server_label: bool = False
 
@@ -55,6 +53,9 @@ class Collector(ABC, Generic[S]):
     # postgres_exporter` renders the families so (exporter/collectors/compatibility.py).
     postgres_exporter_names: ClassVar[Mapping[str, str]] = {}
     postgres_exporter_shapes: ClassVar[Mapping[str, Shape]] = {}
+    # {family name: factor} where postgres_exporter's unit differs (its value = ours x factor,
+    # e.g. 1000 for its milliseconds against our seconds).
+    postgres_exporter_scales: ClassVar[Mapping[str, float]] = {}
 
     def __init__(self, datname: str, settings: S) -> None:
         # Built with the configured name; the runner replaces `datname` (a label value) with the
@@ -71,25 +72,6 @@ class Collector(ABC, Generic[S]):
 class CollectorError(Exception):
     """A collector's own, clean failure (a missing grant, a result that does not fit): the run
     fails with this one-line message, and the connection, which is fine, is kept."""
-
-
-class InsufficientPrivilegeError(CollectorError):
-    """The exporter's role cannot see what the collector needs; the message names the grant."""
-
-
-# Without it, other roles' sessions show no state, query, wait event or times.
-STATS_PRIVILEGE_SQL = "SELECT current_user, pg_has_role('pg_read_all_stats', 'USAGE')"
-
-
-async def require_all_stats(conn: AsyncConnection, needs: str) -> None:
-    """Fail the run, naming the grant, when the role cannot see other roles' sessions (it is
-    not a member of pg_read_all_stats, which pg_monitor includes): `needs` says what for."""
-    role, allowed = (await conn.execute(text(STATS_PRIVILEGE_SQL))).one()
-    if not allowed:
-        raise InsufficientPrivilegeError(
-            f"role {role} cannot see {needs}: it lacks pg_read_all_stats; "
-            f"GRANT pg_monitor TO {role}"
-        )
 
 
 def number(value: Any) -> float:

@@ -4,13 +4,13 @@ By default the database-side families follow Prometheus conventions (counters en
 times are in seconds). postgres_exporter names several of the same series otherwise (counters
 without `_total`, milliseconds, `pg_up`), so its users' dashboards and alert rules find nothing.
 With `compatibility: postgres_exporter`, each family a collector lists in
-`postgres_exporter_names` / `postgres_exporter_shapes` is renamed, retyped, rescaled and
+`postgres_exporter_names` / `_scales` / `_shapes` is renamed, rescaled, retyped and
 relabelled here, after the run and before the snapshot is rendered: the scrape costs the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
@@ -31,13 +31,15 @@ def postgres_exporter_view(
     A name in `postgres_exporter_names` is the sample name postgres_exporter exposes: a counter
     mapped to a name without `_total` (even its own family name) is written without it."""
     names, shapes = collector.postgres_exporter_names, collector.postgres_exporter_shapes
+    scales = collector.postgres_exporter_scales
     view: list[Metric] = []
     for family in families:
-        name, shape = names.get(family.name), _shape(shapes, family.name)
-        if name is None and shape == _SAME:
+        name, shape = names.get(family.name), shapes.get(family.name, _SAME)
+        scale = scales.get(family.name, 1.0)
+        if name is None and shape == _SAME and scale == 1.0:
             view.append(family)
         else:
-            view.append(_reshaped(family, name or _sample_name(family), shape, server))
+            view.append(_reshaped(family, name or _sample_name(family), shape, scale, server))
     return view
 
 
@@ -45,11 +47,7 @@ def _sample_name(family: Metric) -> str:
     return f"{family.name}_total" if family.type == "counter" else family.name
 
 
-def _shape(shapes: Mapping[str, Shape], name: str) -> Shape:
-    return shapes.get(name, _SAME)
-
-
-def _reshaped(family: Metric, name: str, shape: Shape, server: str) -> Metric:
+def _reshaped(family: Metric, name: str, shape: Shape, scale: float, server: str) -> Metric:
     kind = shape.type or family.type
     sample_name = name
     if kind == "counter" and name.endswith("_total"):
@@ -67,6 +65,6 @@ def _reshaped(family: Metric, name: str, shape: Shape, server: str) -> Metric:
         if shape.server_label:
             labels = {**labels, "server": server}
         key = tuple(labels.items())
-        values[key] = values.get(key, 0.0) + sample.value * shape.scale
+        values[key] = values.get(key, 0.0) + sample.value * scale
     result.samples = [Sample(sample_name, dict(key), value) for key, value in values.items()]
     return result

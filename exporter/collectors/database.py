@@ -69,9 +69,11 @@ class DatabaseCollector(Collector[CollectorSettings]):
         "pg_stat_database_blk_write_time_seconds": "pg_stat_database_blk_write_time",
         "pg_stat_database_stats_reset_timestamp_seconds": "pg_stat_database_stats_reset",
     }
+    postgres_exporter_scales: ClassVar[Mapping[str, float]] = {
+        "pg_stat_database_blk_read_time_seconds": 1000,
+        "pg_stat_database_blk_write_time_seconds": 1000,
+    }
     postgres_exporter_shapes: ClassVar[Mapping[str, Shape]] = {
-        "pg_stat_database_blk_read_time_seconds": Shape(scale=1000),
-        "pg_stat_database_blk_write_time_seconds": Shape(scale=1000),
         "pg_stat_database_stats_reset_timestamp_seconds": Shape(type="counter"),
         "pg_database_size_bytes": Shape(labels=("datname",)),
         "pg_database_connection_limit": Shape(labels=("datname",)),

@@ -19,7 +19,8 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exporter.collectors.base import Collector, number, require_all_stats
+from exporter.collectors.base import Collector, number
+from exporter.collectors.privileges import require_role
 from exporter.settings import CollectorSettings
 
 TRANSACTIONS_SQL = """
@@ -42,7 +43,9 @@ class LongRunningTransactionsCollector(Collector[CollectorSettings]):
     }
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
-        await require_all_stats(conn, "other roles' transactions in pg_stat_activity")
+        await require_role(
+            conn, "pg_read_all_stats", "see other roles' transactions in pg_stat_activity"
+        )
         row = (await conn.execute(text(TRANSACTIONS_SQL))).one()
         count = GaugeMetricFamily(
             "pg_long_running_transactions",

@@ -16,7 +16,8 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exporter.collectors.base import Collector, require_all_stats, timestamp
+from exporter.collectors.base import Collector, timestamp
+from exporter.collectors.privileges import require_role
 from exporter.settings import CollectorSettings
 
 # "autovacuum: VACUUM ANALYZE public.t (to prevent wraparound)" -> "t"
@@ -33,7 +34,9 @@ class StatActivityAutovacuumCollector(Collector[CollectorSettings]):
     database_wide = True
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
-        await require_all_stats(conn, "the tables autovacuum workers are processing")
+        await require_role(
+            conn, "pg_read_all_stats", "see the tables autovacuum workers are processing"
+        )
         rows = (await conn.execute(text(AUTOVACUUM_SQL))).all()
         family = GaugeMetricFamily(
             "pg_stat_activity_autovacuum_timestamp_seconds",
