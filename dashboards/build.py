@@ -24,10 +24,11 @@ HERE = Path(__file__).resolve().parent
 SCHEMA_VERSION = 39  # Grafana 10.3 to 11.x; later versions migrate it on load
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
-# Label filters. Instrumentation and runner series carry `database`; the collectors' `pg_*`
-# series carry postgres_exporter's `datname` (the same logical name).
+# Label filters. Every series of a configured database, application-side and server-side,
+# carries `database` (the config's logical name), so panels select and join on it; the `pg_*`
+# series also carry `datname`, the database's real name on the server.
 APP = 'job=~"$job", instance=~"$instance", database=~"$database"'
-PG = 'job=~"$job", instance=~"$instance", datname=~"$database"'
+PG = APP
 PROC = 'job=~"$job", instance=~"$instance"'
 RATE = "$__rate_interval"
 # Collectors sample every 30-60 s: a shorter rate window shows steps, not rates.
@@ -265,12 +266,8 @@ OVERVIEW = Dashboard(
 
 # The README's leak comparison ("Spotting a connection leak"), as the alert makes it: every
 # connection the server counts for the application, minus what its pools know about.
-_SERVER_SIDE = f"sum by (datname) (pg_stat_activity_application_connections{{{PG}}})"
-_CLIENT_SIDE = (
-    "sum by (datname) (label_replace("
-    f'db_connections_active{{{APP}}} + db_connections_idle{{{APP}}}, "datname", "$1", '
-    '"database", "(.*)"))'
-)
+_SERVER_SIDE = f"sum by (database) (pg_stat_activity_application_connections{{{PG}}})"
+_CLIENT_SIDE = f"sum by (database) (db_connections_active{{{APP}}} + db_connections_idle{{{APP}}})"
 
 POOL = Dashboard(
     uid="db-exporter-pool",
@@ -393,8 +390,8 @@ POOL = Dashboard(
             "owns any more (a leak) or at another client.",
             [
                 Target(
-                    f"sum by (datname) (pg_stat_database_numbackends{{{PG}}})",
-                    "server: backends on {{datname}}",
+                    f"sum by (database) (pg_stat_database_numbackends{{{PG}}})",
+                    "server: backends on {{database}}",
                 ),
                 Target(
                     f"sum by (database) (db_connections_active{{{APP}}} "
@@ -453,9 +450,9 @@ POOL = Dashboard(
             "(the connection-leak alert fires after 15 minutes above 0).",
             [
                 Target(
-                    "sum by (datname, application_name) "
+                    "sum by (database, application_name) "
                     f"(pg_stat_activity_application_connections{{{PG}}})",
-                    "server: {{application_name}} on {{datname}}",
+                    "server: {{application_name}} on {{database}}",
                 ),
                 Target(
                     f"sum by (database) (db_connections_active{{{APP}}} "
@@ -463,8 +460,8 @@ POOL = Dashboard(
                     "client: pools of {{database}}",
                 ),
                 Target(
-                    f"{_SERVER_SIDE} - on (datname) {_CLIENT_SIDE}",
-                    "not in a pool: {{datname}}",
+                    f"{_SERVER_SIDE} - on (database) {_CLIENT_SIDE}",
+                    "not in a pool: {{database}}",
                 ),
             ],
             unit="short",
@@ -474,7 +471,7 @@ POOL = Dashboard(
 )
 
 # One table for the indexes worth a second look: the reason is a label, the value the size.
-_INDEX_KEY = "job, instance, datname, schemaname, relname, indexrelname"
+_INDEX_KEY = "job, instance, database, schemaname, relname, indexrelname"
 _FLAGGED = " or ".join(
     f'label_replace({flag}{{{PG}}} == 1, "reason", "{reason}", "", "") '
     f"* on ({_INDEX_KEY}) group_left () pg_index_size_bytes{{{PG}}}"
@@ -513,7 +510,7 @@ INDEXES = Dashboard(
                         "renameByName": {"Value": "size"},
                         "indexByName": {
                             "reason": 0,
-                            "datname": 1,
+                            "database": 1,
                             "schemaname": 2,
                             "relname": 3,
                             "indexrelname": 4,
@@ -529,7 +526,7 @@ INDEXES = Dashboard(
             'How long the statistics behind "no scans" have been accumulating (since the last '
             "statistics reset, or at least since the server started). Drop an unused index only "
             "after this covers your slowest cycle (month-end jobs, reports).",
-            [Target(f"max by (datname) (pg_index_stats_age_seconds{{{PG}}})", "{{datname}}")],
+            [Target(f"max by (database) (pg_index_stats_age_seconds{{{PG}}})", "{{database}}")],
             kind="stat",
             unit="s",
             width=4,
@@ -538,7 +535,7 @@ INDEXES = Dashboard(
             "Indexes left out by the cap",
             "Indexes without per-index series because of max_index_series (flagged indexes are "
             "always kept).",
-            [Target(f"sum by (datname) (pg_index_series_omitted{{{PG}}})", "{{datname}}")],
+            [Target(f"sum by (database) (pg_index_series_omitted{{{PG}}})", "{{database}}")],
             kind="stat",
             unit="short",
             width=4,
@@ -549,9 +546,9 @@ INDEXES = Dashboard(
             "weeks is a candidate for removal.",
             [
                 Target(
-                    "sum by (datname, relname, indexrelname) "
+                    "sum by (database, relname, indexrelname) "
                     f"(rate(pg_stat_user_indexes_idx_scan_total{{{PG}}}[{RATE}]))",
-                    "{{relname}}.{{indexrelname}} ({{datname}})",
+                    "{{relname}}.{{indexrelname}} ({{database}})",
                 )
             ],
             unit="ops",
@@ -590,14 +587,14 @@ INDEXES = Dashboard(
             "on a large table usually mean a missing index.",
             [
                 Target(
-                    "sum by (datname, relname) "
+                    "sum by (database, relname) "
                     f"(rate(pg_stat_user_tables_seq_scan_total{{{PG}}}[{RATE}]))",
-                    "sequential {{relname}} ({{datname}})",
+                    "sequential {{relname}} ({{database}})",
                 ),
                 Target(
-                    "sum by (datname, relname) "
+                    "sum by (database, relname) "
                     f"(rate(pg_stat_user_tables_idx_scan_total{{{PG}}}[{RATE}]))",
-                    "index {{relname}} ({{datname}})",
+                    "index {{relname}} ({{database}})",
                 ),
             ],
             unit="ops",
@@ -609,8 +606,8 @@ INDEXES = Dashboard(
             "cannot keep up or is blocked by a long transaction.",
             [
                 Target(
-                    f"sum by (datname, relname) (pg_stat_user_tables_n_dead_tup{{{PG}}})",
-                    "{{relname}} ({{datname}})",
+                    f"sum by (database, relname) (pg_stat_user_tables_n_dead_tup{{{PG}}})",
+                    "{{relname}} ({{database}})",
                 )
             ],
             unit="short",
@@ -621,11 +618,11 @@ INDEXES = Dashboard(
             "(autovacuum_vacuum_scale_factor).",
             [
                 Target(
-                    f"sum by (datname, relname) (pg_stat_user_tables_n_dead_tup{{{PG}}}) "
-                    "/ clamp_min(sum by (datname, relname) "
+                    f"sum by (database, relname) (pg_stat_user_tables_n_dead_tup{{{PG}}}) "
+                    "/ clamp_min(sum by (database, relname) "
                     f"(pg_stat_user_tables_n_live_tup{{{PG}}} "
                     f"+ pg_stat_user_tables_n_dead_tup{{{PG}}}), 1)",
-                    "{{relname}} ({{datname}})",
+                    "{{relname}} ({{database}})",
                 )
             ],
             unit="percentunit",
@@ -636,7 +633,7 @@ INDEXES = Dashboard(
             "vacuumed since the statistics reset are not listed; see Dead rows for them.",
             [
                 Target(
-                    "time() - max by (datname, schemaname, relname) ("
+                    "time() - max by (database, schemaname, relname) ("
                     '{__name__=~"pg_stat_user_tables_last_(auto)?vacuum_timestamp_seconds", '
                     f"{PG}}} > 0)",
                     instant=True,
@@ -661,10 +658,10 @@ INDEXES = Dashboard(
             "On-disk size of each table: heap, indexes and TOAST together.",
             [
                 Target(
-                    "sum by (datname, relname) "
+                    "sum by (database, relname) "
                     f"(pg_table_size_bytes{{{PG}}} + pg_table_indexes_size_bytes{{{PG}}} "
                     f"+ pg_table_toast_size_bytes{{{PG}}})",
-                    "{{relname}} ({{datname}})",
+                    "{{relname}} ({{database}})",
                 )
             ],
             unit="bytes",
@@ -675,7 +672,7 @@ INDEXES = Dashboard(
             "application's scripts (migrations collector; absent while it is off). Anything "
             "above 0 for long means a deploy ran without its migration; the alert waits 30 "
             "minutes.",
-            [Target(f"max by (datname) (db_migrations_pending{{{PG}}})", "{{datname}}")],
+            [Target(f"max by (database) (db_migrations_pending{{{PG}}})", "{{database}}")],
             kind="stat",
             unit="short",
             width=6,
@@ -689,12 +686,12 @@ INDEXES = Dashboard(
             "the database matches the models.",
             [
                 Target(
-                    f"max by (datname) (db_schema_drift_differences{{{PG}}})",
-                    "differences {{datname}}",
+                    f"max by (database) (db_schema_drift_differences{{{PG}}})",
+                    "differences {{database}}",
                 ),
                 Target(
-                    f"max by (datname) (db_schema_drift_missing_indexes{{{PG}}})",
-                    "missing indexes {{datname}}",
+                    f"max by (database) (db_schema_drift_missing_indexes{{{PG}}})",
+                    "missing indexes {{database}}",
                 ),
             ],
             kind="stat",
@@ -708,13 +705,13 @@ INDEXES = Dashboard(
 # The statements with the most execution time in the dashboard's range (pg_stat_statements,
 # statements collector); the other columns are restricted to the same statements.
 _TOP_STATEMENTS = (
-    "topk(10, sum by (datname, queryid) "
+    "topk(10, sum by (database, queryid) "
     f"(increase(pg_stat_statements_seconds_total{{{PG}}}[$__range])))"
 )
 
 
 def _of_top_statements(expr: str) -> str:
-    return f"{expr} and on (datname, queryid) {_TOP_STATEMENTS}"
+    return f"{expr} and on (database, queryid) {_TOP_STATEMENTS}"
 
 
 STATEMENTS_PER_REQUEST = "Statements per request by route"
@@ -798,7 +795,7 @@ SLOW = Dashboard(
                 Target(_TOP_STATEMENTS, instant=True, table=True),
                 Target(
                     _of_top_statements(
-                        "sum by (datname, queryid) "
+                        "sum by (database, queryid) "
                         f"(increase(pg_stat_statements_calls_total{{{PG}}}[$__range]))"
                     ),
                     instant=True,
@@ -806,7 +803,7 @@ SLOW = Dashboard(
                 ),
                 Target(
                     _of_top_statements(
-                        f"max by (datname, queryid) (pg_stat_statements_mean_seconds{{{PG}}})"
+                        f"max by (database, queryid) (pg_stat_statements_mean_seconds{{{PG}}})"
                     ),
                     instant=True,
                     table=True,
@@ -827,7 +824,7 @@ SLOW = Dashboard(
                             "Value #C": "mean time",
                         },
                         "indexByName": {
-                            "datname": 0,
+                            "database": 0,
                             "queryid": 1,
                             "Value #A": 2,
                             "Value #B": 3,

@@ -24,6 +24,7 @@ from exporter.oncall.page import OnCallPage
 from exporter.oncall.page import add_routes as add_page_routes
 from exporter.settings import (
     DEFAULT_LISTEN,
+    Compatibility,
     DatabaseSettings,
     PageSettings,
     Settings,
@@ -38,6 +39,7 @@ METRICS = web.AppKey("metrics", Metrics)
 SCRAPED = web.AppKey("scraped", CollectorRegistry)
 DATABASES = web.AppKey("databases", tuple)
 RUNNER = web.AppKey("runner", CollectorRunner)
+COMPATIBILITY: web.AppKey[Compatibility] = web.AppKey("compatibility")
 
 
 class _MalformedRequests(logging.Filter):
@@ -65,7 +67,7 @@ server_log.addFilter(_MalformedRequests())
 async def _runner_ctx(app: web.Application) -> AsyncIterator[None]:
     """Each database's check and collectors run in background tasks for the app's lifetime."""
     databases: tuple[DatabaseSettings, ...] = app[DATABASES]
-    runner = CollectorRunner(databases, app[METRICS])
+    runner = CollectorRunner(databases, app[METRICS], compatibility=app[COMPATIBILITY])
     app[RUNNER] = runner
     await runner.start()
     yield
@@ -118,6 +120,7 @@ def create_app(
     web_config: WebConfig | None = None,
     handover_dir: str | None = None,
     page: PageSettings | None = None,
+    compatibility: Compatibility = "default",
 ) -> web.Application:
     app = web.Application()
     if web_config is not None:  # basic auth and response headers, before any route runs
@@ -125,6 +128,7 @@ def create_app(
     app[METRICS] = metrics or default_metrics()
     app[SCRAPED] = scraped_registry(app[METRICS])
     app[DATABASES] = tuple(databases)
+    app[COMPATIBILITY] = compatibility
     app.cleanup_ctx.append(_runner_ctx)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/healthz", healthz)
@@ -160,10 +164,13 @@ class Exporter:
         web_config: WebConfig | None = None,
         handover_dir: str | None = None,
         page: PageSettings | None = None,
+        compatibility: Compatibility = "default",
     ) -> None:
         self.host, self.port = parse_listen(listen)
         self.web_config = web_config
-        self._app = create_app(metrics, databases, slow_log, web_config, handover_dir, page)
+        self._app = create_app(
+            metrics, databases, slow_log, web_config, handover_dir, page, compatibility
+        )
         self._listener: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -178,6 +185,7 @@ class Exporter:
             metrics=metrics,
             web_config=load_web_config(web_config) if web_config else None,
             page=settings.server.page,
+            compatibility=settings.compatibility,
         )
 
     @classmethod
@@ -199,6 +207,7 @@ class Exporter:
             web_config=load_web_config(web_config) if web_config else None,
             handover_dir=handover_directory(slow),
             page=settings.server.page,
+            compatibility=settings.compatibility,
         )
 
     @property

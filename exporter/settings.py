@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -203,6 +203,10 @@ class BackupsCollectorSettings(CollectorSettings):
         if self.enabled and self.directory is None:
             raise ValueError("directory is required when the collector is enabled")
         return self
+class SettingsCollectorSettings(CollectorSettings):
+    interval_seconds: float = Field(default=300.0, gt=0)
+    # pg_settings rows exported (alphabetically); extensions can add many.
+    max_settings: int = Field(default=1000, ge=0)
 
 
 class CollectorsSettings(_Strict):
@@ -222,6 +226,13 @@ class CollectorsSettings(_Strict):
     wal: CollectorSettings = CollectorSettings(interval_seconds=30)
     archiver: CollectorSettings = CollectorSettings(interval_seconds=60)
     backups: BackupsCollectorSettings = BackupsCollectorSettings()
+    # More server-wide collectors (postgres_exporter's names): every database of the server.
+    settings: SettingsCollectorSettings = SettingsCollectorSettings()
+    postmaster: CollectorSettings = CollectorSettings(interval_seconds=300)
+    database_wraparound: CollectorSettings = CollectorSettings(interval_seconds=300)
+    locks: CollectorSettings = CollectorSettings(interval_seconds=15)
+    long_running_transactions: CollectorSettings = CollectorSettings(interval_seconds=15)
+    stat_activity_autovacuum: CollectorSettings = CollectorSettings(interval_seconds=15)
 
     @model_validator(mode="before")
     @classmethod
@@ -273,8 +284,8 @@ class CustomQuerySettings(CollectorSettings):
         for label in label_names:
             if not _LABEL_NAME.match(label) or label.startswith("__"):
                 raise fail(f"{label!r} is not a valid label name")
-            if label == "datname":
-                raise fail("datname is added by the exporter; it cannot be a label column")
+            if label in ("datname", "database"):
+                raise fail(f"{label} is added by the exporter; it cannot be a label column")
         for kind, columns in (("label", label_names), ("value", self.values)):
             repeated = sorted({c for c in columns if columns.count(c) > 1})
             if repeated:
@@ -355,8 +366,15 @@ class DatabaseSettings(_Strict):
         return value
 
 
+# Names of the database-side families: `default` follows Prometheus conventions (counters end in
+# _total, base units); `postgres_exporter` uses postgres_exporter's names and types where it has
+# the same series, so its dashboards and alert rules work unchanged (README "Compatibility").
+Compatibility = Literal["default", "postgres_exporter"]
+
+
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
+    compatibility: Compatibility = "default"
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"
     databases: tuple[DatabaseSettings, ...] = ()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -43,6 +45,12 @@ async def run_collector(collector: Collector[Any], url: URL) -> CollectorRegistr
     return registry
 
 
+def names(url: URL, database: str = "main") -> dict[str, str]:
+    """The labels the runner gives a configured database's server-side series: `database`, its
+    logical name in the config, and `datname`, its real name on the server."""
+    return {"database": database, "datname": str(url.database)}
+
+
 def execute(url: URL, *statements: str) -> list[Any]:
     """Run statements in autocommit mode on one session; the last one's rows (if any)."""
     engine = create_engine(sync_url(url), isolation_level="AUTOCOMMIT")
@@ -55,6 +63,29 @@ def execute(url: URL, *statements: str) -> list[Any]:
     finally:
         engine.dispose()
     return rows
+
+
+@contextmanager
+def held_in_transaction(url: URL, statement: str) -> Iterator[None]:
+    """Another session ran `statement` in a transaction it keeps open (holding its locks)."""
+    engine = create_engine(sync_url(url))
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.execute(text(statement))
+            yield
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def login_role(url: URL) -> Iterator[URL]:
+    """`url` as a new role with no grants (no pg_monitor), dropped afterwards."""
+    role = f"dbx_role_{uuid.uuid4().hex[:8]}"
+    execute(url, f"CREATE ROLE {role} LOGIN")
+    try:
+        yield url.set(username=role)
+    finally:
+        execute(url, f"DROP ROLE IF EXISTS {role}")
 
 
 def wait_for(url: URL, query: str, expected: Any, timeout: float = 10) -> None:

@@ -43,15 +43,21 @@ def server_version(bindir: Path) -> int:
     return int(out.stdout.split()[-1].split(".")[0])
 
 
-def with_library(library: str) -> Path | None:
-    """The newest bin directory whose server ships `library` (e.g. pg_stat_statements), or None."""
+def dirs_with_library(library: str) -> list[Path]:
+    """The bin directories whose server ships `library` (e.g. pg_stat_statements), newest first."""
+    found = []
     for bindir in binary_dirs():
         out = subprocess.run(
             [str(bindir / "pg_config"), "--pkglibdir"], capture_output=True, text=True
         )
         if out.returncode == 0 and (Path(out.stdout.strip()) / f"{library}.so").exists():
-            return bindir
-    return None
+            found.append(bindir)
+    return found
+
+
+def with_library(library: str) -> Path | None:
+    """The newest bin directory whose server ships `library`, or None."""
+    return next(iter(dirs_with_library(library)), None)
 
 
 def _server_user() -> str | None:

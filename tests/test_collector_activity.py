@@ -93,6 +93,14 @@ async def test_states_waits_ages_and_the_applications_connections(fresh_database
     # a's transaction began before b's statement, and both before the collector ran.
     assert 0 < oldest_query < oldest_transaction < 10
     assert 0 < idle_age <= oldest_transaction
+    # By state, every session's transaction counts (postgres_exporter's max_tx_duration).
+    by_state = {
+        labels["state"]: value
+        for labels, value in samples(registry, "pg_stat_activity_max_transaction_age_seconds")
+    }
+    assert by_state.keys() == {"idle in transaction", "active"}
+    assert by_state["idle in transaction"] == oldest_transaction
+    assert 0 < by_state["active"] < oldest_transaction  # b's, or the collector's own
 
 
 async def test_nothing_to_measure_reports_zero_and_leaves_the_exporter_out(

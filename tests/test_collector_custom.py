@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from collector_helpers import dsn, execute, samples
+from collector_helpers import dsn, execute, names, samples
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import URL
 
@@ -49,6 +49,10 @@ AT = f"{SOURCE}: databases[0].custom_queries[0]: custom query 'q': "
         ({"labels": ["v"]}, "columns both label and value: v"),
         ({"labels": ["a", "a"]}, "label columns repeated: a"),
         ({"labels": ["datname"]}, "datname is added by the exporter; it cannot be a label column"),
+        (
+            {"labels": ["database"]},
+            "database is added by the exporter; it cannot be a label column",
+        ),
         ({"labels": ["bad-name"]}, "'bad-name' is not a valid label name"),
         ({"values": ["a", "b"]}, "several value columns need a value_label to tell them apart"),
         ({"value_label": "column"}, "value_label needs more than one value column"),
@@ -162,7 +166,7 @@ async def test_labels_values_and_types(registry: CollectorRegistry, fresh_databa
         ("unknown", "amount", 2),  # a NULL label
         ("unknown", "n", 1),
     ]
-    counter = {"datname": "main", "tag": "a:b"}
+    counter = {"database": "main", "datname": str(fresh_database.database), "tag": "a:b"}
     assert registry.get_sample_value("shop_orders_seen_total", {**counter, "column": "n"}) == 4
     assert registry.get_sample_value("shop_orders_seen_total", {**counter, "column": "never"}) == 0
     assert success(registry, "custom:shop_orders") == 1
@@ -228,7 +232,7 @@ async def test_run_time_failures_fail_only_that_query(
         await w.close()
     assert success(registry, "custom:broken") == 0
     assert success(registry, "custom:fine") == 1
-    assert registry.get_sample_value("fine", {"datname": "main"}) == 1
+    assert registry.get_sample_value("fine", names(fresh_database)) == 1
     assert samples(registry, "broken") == []
     assert execute(fresh_database, "SELECT count(*) FROM orders") == [(4,)]
 
@@ -257,7 +261,7 @@ async def test_outside_its_server_versions_a_query_is_skipped(
     ]
     assert samples(registry, "future") == []
     assert success(registry, "custom:future") == 1
-    assert registry.get_sample_value("now", {"datname": "main"}) == 1
+    assert registry.get_sample_value("now", names(fresh_database)) == 1
 
 
 def test_the_shipped_config_example_is_valid() -> None:

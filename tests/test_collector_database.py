@@ -22,7 +22,10 @@ async def test_rollbacks_temp_files_and_cache_inputs(fresh_database: URL) -> Non
     )  # fmt: skip
     wait_for(fresh_database, STAT.format("(temp_files > 0)::int"), 1)
     registry = await run_collector(DatabaseCollector("main", CollectorSettings()), fresh_database)
-    labels = {"datname": "main"}
+    datid = execute(
+        fresh_database, "SELECT oid::text FROM pg_database WHERE datname = current_database()"
+    )[0][0]
+    labels = {"datid": datid, "datname": "main"}
     assert registry.get_sample_value("pg_stat_database_xact_rollback_total", labels) == 3
     assert registry.get_sample_value("pg_stat_database_deadlocks_total", labels) == 0
     temp_files = registry.get_sample_value("pg_stat_database_temp_files_total", labels)
@@ -40,3 +43,18 @@ async def test_rollbacks_temp_files_and_cache_inputs(fresh_database: URL) -> Non
     assert registry.get_sample_value("pg_stat_database_numbackends", labels) == 1  # the collector
     # A fresh database's statistics were never reset.
     assert registry.get_sample_value("pg_stat_database_stats_reset_timestamp_seconds", labels) == 0
+    returned = registry.get_sample_value("pg_stat_database_tup_returned_total", labels)
+    assert returned is not None
+    assert returned > 0
+    size = registry.get_sample_value("pg_database_size_bytes", labels)
+    assert size == execute(fresh_database, "SELECT pg_database_size(current_database())")[0][0]
+    assert registry.get_sample_value("pg_database_connection_limit", labels) == -1
+    execute(fresh_database, f'ALTER DATABASE "{fresh_database.database}" CONNECTION LIMIT 7')
+    registry = await run_collector(DatabaseCollector("main", CollectorSettings()), fresh_database)
+    assert registry.get_sample_value("pg_database_connection_limit", labels) == 7
+    # Times are counted in seconds (0 here: track_io_timing is off by default).
+    read = registry.get_sample_value("pg_stat_database_blk_read_time_seconds_total", labels)
+    assert read is not None
+    version = int(execute(fresh_database, "SHOW server_version_num")[0][0])
+    active = registry.get_sample_value("pg_stat_database_active_time_seconds_total", labels)
+    assert (active is not None) == (version >= 140000)

@@ -176,7 +176,7 @@ async def test_every_server_collector_runs_on_the_replica_without_writing(
         labels = {"collector": name, "database": "standby"}
         assert registry.get_sample_value("exporter_collector_success", labels) == 1
     text = store.exposition(openmetrics=False).decode()
-    assert "pg_replication_is_replica 1.0" in text
+    assert 'pg_replication_is_replica{database="standby"} 1.0' in text
     assert "pg_stat_wal_receiver_flushed_lsn{" in text
     notes = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert [n for n in notes if ": " in n and n.startswith("collector ")] == [

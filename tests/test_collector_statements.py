@@ -59,7 +59,10 @@ def entry(url: URL, query: str, total: str = "total_exec_time") -> Any:
 
 
 def value(registry: CollectorRegistry, name: str, queryid: str) -> float | None:
-    return registry.get_sample_value(name, {"datname": "main", "queryid": queryid})
+    """The sample of one statement (run by one role, the test's)."""
+    found = [v for labels, v in samples(registry, name) if labels["queryid"] == queryid]
+    assert len(found) <= 1, found
+    return found[0] if found else None
 
 
 @needs_library
@@ -78,7 +81,10 @@ async def test_top_k_by_total_time_with_query_ids_only(cluster: PrivateCluster) 
     calls = by_label(registry, "pg_stat_statements_calls_total", "queryid")
     assert calls == {sleep.queryid: 2}  # the most time, and only the top 1
     [(labels, _)] = samples(registry, "pg_stat_statements_calls_total")
-    assert labels == {"datname": "main", "queryid": sleep.queryid}  # never the query text
+    # Never the query text; the role that ran it.
+    [(role,)] = execute(url, "SELECT current_user")
+    assert labels == {"datname": "main", "queryid": sleep.queryid, "user": role}
+    assert value(registry, "pg_stat_statements_block_read_seconds_total", sleep.queryid) == 0
     assert value(registry, "pg_stat_statements_rows_total", sleep.queryid) == 2
     seconds = value(registry, "pg_stat_statements_seconds_total", sleep.queryid)
     assert seconds == sleep.total_exec_time / 1000

@@ -5,29 +5,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 import pytest
 from aiohttp.test_utils import TestClient
-from collector_helpers import dsn, execute, wait_for
+from collector_helpers import dsn, execute, held_in_transaction, names, wait_for
 from pg_cluster import private_cluster
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from exporter import Metrics, create_app, instrument, uninstrument
 from exporter.collectors import COLLECTORS, DEFAULT_ENABLED, Collector
+from exporter.collectors import runner as runner_module
 from exporter.collectors.exposition import SnapshotStore, render
 from exporter.collectors.indexes import IndexesCollector
-from exporter.collectors.runner import CollectorRunner, DatabaseWorker
-from exporter.dsn import async_url, sync_url
+from exporter.collectors.locks import LocksCollector
+from exporter.collectors.postmaster import PostmasterCollector
+from exporter.collectors.runner import (
+    CollectorRunner,
+    DatabaseWorker,
+    UnsupportedServerError,
+    check_server_version,
+)
+from exporter.dsn import async_url
 from exporter.settings import (
     CollectorSettings,
     CollectorsSettings,
@@ -112,6 +120,12 @@ def test_registry_and_settings_name_the_same_collectors() -> None:
         "wal": True,
         "archiver": True,
         "backups": False,
+        "settings": True,
+        "postmaster": True,
+        "database_wraparound": True,
+        "locks": True,
+        "long_running_transactions": True,
+        "stat_activity_autovacuum": True,
     }
 
 
@@ -125,7 +139,8 @@ def test_unknown_collector_name_is_one_clear_line() -> None:
         "exporter.yaml: databases[0].collectors: unknown collector 'indxes' "
         "(known: indexes, tables, database, activity, statements, migrations, replication, "
         "replication_slot, stat_wal_receiver, stat_bgwriter, stat_checkpointer, wal, archiver, "
-        "backups)"
+        "backups, settings, postmaster, database_wraparound, locks, long_running_transactions, "
+        "stat_activity_autovacuum)"
     )
 
 
@@ -190,19 +205,31 @@ def test_store_merges_databases_under_one_header_and_withdraws_them() -> None:
     store = SnapshotStore()
     for db in ("a", "b"):
         gauge = GaugeMetricFamily("test_level", "A level.", labels=["datname"])
-        gauge.add_metric([db], 1)
+        gauge.add_metric([f"real_{db}"], 1)
         store.put(db, "levels", [gauge])
     body = store.exposition(openmetrics=False).decode()
+    # Every sample carries the database's logical name beside the real one.
     assert body == (
         "# HELP test_level A level.\n# TYPE test_level gauge\n"
-        'test_level{datname="a"} 1.0\ntest_level{datname="b"} 1.0\n'
+        'test_level{database="a",datname="real_a"} 1.0\n'
+        'test_level{database="b",datname="real_b"} 1.0\n'
     )
     registry = CollectorRegistry()
     registry.register(store)
-    assert registry.get_sample_value("test_level", {"datname": "b"}) == 1
+    assert registry.get_sample_value("test_level", {"database": "b", "datname": "real_b"}) == 1
     store.drop("a")
-    assert registry.get_sample_value("test_level", {"datname": "a"}) is None
-    assert 'datname="a"' not in store.exposition(openmetrics=False).decode()
+    assert registry.get_sample_value("test_level", {"database": "a", "datname": "real_a"}) is None
+    assert 'database="a"' not in store.exposition(openmetrics=False).decode()
+
+
+def test_store_keeps_a_database_label_the_collector_set() -> None:
+    store = SnapshotStore()
+    slots = GaugeMetricFamily("test_slot_active", "A slot.", labels=["slot_name", "database"])
+    slots.add_metric(["s1", "billing"], 1)
+    store.put("main", "slots", [slots])
+    assert 'test_slot_active{database="billing",slot_name="s1"} 1.0' in (
+        store.exposition(openmetrics=False).decode()
+    )
 
 
 # --- /metrics with collectors ---------------------------------------------------------------
@@ -239,12 +266,15 @@ async def test_metrics_serves_collector_series_for_several_databases(
     assert body.count("# TYPE pg_index_size_bytes gauge") == 1
     assert body.count("# TYPE pg_stat_user_indexes_idx_scan_total counter") == 1
     parsed = {f.name: f for f in text_string_to_metric_families(body)}
-    scans = {s.labels["datname"]: s.value for s in parsed["pg_stat_user_indexes_idx_scan"].samples}
-    assert scans == {"main": 0, "replica": 0}
+    idx_scan = parsed["pg_stat_user_indexes_idx_scan"].samples
+    # `database` is the configured name, `datname` the real one (the same database here).
+    assert {s.labels["database"]: s.value for s in idx_scan} == {"main": 0, "replica": 0}
+    assert {s.labels["datname"] for s in idx_scan} == {fresh_database.database}
     assert parsed["exporter_collector_duration_seconds"].samples[0].value > 0
     assert value(metrics, "db_up", {"database": "main"}) == 1
     # The registry still sees the collectors' families (for other expositions and tests).
-    size = value(metrics, "pg_index_size_bytes", {"datname": "main", **labels})
+    real = {"database": "main", "datname": str(fresh_database.database)}
+    size = value(metrics, "pg_index_size_bytes", {**real, **labels})
     assert size == 8192
 
     response = await client.get(
@@ -254,7 +284,7 @@ async def test_metrics_serves_collector_series_for_several_databases(
     assert om.endswith("# EOF\n")
     assert om.count("# EOF") == 1
     assert om.count("# TYPE pg_stat_user_indexes_idx_scan counter") == 1
-    assert 'pg_stat_user_indexes_idx_scan_total{datname="replica"' in om
+    assert 'pg_stat_user_indexes_idx_scan_total{database="replica"' in om
 
     # A filtered scrape goes through prometheus_client itself and still finds them.
     filtered = await (await client.get("/metrics?name[]=pg_index_size_bytes")).text()
@@ -275,18 +305,6 @@ async def test_disabled_collector_does_not_run(
 
 
 # --- isolation and timeouts -----------------------------------------------------------------
-
-
-@contextmanager
-def held_in_transaction(url: URL, statement: str) -> Iterator[None]:
-    """Another session ran `statement` in a transaction it keeps open (holding its locks)."""
-    engine = create_engine(sync_url(url))
-    try:
-        with engine.connect() as conn, conn.begin():
-            conn.execute(text(statement))
-            yield
-    finally:
-        engine.dispose()
 
 
 def worker(
@@ -325,7 +343,7 @@ async def test_a_locked_relation_fails_only_the_collector_that_needs_it(
             assert await w.check()
         assert status(metrics, "indexes")[0] == 0
         assert status(metrics, "constant")[0] == 1
-        assert value(metrics, "test_constant", {"datname": "main"}) == 42
+        assert value(metrics, "test_constant", names(fresh_database)) == 42
         [line] = [r.getMessage() for r in caplog.records if "indexes" in r.getMessage()]
         assert line == (
             "collector indexes on database main failed: LockNotAvailableError: "
@@ -370,8 +388,77 @@ async def test_a_table_held_access_exclusive_fails_only_the_tables_collector(
         ) in [r.getMessage() for r in caplog.records]
         body = await (await client.get("/metrics")).text()
         assert "pg_stat_user_tables_seq_scan_total" not in body
-        assert 'pg_index_size_bytes{datname="main",indexrelname="t_pkey"' in body
+        real = fresh_database.database
+        assert (
+            f'pg_index_size_bytes{{database="main",datname="{real}",indexrelname="t_pkey"' in body
+        )
     await wait_until(lambda: status(metrics, "tables")[0] == 1)  # the lock is gone
+
+
+def test_servers_older_than_13_are_refused_in_one_line() -> None:
+    for supported in (130000, 150010, 180001):
+        check_server_version(supported)
+    with pytest.raises(UnsupportedServerError) as refused:
+        check_server_version(120017)
+    assert str(refused.value) == (
+        "PostgreSQL 12 is not supported: db-exporter needs PostgreSQL 13 or newer"
+    )
+
+
+async def test_the_check_refuses_a_server_older_than_supported(
+    registry: CollectorRegistry,
+    database_url: URL,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The real server, with the oldest supported version raised above it.
+    monkeypatch.setattr(runner_module, "MIN_SERVER_VERSION", 990000)
+    metrics = Metrics(registry)
+    w = worker(database_url, metrics, Constant)
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert not await w.check()
+            assert not await w.check()  # again: logged once
+        assert value(metrics, "db_up", {"database": "main"}) == 0
+        assert w.state.ok is False
+        assert "db-exporter needs PostgreSQL 99 or newer" in w.state.reason
+        version = execute(database_url, "SHOW server_version_num")[0][0]
+        assert [r.getMessage() for r in caplog.records if r.name == "exporter.collectors"] == [
+            f"database main is refused: PostgreSQL {int(version) // 10000} is not supported: "
+            "db-exporter needs PostgreSQL 99 or newer"
+        ]
+        assert status(metrics, "constant")[0] == 0  # collectors are not attempted
+    finally:
+        await w.close()
+
+
+async def test_a_dropped_database_withdraws_its_series_and_logs_once(
+    registry: CollectorRegistry, database_url: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"dbx_{uuid.uuid4().hex[:12]}"
+    execute(database_url, f'CREATE DATABASE "{name}"')
+    metrics = Metrics(registry)
+    w = worker(database_url.set(database=name), metrics, LocksCollector, PostmasterCollector)
+    started = {"database": "main"}
+    try:
+        assert await w.check()
+        for job in w.jobs:
+            assert await w.run_collector(job)
+        assert value(metrics, "pg_postmaster_start_time_seconds", started) is not None
+        execute(database_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+        with caplog.at_level(logging.WARNING):
+            for _ in range(3):  # the check keeps failing; nothing else runs or logs
+                assert not await w.check()
+        assert value(metrics, "pg_postmaster_start_time_seconds", started) is None
+        assert [s for f in registry.collect() for s in f.samples if s.name == "pg_locks"] == []
+        assert value(metrics, "db_up", {"database": "main"}) == 0
+        [line] = [r.getMessage() for r in caplog.records if r.name == "exporter.collectors"]
+        assert line.startswith("database main is not answering: ")
+        assert [status(metrics, c)[0] for c in ("locks", "postmaster")] == [0, 0]
+        assert f'database "{name}" does not exist' in w.state.reason
+    finally:
+        await w.close()
+        execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def test_a_failing_or_slow_collector_never_blanks_the_others(
@@ -390,7 +477,7 @@ async def test_a_failing_or_slow_collector_never_blanks_the_others(
         assert "statement timeout (SQLSTATE 57014)" in sleepy.failure
         assert await w.run_collector(constant)
         assert status(metrics, "constant")[0] == 1
-        assert value(metrics, "test_constant", {"datname": "main"}) == 42
+        assert value(metrics, "test_constant", names(database_url)) == 42
         assert [status(metrics, n)[0] for n in ("broken", "sleepy")] == [0, 0]
         assert status(metrics, "broken")[1] == 0  # never succeeded
     finally:
@@ -570,7 +657,7 @@ async def test_one_exporter_per_database_runs_the_database_wide_collectors(
         assert status(follow, "indexes") == (None, None)
         duration = {"collector": "indexes", "database": "main"}
         assert value(follow, "exporter_collector_duration_seconds", duration) is None
-        assert value(follow, "test_constant", {"datname": "main"}) == 42
+        assert value(follow, "test_constant", names(fresh_database)) == 42
         # Checked every interval, the lock is taken once, never stacked.
         await asyncio.sleep(3 * CHECK_INTERVAL)
         assert len(execute(fresh_database, ADVISORY_LOCKS)) == 1

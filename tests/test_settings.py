@@ -520,3 +520,18 @@ def test_check_config_without_a_file_or_a_database_is_the_error_serve_gives(
     code, out, err = run_cli(capsys, "check-config")
     assert_one_line_error(code, err, "nothing to watch: give a config file, or set DATABASE_URL")
     assert out == ""
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(value=st.one_of(st.text(max_size=30), st.sampled_from(["default", "postgres_exporter"])))
+def test_compatibility_is_one_of_two_names_or_one_clear_line(value: str) -> None:
+    env = {"DB_EXPORTER_COMPATIBILITY": value}
+    if value in ("default", "postgres_exporter"):
+        assert load_settings(env=env).compatibility == value
+        return
+    with pytest.raises(ConfigError) as error:
+        load_settings(env=env)
+    assert str(error.value) == (
+        "DB_EXPORTER_COMPATIBILITY (compatibility): "
+        "Input should be 'default' or 'postgres_exporter'"
+    )

@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from collector_helpers import dsn, execute
+from collector_helpers import dsn, execute, names
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import URL
 
@@ -95,12 +95,17 @@ async def test_collectors_do_not_wait_for_a_busy_default_executor(
     blocker = loop.run_in_executor(None, release.wait)
     try:
         assert await worker.check()
-        names = {job.collector.name: job for job in worker.jobs}
+        jobs = {job.collector.name: job for job in worker.jobs}
         for name in ("indexes", "tables"):
-            assert await asyncio.wait_for(worker.run_collector(names[name]), 10), name
+            assert await asyncio.wait_for(worker.run_collector(jobs[name]), 10), name
         sample = registry.get_sample_value(
             "pg_index_size_bytes",
-            {"datname": "main", "schemaname": "public", "relname": "t", "indexrelname": "t_v_idx"},
+            {
+                **names(fresh_database),
+                "schemaname": "public",
+                "relname": "t",
+                "indexrelname": "t_v_idx",
+            },
         )
         assert sample is not None
         assert sample > 0

@@ -219,7 +219,7 @@ def test_invalid_index_alert_expression_finds_the_invalid_index(live: Live) -> N
 
 def _values(live: Live, expr: str) -> dict[str, float]:
     rows = live.prometheus.query(expr)["data"]["result"]
-    return {row["metric"].get("datname", ""): float(row["value"][1]) for row in rows}
+    return {row["metric"].get("database", ""): float(row["value"][1]) for row in rows}
 
 
 def test_the_demo_application_is_counted_on_the_server_and_the_leak_rule_compares(

@@ -14,10 +14,16 @@ from exporter.collectors.archiver import ArchiverCollector
 from exporter.collectors.backups import BackupsCollector
 from exporter.collectors.base import Collector
 from exporter.collectors.database import DatabaseCollector
+from exporter.collectors.database_wraparound import DatabaseWraparoundCollector
 from exporter.collectors.indexes import IndexesCollector
+from exporter.collectors.locks import LocksCollector
+from exporter.collectors.long_running_transactions import LongRunningTransactionsCollector
 from exporter.collectors.migrations import MigrationsCollector
+from exporter.collectors.postmaster import PostmasterCollector
 from exporter.collectors.replication import ReplicationCollector
 from exporter.collectors.replication_slot import ReplicationSlotCollector
+from exporter.collectors.settings import SettingsCollector
+from exporter.collectors.stat_activity_autovacuum import StatActivityAutovacuumCollector
 from exporter.collectors.stat_bgwriter import StatBgwriterCollector
 from exporter.collectors.stat_checkpointer import StatCheckpointerCollector
 from exporter.collectors.stat_wal_receiver import StatWalReceiverCollector
@@ -35,6 +41,12 @@ COLLECTORS: dict[str, type[Collector[Any]]] = {
         ActivityCollector,
         StatementsCollector,
         MigrationsCollector,
+        SettingsCollector,
+        PostmasterCollector,
+        DatabaseWraparoundCollector,
+        LocksCollector,
+        LongRunningTransactionsCollector,
+        StatActivityAutovacuumCollector,
         ReplicationCollector,
         ReplicationSlotCollector,
         StatWalReceiverCollector,

@@ -24,15 +24,15 @@ the collector fails instead, with a message saying which grant is missing.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exporter.collectors.base import Collector, number
+from exporter.collectors.base import Collector, Shape, number
 from exporter.collectors.privileges import require_role
 from exporter.probe import APPLICATION_NAME
 from exporter.settings import ActivityCollectorSettings
@@ -43,6 +43,7 @@ ACTIVITY_SQL = """
 SELECT state, application_name, wait_event_type, count(*) AS connections,
        extract(epoch FROM clock_timestamp() - min(xact_start) FILTER (WHERE mine))
          AS oldest_transaction,
+       extract(epoch FROM clock_timestamp() - min(xact_start)) AS oldest_transaction_any,
        extract(epoch FROM clock_timestamp() - min(query_start) FILTER (WHERE mine
          AND state = 'active')) AS oldest_query,
        count(*) FILTER (WHERE mine AND state LIKE 'idle in transaction%') AS idle_in_transaction,
@@ -64,6 +65,16 @@ OTHER = "other"
 class ActivityCollector(Collector[ActivityCollectorSettings]):
     name = "activity"
     database_wide = True
+    # postgres_exporter's built-in pg_stat_activity metrics: by datname and state only, with
+    # its `server` label.
+    postgres_exporter_names: ClassVar[Mapping[str, str]] = {
+        "pg_stat_activity_connections": "pg_stat_activity_count",
+        "pg_stat_activity_max_transaction_age_seconds": "pg_stat_activity_max_tx_duration",
+    }
+    postgres_exporter_shapes: ClassVar[Mapping[str, Shape]] = {
+        "pg_stat_activity_connections": Shape(labels=("datname", "state"), server_label=True),
+        "pg_stat_activity_max_transaction_age_seconds": Shape(server_label=True),
+    }
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         # Without it, other roles' sessions show no state, wait event or times.
@@ -101,7 +112,20 @@ class ActivityCollector(Collector[ActivityCollectorSettings]):
         for (state, name, wait), count in sorted(counts.items()):
             connections.add_metric([self.datname, state, name, wait], count)
 
-        families: list[Metric] = [connections]
+        by_state: dict[str, float] = {}
+        for r in rows:
+            if r.oldest_transaction_any is not None:
+                state = r.state or UNKNOWN
+                by_state[state] = max(by_state.get(state, 0.0), number(r.oldest_transaction_any))
+        max_age = GaugeMetricFamily(
+            "pg_stat_activity_max_transaction_age_seconds",
+            "Age of the oldest open transaction by connection state (the exporter's own "
+            "included; states without a transaction absent).",
+            labels=["datname", "state"],
+        )
+        for state, age in sorted(by_state.items()):
+            max_age.add_metric([self.datname, state], age)
+        families: list[Metric] = [connections, max_age]
         for column, family_name, doc in (
             (
                 "oldest_transaction",

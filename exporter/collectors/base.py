@@ -1,8 +1,10 @@
 """What a collector is: a name, its SQL as module constants, and one async `collect()`.
 
-A collector is built once per database with that database's `datname` label value and its own
-settings, and `collect(conn, server_version)` returns fresh metric families built from one run's
-rows. It never opens connections, sets timeouts or catches errors: the runner does all three.
+A collector is built once per database with its own settings; the runner sets `datname` (the
+label value: the database's real name, `current_database()`) after each check, and
+`collect(conn, server_version)` returns fresh metric families built from one run's rows. It
+never opens connections, sets timeouts or catches errors, and never adds the `database` label
+(the configured name): the runner does all of these.
 A collector with thousands of series builds them as `Steps` run by `slices.in_slices()`, so
 the event loop is never stalled for long.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain, zip_longest
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -24,6 +27,18 @@ from exporter.settings import CollectorSettings
 S = TypeVar("S", bound=CollectorSettings)
 
 
+@dataclass(frozen=True)
+class Shape:
+    """How postgres_exporter shows one of our families, where it differs beyond the name and
+    the unit (`compatibility: postgres_exporter`): its type, the only labels it has (the others
+    summed away), and whether it carries its `server` label (host:port), as its built-in
+    metrics do."""
+
+    type: str | None = None
+    labels: tuple[str, ...] | None = None
+    server_label: bool = False
+
+
 class Collector(ABC, Generic[S]):
     # A class attribute; a collector built from configuration (a custom query) sets its own.
     name: str
@@ -33,16 +48,20 @@ class Collector(ABC, Generic[S]):
     # statistics views): with several replicas, only the elected one runs it (see the runner).
     # False (the default, the safe side) runs it in every exporter.
     database_wide: ClassVar[bool] = False
-    # {family name as given to its MetricFamily: postgres_exporter's metric name}, where the
-    # default exposition differs from it (a counter: the name it exposes, with or without
-    # `_total`); `compatibility: postgres_exporter` renders the family under that name.
+    # postgres_exporter's name for each family (as given to the MetricFamily constructor) whose
+    # name differs from ours, and its `Shape` where more differs: `compatibility:
+    # postgres_exporter` renders the families so (exporter/collectors/compatibility.py).
     postgres_exporter_names: ClassVar[Mapping[str, str]] = {}
+    postgres_exporter_shapes: ClassVar[Mapping[str, Shape]] = {}
     # {family name: factor} where postgres_exporter's unit differs (its value = ours x factor,
     # e.g. 1000 for its milliseconds against our seconds).
     postgres_exporter_scales: ClassVar[Mapping[str, float]] = {}
 
     def __init__(self, datname: str, settings: S) -> None:
+        # Built with the configured name; the runner replaces `datname` (a label value) with the
+        # real name after each check, and `database` stays the configured name, for log lines.
         self.datname = datname
+        self.database = datname
         self.settings = settings
 
     @abstractmethod

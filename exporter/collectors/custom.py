@@ -64,7 +64,7 @@ class CustomQueryCollector(Collector[CustomQuerySettings]):
             if not self._skipped_logged:
                 log.info(
                     "collector %s on database %s skipped: server version %d is outside %s..%s",
-                    self.name, self.datname, server_version,
+                    self.name, self.database, server_version,
                     q.min_server_version or "", q.max_server_version or "",
                 )  # fmt: skip
                 self._skipped_logged = True

@@ -6,6 +6,10 @@ right after the run (`put_steps()`, in slices on the loop) and `/metrics` concat
 stored. Sample lines are identical in the Prometheus text format and in OpenMetrics for gauges
 and counters; only the `# HELP` and `# TYPE` headers differ, so one body serves both.
 
+Every sample a collector returns for a configured database is stored with that database's
+logical name as the `database` label (a sample that already has one, such as a replication
+slot's database, keeps its own), so server-side series join application-side ones on it.
+
 `SnapshotStore` is also a registry `Collector`, so `registry.get_sample_value()` and any other
 exposition of the registry still see every family; the `/metrics` handler switches that off
 with `prerendered()` while it renders the rest of the registry, then appends the stored text.
@@ -13,6 +17,7 @@ with `prerendered()` while it renders the rest of the registry, then appends the
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
@@ -29,22 +34,30 @@ from exporter.collectors.slices import Steps, at_once
 _SKIP: ContextVar[bool] = ContextVar("db_exporter_skip_snapshots", default=False)
 
 
+class BareCounter(Metric):
+    """A counter whose samples are named without `_total` (postgres_exporter's names): `counter`
+    in the Prometheus text format, `unknown` in OpenMetrics, whose counters need `_total`."""
+
+
 @dataclass(frozen=True)
 class RenderedFamily:
     name: str  # the OpenMetrics family name (a counter's without `_total`)
-    type: str  # gauge or counter
+    type: str  # gauge, counter or unknown (untyped)
     documentation: str
     unit: str
     body: bytes  # the sample lines, the same in both formats
+    total: bool = True  # a counter's samples end in `_total` (not a BareCounter's)
 
     def header(self, openmetrics: bool) -> str:
         if openmetrics:
             doc = _escape(self.documentation)
+            kind = self.type if self.total else "unknown"
             unit = f"# UNIT {self.name} {self.unit}\n" if self.unit else ""
-            return f"# HELP {self.name} {doc}\n# TYPE {self.name} {self.type}\n{unit}"
-        name = f"{self.name}_total" if self.type == "counter" else self.name
+            return f"# HELP {self.name} {doc}\n# TYPE {self.name} {kind}\n{unit}"
+        name = f"{self.name}_total" if self.type == "counter" and self.total else self.name
         doc = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        return f"# HELP {name} {doc}\n# TYPE {name} {self.type}\n"
+        kind = "untyped" if self.type == "unknown" else self.type
+        return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
 
 
 def _float(value: Any) -> str:
@@ -62,8 +75,8 @@ def render(family: Metric) -> RenderedFamily:
 
 def render_steps(family: Metric) -> Steps[RenderedFamily]:
     """`render()` in steps, for `in_slices()`."""
-    if family.type not in ("gauge", "counter"):
-        raise ValueError(f"{family.name}: only gauges and counters are pre-rendered")
+    if family.type not in ("gauge", "counter", "unknown"):
+        raise ValueError(f"{family.name}: only gauges, counters and untyped are pre-rendered")
     lines = []
     for sample in family.samples:
         if sample.timestamp is not None or sample.exemplar is not None:
@@ -76,7 +89,21 @@ def render_steps(family: Metric) -> Steps[RenderedFamily]:
             lines.append(f"{sample.name} {value}\n")
         yield
     body = "".join(lines).encode()
-    return RenderedFamily(family.name, family.type, family.documentation, family.unit, body)
+    total = not isinstance(family, BareCounter)
+    return RenderedFamily(family.name, family.type, family.documentation, family.unit, body, total)
+
+
+def labelled(family: Metric, name: str, value: str) -> Steps[Metric]:
+    """A copy of `family` whose samples all carry the label `name` (unless they have it)."""
+    result = copy.copy(family)
+    result.samples = []
+    for sample in family.samples:
+        if name in sample.labels:
+            result.samples.append(sample)
+        else:
+            result.samples.append(sample._replace(labels={**sample.labels, name: value}))
+        yield
+    return result
 
 
 @contextmanager
@@ -108,13 +135,16 @@ class SnapshotStore(Collector):
         at_once(self.put_steps(database, collector, families))
 
     def put_steps(self, database: str, collector: str, families: Iterable[Metric]) -> Steps[None]:
-        """`put()` in steps, for `in_slices()`: renders, then stores in one step at the end."""
-        run = tuple(families)
+        """`put()` in steps, for `in_slices()`: labels each sample with the database's logical
+        name, renders, then stores in one step at the end."""
+        run = []
         rendered = []
-        for family in run:
+        for family in families:
+            family = yield from labelled(family, "database", database)
+            run.append(family)
             rendered.append((yield from render_steps(family)))
         with self._lock:
-            self._runs[(database, collector)] = _Run(run, tuple(rendered))
+            self._runs[(database, collector)] = _Run(tuple(run), tuple(rendered))
             self._changed()
 
     def drop(self, database: str, collector: str | None = None) -> None:
@@ -179,9 +209,8 @@ class SnapshotStore(Collector):
             for family in run.families:
                 into = merged.get(family.name)
                 if into is None:
-                    into = merged[family.name] = Metric(
-                        family.name, family.documentation, family.type, family.unit
-                    )
+                    into = merged[family.name] = copy.copy(family)
+                    into.samples = []
                 into.samples.extend(family.samples)
         for name in sorted(merged):
             yield merged[name]

@@ -30,18 +30,21 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics import Gauge
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from exporter.collectors import COLLECTORS
 from exporter.collectors.base import Collector, CollectorError
+from exporter.collectors.compatibility import POSTGRES_EXPORTER, postgres_exporter_view
 from exporter.collectors.custom import CustomQueryCollector
 from exporter.collectors.exposition import SnapshotStore
 from exporter.collectors.slices import in_slices
+from exporter.dsn import parse_dsn
 from exporter.metrics import MULTIPROCESS, Metrics
 from exporter.probe import ProbeState, exporter_engine, one_line
-from exporter.settings import CollectorSettings, DatabaseSettings
+from exporter.settings import CollectorSettings, Compatibility, DatabaseSettings
 from exporter.sqlstate import sqlstate_of
 
 log = logging.getLogger("exporter.collectors")
@@ -50,7 +53,9 @@ log = logging.getLogger("exporter.collectors")
 # own, clearer error ("canceling statement due to statement timeout") normally comes first.
 CLIENT_GRACE_SECONDS = 1.0
 
-_CHECK = text("SELECT current_setting('server_version_num')::int")
+_CHECK = text("SELECT current_setting('server_version_num')::int, current_database()")
+# The oldest server whose catalogs and statistics views the collectors' queries know.
+MIN_SERVER_VERSION = 130000
 # Take the election lock unless this session holds it already (session-level advisory locks
 # stack: each extra pg_try_advisory_lock would need its own unlock). CASE evaluates in order.
 # pg_locks shows a bigint key as classid (high 32 bits), objid (low 32 bits), objsubid 1.
@@ -82,6 +87,25 @@ def _query_error(exc: BaseException) -> bool:
         return False
     sqlstate = sqlstate_of(exc)
     return sqlstate is not None and not sqlstate.startswith(_CONNECTION_SQLSTATES)
+
+
+class UnsupportedServerError(CollectorError):
+    """The server is older than every query db-exporter has for it."""
+
+
+def check_server_version(version: int) -> None:
+    """Refuse, in one line, a server older than `MIN_SERVER_VERSION` (server_version_num)."""
+    if version < MIN_SERVER_VERSION:
+        raise UnsupportedServerError(
+            f"PostgreSQL {version // 10000} is not supported: db-exporter needs "
+            f"PostgreSQL {MIN_SERVER_VERSION // 10000} or newer"
+        )
+
+
+def _server_label(dsn: str) -> str:
+    """postgres_exporter's `server` label: host:port of the DSN."""
+    url = parse_dsn(dsn)
+    return f"{url.host or 'localhost'}:{url.port or 5432}"
 
 
 def _lock_parts(key: int) -> dict[str, int]:
@@ -158,11 +182,15 @@ class DatabaseWorker:
         metrics: Metrics,
         store: SnapshotStore,
         collectors: Mapping[str, type[Collector[Any]]] = COLLECTORS,
+        compatibility: Compatibility = "default",
     ) -> None:
         self.settings = settings
         self.state = ProbeState()
         self.server_version = 0
+        self.datname = ""  # the database's real name, once a check has read it
         self._store = store
+        self._compatible = compatibility == POSTGRES_EXPORTER
+        self._server = _server_label(settings.dsn)
         self._up = metrics.db_up.labels(settings.name)
         self._up.set(0)
         self._engine = exporter_engine(settings.dsn, settings.check_timeout_seconds)
@@ -199,7 +227,8 @@ class DatabaseWorker:
         try:
             async with asyncio.timeout(self.settings.check_timeout_seconds):
                 async with self._engine.connect() as conn:
-                    self.server_version = int((await conn.execute(_CHECK)).scalar_one())
+                    version, datname = (await conn.execute(_CHECK)).one()
+                    check_server_version(int(version))
                     leader = True
                     if self._election.enabled:
                         # Session-level: kept across this transaction's rollback.
@@ -210,18 +239,34 @@ class DatabaseWorker:
                 raise asyncio.CancelledError from exc
             reason = one_line(exc, self.settings.dsn)
             if self.state.ok is not False:
-                log.warning("database %s is not answering: %s", self.name, reason)
+                if isinstance(exc, UnsupportedServerError):
+                    log.error("database %s is refused: %s", self.name, exc)
+                else:
+                    log.warning("database %s is not answering: %s", self.name, reason)
                 self._withdraw("database is not answering")
             self.state = ProbeState(False, reason)
-            self._up.set(0)
+            self._set_up(0)
             await self._reset_connection()
             return False
         if self.state.ok is False:
             log.info("database %s is answering again", self.name)
         self.state = ProbeState(True, "ok")
-        self._up.set(1)
+        self.server_version = int(version)
+        self.datname = str(datname)
+        for job in self.jobs:
+            job.collector.datname = self.datname
+        self._set_up(1)
         self._elected(leader)
         return True
+
+    def _set_up(self, value: int) -> None:
+        self._up.set(value)
+        if self._compatible:  # postgres_exporter's pg_up, from the snapshot like its families
+            up = GaugeMetricFamily(
+                "pg_up", "Whether the last scrape of metrics from PostgreSQL was able to connect."
+            )
+            up.add_metric([], value)
+            self._store.put(self.name, "up", [up])
 
     def _elected(self, leader: bool) -> None:
         """Start or stop the database-wide collectors after a check's election."""
@@ -282,6 +327,8 @@ class DatabaseWorker:
                         },
                     )
                     families = await job.collector.collect(conn, self.server_version)
+            if self._compatible:
+                families = postgres_exporter_view(job.collector, families, self._server)
             # Rendering thousands of series is pure CPU: in slices, never one long stall.
             await in_slices(self._store.put_steps(self.name, name, families))
         except Exception as exc:
@@ -347,10 +394,13 @@ class CollectorRunner:
         databases: Sequence[DatabaseSettings],
         metrics: Metrics,
         collectors: Mapping[str, type[Collector[Any]]] = COLLECTORS,
+        compatibility: Compatibility = "default",
     ) -> None:
         self.metrics = metrics
         self.store = SnapshotStore()
-        self.workers = [DatabaseWorker(db, metrics, self.store, collectors) for db in databases]
+        self.workers = [
+            DatabaseWorker(db, metrics, self.store, collectors, compatibility) for db in databases
+        ]
         self._tasks: list[asyncio.Task[None]] = []
 
     def states(self) -> dict[str, ProbeState]:

@@ -1,9 +1,10 @@
 """Statements: the top `top_k` statements of this database by total execution time.
 
-From `pg_stat_statements`, aggregated per `queryid` over roles (and top-level/nested), under
-postgres_exporter's names where it has them, labels `datname, queryid`: the query id is a
-number; the query text is never exported. Counters restart when the statistics are reset or the
-entry is evicted, which `rate()` absorbs.
+From `pg_stat_statements`, per `queryid` and role (top-level and nested summed), under
+postgres_exporter's names (its `stat_statements` collector), labels `datname, queryid, user`
+(the role that ran it): the query id is a number; the metrics' query reads no text
+(`pg_stat_statements(showtext => false)`) and no text is ever exported. `top_k` counts
+(statement, role) pairs. Counters restart when the statistics are reset or the entry is evicted, which `rate()` absorbs.
 
 For the on-call page, so that a `queryid` on a dashboard leads to its SQL, the last run's top
 statements are kept in memory (`top`) with their text: at most `top_k` of them, each text cut
@@ -44,16 +45,19 @@ SELECT e.extversion, quote_ident(n.nspname) AS schema
 FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 WHERE e.extname = 'pg_stat_statements'
 """
-# {schema}: where the extension lives; {total}: total_exec_time (1.8+) or total_time.
+# {schema}: where the extension lives; {total}: total_exec_time (1.8+) or total_time;
+# {read}, {write}: the block I/O times (split into shared and local in 1.11).
 STATEMENTS_SQL = """
-SELECT queryid::text AS queryid, sum(calls) AS calls, sum({total}) AS total_ms,
+SELECT queryid::text AS queryid, pg_get_userbyid(userid) AS username,
+       sum(calls) AS calls, sum({total}) AS total_ms,
        sum(rows) AS rows, sum(shared_blks_hit) AS shared_blks_hit,
-       sum(shared_blks_read) AS shared_blks_read, count(*) OVER () AS statements
+       sum(shared_blks_read) AS shared_blks_read, sum({read}) AS read_ms,
+       sum({write}) AS write_ms, count(*) OVER () AS statements
 FROM {schema}.pg_stat_statements(false)
 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND queryid IS NOT NULL
-GROUP BY queryid
-ORDER BY total_ms DESC, queryid
+GROUP BY queryid, userid
+ORDER BY total_ms DESC, queryid, username
 LIMIT :top_k
 """
 # The texts of queryids new in the top, cut on the server.
@@ -66,10 +70,12 @@ GROUP BY queryid
 """
 # pg_stat_statements 1.8 (PostgreSQL 13) renamed total_time to total_exec_time.
 EXEC_TIME_VERSION = (1, 8)
+# pg_stat_statements 1.11 (PostgreSQL 17) split blk_read_time into shared and local.
+SPLIT_BLOCK_TIME_VERSION = (1, 11)
 # "pg_stat_statements must be loaded via shared_preload_libraries"
 NOT_LOADED_SQLSTATE = "55000"
 
-LABELS = ["datname", "queryid"]
+LABELS = ["datname", "queryid", "user"]
 COUNTERS = (
     ("calls", "pg_stat_statements_calls", "Times the statement was executed."),
     ("rows", "pg_stat_statements_rows", "Rows retrieved or affected by the statement."),
@@ -119,12 +125,16 @@ class StatementsCollector(Collector[StatementsCollectorSettings]):
                 "the extension is not installed in this database"
                 " (CREATE EXTENSION pg_stat_statements)"
             )
-        total = (
-            "total_exec_time"
-            if extension_version(extension.extversion) >= EXEC_TIME_VERSION
-            else "total_time"
+        version = extension_version(extension.extversion)
+        total = "total_exec_time" if version >= EXEC_TIME_VERSION else "total_time"
+        if version >= SPLIT_BLOCK_TIME_VERSION:
+            read = "shared_blk_read_time + local_blk_read_time"
+            write = "shared_blk_write_time + local_blk_write_time"
+        else:
+            read, write = "blk_read_time", "blk_write_time"
+        sql = text(
+            STATEMENTS_SQL.format(schema=extension.schema, total=total, read=read, write=write)
         )
-        sql = text(STATEMENTS_SQL.format(schema=extension.schema, total=total))
         try:
             # A savepoint: when the library is not loaded, the run's transaction goes on.
             async with conn.begin_nested():
@@ -137,7 +147,7 @@ class StatementsCollector(Collector[StatementsCollectorSettings]):
                 " and restart the server)"
             )
         if self._unavailable is not None:
-            log.info("pg_stat_statements is available in database %s again", self.datname)
+            log.info("pg_stat_statements is available in database %s again", self.database)
             self._unavailable = None
         self.top = await self._with_texts(conn, extension.schema, rows)
         return self.families(rows)
@@ -179,7 +189,7 @@ class StatementsCollector(Collector[StatementsCollectorSettings]):
         if reason != self._unavailable:
             log.info(
                 "collector statements on database %s: pg_stat_statements skipped: %s",
-                self.datname,
+                self.database,
                 reason,
             )
             self._unavailable = reason
@@ -201,9 +211,22 @@ class StatementsCollector(Collector[StatementsCollectorSettings]):
             "Mean execution time of the statement, in seconds.",
             labels=LABELS,
         )
+        block_times = [
+            (
+                column,
+                CounterMetricFamily(
+                    f"pg_stat_statements_block_{kind}_seconds",
+                    f"Time the statement spent {kind}ing blocks, in seconds (track_io_timing).",
+                    labels=LABELS,
+                ),
+            )
+            for column, kind in (("read_ms", "read"), ("write_ms", "write"))
+        ]
         statements = 0
         for r in rows:
-            labels = [self.datname, str(r.queryid)]
+            labels = [self.datname, str(r.queryid), r.username or "unknown"]
+            for column, family in block_times:
+                family.add_metric(labels, number(getattr(r, column)) / 1000)
             for column, family in counters:
                 family.add_metric(labels, number(getattr(r, column)))
             calls, total_seconds = number(r.calls), number(r.total_ms) / 1000
@@ -216,6 +239,6 @@ class StatementsCollector(Collector[StatementsCollectorSettings]):
             labels=["datname"],
         )
         omitted.add_metric([self.datname], max(0, statements - len(rows)))
-        families: list[Metric] = [family for _, family in counters]
+        families: list[Metric] = [family for _, family in counters + block_times]
         families.extend((seconds, mean, omitted, self._available(1)))
         return families

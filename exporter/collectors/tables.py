@@ -3,7 +3,8 @@
 Per-table series (labels `datname, schemaname, relname`) use postgres_exporter's
 `pg_stat_user_tables_*` names where it has them; sizes are split into the heap
 (`pg_table_size_bytes`, main fork), its indexes and its TOAST table (with the TOAST index).
-Vacuum and analyze times are Unix timestamps (0: never), so an age is `time() - x`.
+Vacuum and analyze times are Unix timestamps (0: never), so an age is `time() - x`. With
+`compatibility: postgres_exporter` the names are postgres_exporter's (`postgres_exporter_names`).
 
 The sizes open each table, so a table held `ACCESS EXCLUSIVE` by a migration makes this
 collector fail after `lock_timeout_seconds` (the others are unaffected). At most
@@ -13,9 +14,9 @@ collector fail after `lock_timeout_seconds` (the others are unaffected). At most
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -29,7 +30,8 @@ from exporter.settings import TablesCollectorSettings
 TABLES_SQL = """
 SELECT s.schemaname, s.relname,
        s.seq_scan, s.seq_tup_read, s.idx_scan, s.idx_tup_fetch,
-       s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.n_live_tup, s.n_dead_tup,
+       s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.n_tup_hot_upd,
+       s.n_live_tup, s.n_dead_tup, s.n_mod_since_analyze,
        s.vacuum_count, s.autovacuum_count, s.analyze_count, s.autoanalyze_count,
        s.last_vacuum, s.last_autovacuum, s.last_analyze, s.last_autoanalyze,
        pg_relation_size(s.relid) AS table_bytes,
@@ -50,6 +52,7 @@ COUNTERS = (
     ("n_tup_ins", "Rows inserted."),
     ("n_tup_upd", "Rows updated (including HOT updates)."),
     ("n_tup_del", "Rows deleted."),
+    ("n_tup_hot_upd", "Rows HOT updated (no separate index update needed)."),
     ("vacuum_count", "Times this table was vacuumed manually."),
     ("autovacuum_count", "Times this table was vacuumed by autovacuum."),
     ("analyze_count", "Times this table was analyzed manually."),
@@ -58,6 +61,11 @@ COUNTERS = (
 GAUGES = (
     ("n_live_tup", "pg_stat_user_tables_n_live_tup", "Estimated live rows."),
     ("n_dead_tup", "pg_stat_user_tables_n_dead_tup", "Estimated dead rows."),
+    (
+        "n_mod_since_analyze",
+        "pg_stat_user_tables_n_mod_since_analyze",
+        "Estimated rows changed since the table was last analyzed.",
+    ),
     ("table_bytes", "pg_table_size_bytes", "Size of the table's heap (main fork)."),
     ("indexes_bytes", "pg_table_indexes_size_bytes", "Size of all the table's indexes."),
     ("toast_bytes", "pg_table_toast_size_bytes", "Size of the table's TOAST table and index."),
@@ -76,6 +84,17 @@ class Table:
 class TablesCollector(Collector[TablesCollectorSettings]):
     name = "tables"
     database_wide = True
+    # postgres_exporter's stat_user_tables: counters without _total, times without a unit.
+    # Its table_size_bytes is pg_table_size() (with TOAST), ours the heap alone.
+    postgres_exporter_names: ClassVar[Mapping[str, str]] = {
+        **{f"pg_stat_user_tables_{c}": f"pg_stat_user_tables_{c}" for c, _ in COUNTERS},
+        **{
+            f"pg_stat_user_tables_{c}_timestamp_seconds": f"pg_stat_user_tables_{c}"
+            for c in TIMESTAMPS
+        },
+        "pg_table_size_bytes": "pg_stat_user_tables_table_size_bytes",
+        "pg_table_indexes_size_bytes": "pg_stat_user_tables_index_size_bytes",
+    }
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         rows = (await conn.execute(text(TABLES_SQL))).all()

