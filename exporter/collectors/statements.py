@@ -4,7 +4,8 @@ From `pg_stat_statements`, per `queryid` and role (top-level and nested summed),
 postgres_exporter's names (its `stat_statements` collector), labels `datname, queryid, user`
 (the role that ran it): the query id is a number; the metrics' query reads no text
 (`pg_stat_statements(showtext => false)`) and no text is ever exported. `top_k` counts
-(statement, role) pairs. Counters restart when the statistics are reset or the entry is evicted, which `rate()` absorbs.
+(statement, role) pairs. Counters restart when the statistics are reset or the entry is
+evicted, which `rate()` absorbs.
 
 For the on-call page, so that a `queryid` on a dashboard leads to its SQL, the last run's top
 statements are kept in memory (`top`) with their text: at most `top_k` of them, each text cut
