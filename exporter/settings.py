@@ -203,6 +203,8 @@ class BackupsCollectorSettings(CollectorSettings):
         if self.enabled and self.directory is None:
             raise ValueError("directory is required when the collector is enabled")
         return self
+
+
 class SettingsCollectorSettings(CollectorSettings):
     interval_seconds: float = Field(default=300.0, gt=0)
     # pg_settings rows exported (alphabetically); extensions can add many.
