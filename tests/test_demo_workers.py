@@ -31,13 +31,19 @@ from processes import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.engine import URL
-from subprocesses import Running, assert_one_line_error, run_cli
+from subprocesses import (
+    Running,
+    assert_one_line_error,
+    assert_slow_query_records_only,
+    log_records,
+    run_cli,
+)
 
 from exporter.cli import DEMO_MAX_WORKERS, parse_args
 from exporter.demo.run import back_up, demo_database_settings
 from exporter.settings import BackupsCollectorSettings
 
-STARTED = r"(\d+) worker processes \(pids ([\d, ]+)\) hand their records over in (\S+)"
+STARTED = r'(\d+) worker processes \(pids ([\d, ]+)\) hand their records over in ([^\s"]+)'
 SLOW_REPORT = "FROM ledger_entries"  # WalletWorkload.slow_report's statement
 N_PLUS_ONE_ROUTE = "/reports/users"  # WalletWorkload.users_report's page
 
@@ -66,8 +72,10 @@ def start_demo(database: URL, *flags: str) -> Running:
 
 
 @pytest.fixture
-def demo(fresh_database: URL) -> Iterator[Demo]:
-    running = start_demo(fresh_database, "--workers", "2", "--listen", "127.0.0.1:0")
+def demo(fresh_database: URL, request: pytest.FixtureRequest) -> Iterator[Demo]:
+    """The demo with two workers (and the flags a test gives by indirect parametrization)."""
+    flags = getattr(request, "param", ())
+    running = start_demo(fresh_database, *flags, "--workers", "2", "--listen", "127.0.0.1:0")
     try:
         started = running.wait_for(STARTED, timeout=120)
         url = running.wait_for(r"serving (http://\S+)/metrics").group(1)
@@ -153,6 +161,9 @@ def test_every_worker_s_records_and_metrics_reach_the_demo_s_sidecar(demo: Demo)
     assert demo.running.stop(signal.SIGINT) == 0
     assert_nothing_left(demo, children)
     assert demo.running.err_lines[-1].endswith("stopped\n")
+    # The workers' records reach the demo's stdout too, as JSON lines and nothing else.
+    demo.running.close()
+    assert_slow_query_records_only(demo.running.out_lines)
 
 
 def test_a_worker_that_ends_is_one_line_and_the_last_one_ends_the_demo(demo: Demo) -> None:
@@ -178,11 +189,15 @@ def test_a_worker_that_ends_is_one_line_and_the_last_one_ends_the_demo(demo: Dem
     assert_nothing_left(demo, children)
 
 
+@pytest.mark.parametrize("demo", [("--log-format", "json")], indirect=True)
 def test_sigterm_stops_every_process_and_removes_the_directory(demo: Demo) -> None:
     children = child_pids(demo.pid)
     assert len(children) == 3  # the sidecar and two workers
     assert demo.running.stop(signal.SIGTERM) == 0
     assert_nothing_left(demo, children)
+    # The workers and the sidecar log in the demo's format too.
+    records = log_records(demo.running.err_lines, "json")
+    assert records[-1]["message"] == "stopped"
 
 
 def test_a_taken_address_is_one_line_and_starts_no_worker(fresh_database: URL) -> None:
