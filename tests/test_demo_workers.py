@@ -159,10 +159,10 @@ def test_every_worker_s_records_and_metrics_reach_the_demo_s_sidecar(demo: Demo)
     assert scraped == sum(each)
 
     assert demo.running.stop(signal.SIGINT) == 0
+    demo.running.close()  # every line read
     assert_nothing_left(demo, children)
     assert demo.running.err_lines[-1].endswith("stopped\n")
     # The workers' records reach the demo's stdout too, as JSON lines and nothing else.
-    demo.running.close()
     assert_slow_query_records_only(demo.running.out_lines)
 
 
@@ -194,6 +194,7 @@ def test_sigterm_stops_every_process_and_removes_the_directory(demo: Demo) -> No
     children = child_pids(demo.pid)
     assert len(children) == 3  # the sidecar and two workers
     assert demo.running.stop(signal.SIGTERM) == 0
+    demo.running.close()  # every line read
     assert_nothing_left(demo, children)
     # The workers and the sidecar log in the demo's format too.
     records = log_records(demo.running.err_lines, "json")
