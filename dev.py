@@ -19,8 +19,9 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".dev-installed"
 
-USAGE = """usage: python3 dev.py demo [--listen HOST:PORT]   run the demo (embedded PostgreSQL)
-       python3 dev.py test [PYTEST ARGS]          lint, type-check and run the test suite"""
+USAGE = """usage: python3 dev.py demo [--listen HOST:PORT] [--workers N]
+                                   run the demo (embedded PostgreSQL)
+       python3 dev.py test [PYTEST ARGS]  lint, type-check and run the test suite"""
 
 
 def ensure_venv() -> None:

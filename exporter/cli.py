@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 # `slowlog` on a laptop at 3 a.m. should not wait for aiohttp and SQLAlchemy to load.
 
 DEMO_LISTEN = "127.0.0.1:9188"
+# Each demo worker's pool may open 15 connections: four stay well below PostgreSQL's default
+# max_connections (100) with the sidecar's and a psql session's to spare.
+DEMO_MAX_WORKERS = 4
 EXPLAIN_TIMEOUT_SECONDS = 60.0
 MAX_SQL_BYTES = 1 << 20
 log = logging.getLogger(__name__)
@@ -73,6 +76,18 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _demo_workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= DEMO_MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 1 to {DEMO_MAX_WORKERS}, got {text!r}"
+        )
     return value
 
 
@@ -132,6 +147,14 @@ def _parser() -> argparse.ArgumentParser:
         parents=[flags],
     )
     demo.add_argument("--listen", default=DEMO_LISTEN, metavar="HOST:PORT")
+    demo.add_argument(
+        "--workers",
+        type=_demo_workers,
+        default=1,
+        metavar="N",
+        help="run the workload in N worker processes beside a sidecar, as under gunicorn "
+        f"(1 to {DEMO_MAX_WORKERS}; default 1: in the demo's own process)",
+    )
 
     serve = commands.add_parser(
         "serve",
@@ -416,7 +439,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "demo":
         from exporter.demo.run import run_demo
 
-        run_demo(_listen(args.listen) or DEMO_LISTEN, os.environ.get("DATABASE_URL"))
+        run_demo(_listen(args.listen) or DEMO_LISTEN, os.environ.get("DATABASE_URL"), args.workers)
 
 
 def _setup_logging(args: argparse.Namespace, settings: Settings | None = None) -> None:

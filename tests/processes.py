@@ -6,6 +6,7 @@ Standard library only: `.ci/install-check` uses it too, outside the test environ
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -20,7 +21,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 EXPORTER = (sys.executable, "-m", "exporter")
 
@@ -162,4 +163,49 @@ def processes_mentioning(text: str) -> list[str]:
             continue
         if text in cmdline:
             found.append(cmdline)
+    return found
+
+
+def child_pids(pid: int) -> set[int]:
+    """The processes `pid` started that are still its children (Linux's /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def is_running(pid: int) -> bool:
+    """Whether `pid` is a process that has not ended (a zombie has ended)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def slow_queries(url: str) -> dict[str, Any]:
+    """A server's /slow-queries answer, every record it keeps."""
+    status, body = get(f"{url}/slow-queries?limit=1000")
+    assert status == 200, body
+    answer: dict[str, Any] = json.loads(body)
+    return answer
+
+
+def wait_for_slow_queries(
+    server: Running, url: str, what: str, check: Callable[[dict[str, Any]], object]
+) -> dict[str, Any]:
+    """Poll `url`'s /slow-queries until `check(answer)` holds; fails naming `what`, with the
+    server's output and the last answer, when `server` exits first or a minute and a half
+    passes."""
+    found: dict[str, Any] = {}
+
+    def holds() -> bool:
+        nonlocal found
+        found = slow_queries(url)
+        return bool(check(found))
+
+    try:
+        server.wait_until(what, holds, timeout=90)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nlast answer: {json.dumps(found)[:4000]}") from None
     return found

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from processes import Running, free_port, get
+from processes import Running, free_port, get, slow_queries, wait_for_slow_queries
 from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine
@@ -140,26 +140,13 @@ class Deployment:
         raise AssertionError(f"not every worker served: {served}")
 
     def slow_queries(self) -> dict[str, Any]:
-        status, body = get(f"http://127.0.0.1:{self.sidecar_port}/slow-queries?limit=1000")
-        assert status == 200, body
-        answer: dict[str, Any] = json.loads(body)
-        return answer
+        return slow_queries(f"http://127.0.0.1:{self.sidecar_port}")
 
     def wait_for_sidecar(self, what: str, check: Any) -> dict[str, Any]:
         """Poll /slow-queries until `check(answer)` holds."""
         assert self.sidecar is not None
-        found: dict[str, Any] = {}
-
-        def holds() -> bool:
-            nonlocal found
-            found = self.slow_queries()
-            return bool(check(found))
-
-        try:
-            self.sidecar.wait_until(what, holds, timeout=60)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\nlast answer: {json.dumps(found)[:4000]}") from None
-        return found
+        url = f"http://127.0.0.1:{self.sidecar_port}"
+        return wait_for_slow_queries(self.sidecar, url, what, check)
 
     def close(self) -> None:
         for process in (self.sidecar, self.app):

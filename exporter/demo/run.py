@@ -14,6 +14,7 @@ from contextlib import ExitStack, suppress
 from pathlib import Path
 
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exporter.demo.embedded import embedded_postgres
 from exporter.demo.prepare import add_hand_made_objects, enable_statement_statistics
@@ -40,7 +41,7 @@ class DemoError(UserError, RuntimeError):
 log = logging.getLogger("exporter.demo")
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     log.info("%s", message)  # on stderr: stdout carries only slow-query records
 
 
@@ -74,48 +75,70 @@ def demo_database_settings(url: URL, backups: Path) -> DatabaseSettings:
     )
 
 
-def _back_up(database: DatabaseSettings) -> None:
+def back_up(database: DatabaseSettings) -> None:
     """One backup of the demo's database, as `db-exporter backup` takes it."""
     from exporter.backup_command import backup_database
 
     try:
         done = backup_database(database)
-    except UserError as exc:
+    except Exception as exc:  # no pg_dump for the server, a full disk...: the demo goes on
         log.warning("demo backup failed: %s", exc)
         return
-    _say(f"backed up the wallet to {done.path} (db-exporter backup; db_backup_* in /metrics)")
+    say(f"backed up the wallet to {done.path} (db-exporter backup; db_backup_* in /metrics)")
 
 
-async def _serve_workload(url: URL, listen: str, backups: Path) -> None:
-    from exporter.demo.models import Base, EngineSettings, create_engine
-    from exporter.demo.workload import WalletWorkload
+def wallet_engine(url: URL) -> AsyncEngine:
+    """The wallet application's engine, with a small pool so the workload's bursts overflow it."""
+    from exporter.demo.models import EngineSettings, create_engine
 
+    async_url, connect_args = asyncpg_engine_args(
+        url, server_settings={"application_name": APPLICATION_NAME}
+    )
+    return create_engine(
+        async_url, EngineSettings(pool_size=5, max_overflow=10), connect_args=connect_args
+    )
+
+
+def instrument_wallet(engine: AsyncEngine) -> None:
+    """As the wallet application instruments its engine (in each of its processes)."""
+    from exporter.demo.models import Base
+
+    instrument(engine, database="main", tables=Base.metadata)
+
+
+async def prepare_database(engine: AsyncEngine) -> None:
+    """What the demo adds to its database before the workload starts."""
+    await enable_statement_statistics(engine, say)
+    await add_hand_made_objects(engine, say)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """Set on SIGINT or SIGTERM, in the running loop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    return stop
 
-    # A small pool so the workload's bursts overflow it.
-    async_url, connect_args = asyncpg_engine_args(
-        url, server_settings={"application_name": APPLICATION_NAME}
-    )
-    engine = create_engine(
-        async_url, EngineSettings(pool_size=5, max_overflow=10), connect_args=connect_args
-    )
-    await enable_statement_statistics(engine, _say)
-    await add_hand_made_objects(engine, _say)
-    instrument(engine, database="main", tables=Base.metadata)
+
+async def _serve_workload(url: URL, listen: str, backups: Path) -> None:
+    from exporter.demo.workload import WalletWorkload
+
+    stop = stop_on_signals()
+    engine = wallet_engine(url)
+    await prepare_database(engine)
+    instrument_wallet(engine)
     database = demo_database_settings(url, backups)
     exporter = Exporter(listen=listen, databases=[database], metrics=default_metrics())
     try:
         await exporter.start()
         workload = WalletWorkload(engine)
         await workload.seed()
-        _say(f"serving {exporter.url}/metrics  (also /healthz, /readyz; Ctrl-C to stop)")
+        say(f"serving {exporter.url}/metrics  (also /healthz, /readyz; Ctrl-C to stop)")
         task = asyncio.create_task(workload.run())
-        backup = asyncio.create_task(asyncio.to_thread(_back_up, database))
+        backup = asyncio.create_task(asyncio.to_thread(back_up, database))
         await stop.wait()
-        _say("stopping")
+        say("stopping")
         workload.stop()
         with suppress(TimeoutError):  # then it is cancelled
             await asyncio.wait_for(task, STOP_GRACE_SECONDS)
@@ -125,21 +148,29 @@ async def _serve_workload(url: URL, listen: str, backups: Path) -> None:
         await engine.dispose()
 
 
-def run_demo(listen: str, database_url: str | None) -> None:
+def run_demo(listen: str, database_url: str | None, workers: int = 1) -> None:
+    """The demo, its workload in this process or, with `workers` above 1, in that many worker
+    processes beside a sidecar (exporter/demo/workers.py)."""
     with ExitStack() as stack:
         if database_url:
             try:
                 url = parse_dsn(database_url)
             except DsnError as exc:
                 raise DemoError(f"DATABASE_URL: {exc}") from None
-            _say(f"using DATABASE_URL {masked(url)}")
+            say(f"using DATABASE_URL {masked(url)}")
         else:
-            _say("starting an embedded PostgreSQL (set DATABASE_URL to use your own)")
+            say("starting an embedded PostgreSQL (set DATABASE_URL to use your own)")
             server = stack.enter_context(embedded_postgres())
-            _say(f"embedded PostgreSQL running in {server.directory} (psql '{server.url}')")
+            say(f"embedded PostgreSQL running in {server.directory} (psql '{server.url}')")
             url = parse_dsn(server.url)
         apply_migrations(url)
-        _say("wallet schema migrated to head")
+        say("wallet schema migrated to head")
         backups = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="db-exporter-")))
-        asyncio.run(_serve_workload(url, listen, backups))
-    _say("stopped")
+        if workers == 1:
+            asyncio.run(_serve_workload(url, listen, backups))
+        else:
+            from exporter.demo.workers import serve_workers
+
+            shared = stack.enter_context(tempfile.TemporaryDirectory(prefix="db-exporter-workers-"))
+            asyncio.run(serve_workers(url, listen, backups, workers, Path(shared)))
+    say("stopped")
