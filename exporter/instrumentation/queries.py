@@ -20,7 +20,7 @@ import logging
 import math
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.metrics import Counter
 from sqlalchemy.engine import Dialect
@@ -43,6 +43,27 @@ from exporter.sqlstate import sqlstate_of
 STATEMENT_METHODS = ("do_execute", "do_executemany", "do_execute_no_params")
 
 log = logging.getLogger("exporter.instrumentation")
+
+
+class StatementObserver(Protocol):
+    """Shown every statement of every instrumented engine, after it ran (or failed): the pytest
+    plugin counts them per test. Called on the query path: must be quick and do no I/O."""
+
+    def __call__(self, identity: QueryIdentity, seconds: float, scope: QueryContext | None) -> None:
+        """`scope`: the statement's context (a web request's, for one), or None."""
+
+
+# The one observer, or None (the default): then the query path pays one global lookup.
+_observer: StatementObserver | None = None
+
+
+def observe_statements(observer: StatementObserver | None) -> StatementObserver | None:
+    """Show every instrumented statement to `observer` (None: to nobody) from now on, whatever
+    engine runs it and whenever it was instrumented; returns the observer it replaces, for the
+    caller to put back (a pytest session run inside another one has its own)."""
+    global _observer
+    previous, _observer = _observer, observer
+    return previous
 
 
 @dataclass(slots=True)
@@ -243,6 +264,8 @@ class QueryListener:
                     repeats = self._repeats(scope, entry)
                     if repeats is not None:
                         self._slow(entry, elapsed, None, parameters, batch, context, None, repeats)
+            if _observer is not None:
+                self._show(entry, elapsed, scope)
         except Exception:
             self._failures.record("query_succeeded")
 
@@ -272,6 +295,8 @@ class QueryListener:
                 if elapsed >= self._slow_threshold:
                     code = sqlstate_of(exc) or OTHER
                     self._slow(entry, elapsed, None, parameters, batch, context, str(code))
+                if _observer is not None:
+                    self._show(entry, elapsed, scope)
             key = (entry.operation, sqlstate_class(exc))
             errors = self._errors.get(key)
             if errors is None:
@@ -281,6 +306,15 @@ class QueryListener:
             errors.inc()
         except Exception:
             self._failures.record("query_failed")
+
+    def _show(self, entry: _Statement, seconds: float, scope: QueryContext | None) -> None:
+        """The statement, to the observer; its failure is the observer's, counted apart."""
+        try:
+            observer = _observer
+            if observer is not None:  # it may have gone since the caller looked
+                observer(entry.identity, seconds, scope)
+        except Exception:
+            self._failures.record("statement_observer")
 
     # -- the slow-query log: only for slow statements and inside a context -------------------
 
