@@ -23,6 +23,9 @@ from exporter import Metrics
 from exporter.demo.embedded import embedded_postgres
 from exporter.dsn import parse_dsn, sync_url
 
+# pytester: inner pytest sessions, for the pytest plugin's tests.
+pytest_plugins = ("pytester",)
+
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[URL]:

@@ -49,8 +49,11 @@ class StatementObserver(Protocol):
     """Shown every statement of every instrumented engine, after it ran (or failed): the pytest
     plugin counts them per test. Called on the query path: must be quick and do no I/O."""
 
-    def __call__(self, identity: QueryIdentity, seconds: float, scope: QueryContext | None) -> None:
-        """`scope`: the statement's context (a web request's, for one), or None."""
+    def __call__(
+        self, identity: QueryIdentity, seconds: float, scope: QueryContext | None, ok: bool
+    ) -> None:
+        """`scope`: the statement's context (a web request's, for one), or None; `ok`: False
+        when the statement failed."""
 
 
 # The one observer, or None (the default): then the query path pays one global lookup.
@@ -265,7 +268,7 @@ class QueryListener:
                     if repeats is not None:
                         self._slow(entry, elapsed, None, parameters, batch, context, None, repeats)
             if _observer is not None:
-                self._show(entry, elapsed, scope)
+                self._show(entry, elapsed, scope, context, True)
         except Exception:
             self._failures.record("query_succeeded")
 
@@ -296,7 +299,7 @@ class QueryListener:
                     code = sqlstate_of(exc) or OTHER
                     self._slow(entry, elapsed, None, parameters, batch, context, str(code))
                 if _observer is not None:
-                    self._show(entry, elapsed, scope)
+                    self._show(entry, elapsed, scope, context, False)
             key = (entry.operation, sqlstate_class(exc))
             errors = self._errors.get(key)
             if errors is None:
@@ -307,12 +310,21 @@ class QueryListener:
         except Exception:
             self._failures.record("query_failed")
 
-    def _show(self, entry: _Statement, seconds: float, scope: QueryContext | None) -> None:
-        """The statement, to the observer; its failure is the observer's, counted apart."""
+    def _show(
+        self,
+        entry: _Statement,
+        seconds: float,
+        scope: QueryContext | None,
+        context: Any,
+        ok: bool,
+    ) -> None:
+        """The statement, to the observer; its failure is the observer's, counted apart. Not
+        the engine's first-connect statements: the application did not write them, and which
+        test makes an engine's first connection depends on the order tests run in."""
         try:
             observer = _observer
-            if observer is not None:  # it may have gone since the caller looked
-                observer(entry.identity, seconds, scope)
+            if observer is not None and _connection_info(context) is not _OUTSIDE_POOL:
+                observer(entry.identity, seconds, scope, ok)
         except Exception:
             self._failures.record("statement_observer")
 
@@ -411,14 +423,24 @@ def _describe(method: Any) -> str:
     return f"{module}.{getattr(function, '__qualname__', type(function).__qualname__)}"
 
 
-def _pool_wait(context: Any) -> float | None:
-    """How long the statement's connection waited at checkout (stored by the pool timer)."""
+# What `_connection_info` answers for SQLAlchemy's own first-connect statements.
+_OUTSIDE_POOL = object()
+
+
+def _connection_info(context: Any) -> Any:
+    """The `info` of the statement's pooled connection (None when there is none), or
+    _OUTSIDE_POOL: the dialect's first-connect statements (server version, schema, ...) run on
+    a connection outside the pool, whose `info` raises."""
     connection = getattr(getattr(context, "root_connection", None), "_dbapi_connection", None)
     try:
-        info = getattr(connection, "info", None)
+        return getattr(connection, "info", None)
     except NotImplementedError:
-        # The dialect's first-connect statements run on a connection outside the pool,
-        # whose `info` raises: it waited for no checkout.
-        return None
-    wait = info.get(POOL_WAIT) if info is not None else None
+        return _OUTSIDE_POOL
+
+
+def _pool_wait(context: Any) -> float | None:
+    """How long the statement's connection waited at checkout (stored by the pool timer)."""
+    info = _connection_info(context)
+    # Outside the pool, a statement waited for no checkout.
+    wait = info.get(POOL_WAIT) if info is not None and info is not _OUTSIDE_POOL else None
     return wait if isinstance(wait, float) else None
