@@ -127,6 +127,9 @@ class Budget:
 
 
 class QuerySession:
+    """The enabled plugin's hooks, registered for one pytest session (a session run inside
+    another, as pytester does, has its own and puts the outer one's observer back)."""
+
     def __init__(self, config: pytest.Config) -> None:
         self._config = config
         self.limits = limits_of(config)
