@@ -1,6 +1,6 @@
 """What the pytest plugin costs a test run: this project's own tests with the plugin off (only
-installed) and on (`--db-queries` with a JSON report), and what importing its entry point
-costs every pytest run (the plugin installed, not enabled).
+installed) and on (`--db-queries` with a JSON report), what importing its entry point costs
+every pytest run (the plugin installed, not enabled), and what the recorder costs per statement.
 
     .venv/bin/python bench/pytest_plugin_cost.py [--rounds 3] [TEST PATH ...]
 
@@ -55,6 +55,21 @@ def import_cost(module: str, rounds: int = 7) -> float:
     return statistics.median(times)
 
 
+def observer_cost(n: int = 100_000) -> float:
+    """CPU seconds the recorder spends per statement it is shown (a repeated SELECT inside a
+    test: the N+1 path included), without the database."""
+    from exporter.integrations.query_recorder import Limits, Recorder
+    from exporter.sql import identify
+
+    recorder = Recorder(Limits(), str(ROOT))
+    identity = identify("SELECT name FROM items WHERE id = 1", True)
+    recorder.start()
+    start = time.process_time()
+    for _ in range(n):
+        recorder(identity, 0.001, None, True)
+    return (time.process_time() - start) / n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -64,6 +79,7 @@ def main() -> None:
     instrument = import_cost("exporter.instrumentation")
     print(f"entry point import (plugin off, every pytest run): {entry * 1000:6.1f} ms CPU")
     print(f"  beside importing the instrumentation:            {instrument * 1000:6.1f} ms CPU")
+    print(f"the recorder, per statement shown to it:           {observer_cost() * 1e6:6.2f} us CPU")
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args.tests]
     figures: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory() as tmp:
