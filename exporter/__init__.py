@@ -13,7 +13,8 @@ and, for a developer, a statement's plan with what to fix in it:
     print(explain(session, select(User).where(User.email == email)))
 
 Importing this package and calling `instrument()` loads no server, driver or config code:
-the names below that need them are imported on first use.
+every name below is imported on first use, so that importing a submodule alone (the pytest
+plugin's entry point, which pytest loads in every test run) loads nothing else.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from exporter.instrumentation import instrument, is_instrumented, uninstrument
-from exporter.metrics import Metrics, default_metrics
-
 if TYPE_CHECKING:
     from exporter._version import __version__
     from exporter.configuration import configure
     from exporter.explainer import explain
+    from exporter.instrumentation import instrument, is_instrumented, uninstrument
+    from exporter.metrics import Metrics, default_metrics
     from exporter.server import Exporter, create_app
     from exporter.settings import ConfigError, Settings, load_settings
 
@@ -49,6 +49,11 @@ __all__ = [
 
 # Public name -> the module that defines it, imported when the name is first used.
 _LAZY = {
+    "instrument": "exporter.instrumentation",
+    "is_instrumented": "exporter.instrumentation",
+    "uninstrument": "exporter.instrumentation",
+    "Metrics": "exporter.metrics",
+    "default_metrics": "exporter.metrics",
     "__version__": "exporter._version",
     "configure": "exporter.configuration",
     "Exporter": "exporter.server",

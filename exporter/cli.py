@@ -1,5 +1,5 @@
 """`db-exporter` / `python -m exporter`: demo, serve, check-config, slowlog, explain, assets,
-backup, restore.
+backup, restore, test-report.
 
 A mistake the user can fix (bad config, bad flag, port in use) prints one line naming the
 culprit and exits 2; `--debug` adds the traceback.
@@ -44,6 +44,10 @@ class UsageError(UserError):
 
 class NoRecords(Exception):
     """The input holds lines, none of them a record (exit 1, like grep finding nothing)."""
+
+
+class Grown(Exception):
+    """`test-report compare` found tests that run more statements (exit 1, for CI)."""
 
 
 def _listen(value: str | None, flag: str = "--listen") -> str | None:
@@ -223,6 +227,19 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--file", metavar="PATH", help="read the statement from PATH")
 
     _backup_commands(commands, flags)
+    test_report = commands.add_parser(
+        "test-report",
+        help="the pytest plugin's JSON reports (--db-queries-report)",
+        parents=[flags],
+    )
+    reports = test_report.add_subparsers(dest="report_command", required=True, metavar="ACTION")
+    compare = reports.add_parser(
+        "compare",
+        help="list the tests that run more statements in HEAD than in BASE (exit 1 if any)",
+        parents=[flags],
+    )
+    compare.add_argument("base", metavar="BASE", help="the report of the base branch")
+    compare.add_argument("head", metavar="HEAD", help="the report of the change")
 
     assets = commands.add_parser(
         "assets",
@@ -402,6 +419,15 @@ def _explain(args: argparse.Namespace) -> None:
         print(plan.render())
 
 
+def _compare_reports(base: str, head: str) -> None:
+    from exporter.integrations import pytest_report
+
+    lines, grew = pytest_report.comparison(base, pytest_report.read(base), pytest_report.read(head))
+    print("\n".join(lines))
+    if grew:
+        raise Grown()
+
+
 def _run(args: argparse.Namespace) -> None:
     if args.command == "check-config":
         _check_config(args.file)
@@ -411,6 +437,8 @@ def _run(args: argparse.Namespace) -> None:
         _explain(args)
     elif args.command in ("backup", "restore"):
         _backup(args)
+    elif args.command == "test-report":
+        _compare_reports(args.base, args.head)
     elif args.command == "assets":
         for path in write_assets(
             args.dir, force=args.force, runbook_base_url=args.runbook_base_url
@@ -487,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except NoRecords as exc:
         _report(exc, args.debug)
+        return 1
+    except Grown:
         return 1
     except KeyboardInterrupt:
         return 130

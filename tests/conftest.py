@@ -30,6 +30,9 @@ from exporter.demo.models import create_engine as create_wallet_engine
 from exporter.demo.schema import alembic_config
 from exporter.dsn import async_url, parse_dsn, sync_url
 
+# pytester: inner pytest sessions, for the pytest plugin's tests.
+pytest_plugins = ("pytester",)
+
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[URL]:

@@ -89,7 +89,8 @@ def test_a_bad_flag_is_one_line_naming_it(argv: list[str], culprit: str) -> None
 TOKENS = st.sampled_from(
     ["demo", "serve", "check-config", "slowlog", "--debug", "--log-level", "--log-format",
      "--listen", "--config", "--top", "json", "text", "info", "DEBUG", "-", "x.yaml",
-     "explain", "--file", "--database", "--no-analyze", "--timeout", "SELECT 1"]
+     "explain", "--file", "--database", "--no-analyze", "--timeout", "SELECT 1",
+     "test-report", "compare"]
 )  # fmt: skip
 
 

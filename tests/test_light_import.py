@@ -163,3 +163,20 @@ def test_the_explain_command_loads_no_server_or_demo(
     # The config's readers, the exporter's driver and exporter.sql's parser: no aiohttp.
     assert packages(ran["loaded"]) & HEAVY == {"pydantic", "yaml", "asyncpg", "pglast"}
     assert not {"exporter.server", "exporter.demo", "exporter.collectors"} & set(ran["loaded"])
+
+
+# pytest imports the plugin's entry point in every run wherever db-exporter is installed.
+ENTRY_POINT = """
+import json, sys
+import exporter.integrations.pytest_plugin
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_pytest_entry_point_loads_nothing_else() -> None:
+    done = run_python(ENTRY_POINT)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout))
+    ours = {module for module in loaded if module.split(".")[0] == "exporter"}
+    assert ours == {"exporter", "exporter.integrations", "exporter.integrations.pytest_plugin"}
+    assert not packages(list(loaded)) & (HEAVY | {"sqlalchemy", "prometheus_client"})

@@ -123,6 +123,9 @@ def test_ten_thousand_failing_statements_leave_no_state_behind(
     assert len(listener._errors) == 1
 
 
+# Four statements, each batch one of them: the budget holds when CI runs this file with the
+# pytest plugin on (.ci/run).
+@pytest.mark.db_queries(max=4)
 def test_batches_are_one_call_with_their_row_count(
     engine: Engine, metrics: Metrics, registry: CollectorRegistry
 ) -> None:
@@ -274,6 +277,7 @@ def test_a_fault_in_every_hook_never_reaches_the_application(
     }  # fmt: skip
 
 
+@pytest.mark.allow_n_plus_one(reason="the same statement 50 times, on purpose")
 def test_listener_cost_is_paid_once_per_distinct_statement(
     engine: Engine, metrics: Metrics, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,6 +2,10 @@
 
 Listeners are kept per engine in a weak mapping, so instrumenting never keeps an engine alive,
 and `uninstrument(engine)` removes exactly what `instrument(engine)` added.
+
+The listeners' modules are imported when first used: `exporter.metrics` imports this package's
+recording modules (budget, series, pool gauges), and the listeners import `exporter.metrics`,
+so that importing either first works.
 """
 
 from __future__ import annotations
@@ -15,14 +19,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 
-from exporter.instrumentation.guard import FailureCounter
-from exporter.instrumentation.pool import PoolListener
-from exporter.instrumentation.queries import QueryListener
-from exporter.metrics import Metrics, default_metrics
-from exporter.slowlog import SlowQueryLog, default_slow_log
-
 if TYPE_CHECKING:  # sqlalchemy.ext.asyncio is not loaded for an application that never did
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from exporter.instrumentation.pool import PoolListener
+    from exporter.instrumentation.queries import QueryListener
+    from exporter.metrics import Metrics
+    from exporter.slowlog import SlowQueryLog
 
 
 @dataclass
@@ -68,6 +71,12 @@ def instrument(
     Slow statements go to `slow_log` (default: the process-wide one; `False`: none).
     Calling it again for the same engine and database does nothing; returns `engine`.
     """
+    from exporter.instrumentation.guard import FailureCounter
+    from exporter.instrumentation.pool import PoolListener
+    from exporter.instrumentation.queries import QueryListener
+    from exporter.metrics import default_metrics
+    from exporter.slowlog import default_slow_log
+
     sync = _sync_engine(engine)
     with _lock:
         existing = _attached.get(sync)
@@ -123,7 +132,7 @@ def uninstrument(engine: Engine | AsyncEngine) -> None:
         for name, fn in attached.listeners:
             event.remove(sync, name, fn)
         attached.queries.detach()
-        PoolListener.unwrap(sync.pool)
+        attached.pool.unwrap(sync.pool)
         attached.metrics.pools.remove(sync)
         attached.finalizer.detach()
         attached.pool.release()

@@ -20,7 +20,7 @@ import logging
 import math
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.metrics import Counter
 from sqlalchemy.engine import Dialect
@@ -43,6 +43,30 @@ from exporter.sqlstate import sqlstate_of
 STATEMENT_METHODS = ("do_execute", "do_executemany", "do_execute_no_params")
 
 log = logging.getLogger("exporter.instrumentation")
+
+
+class StatementObserver(Protocol):
+    """Shown every statement of every instrumented engine, after it ran (or failed): the pytest
+    plugin counts them per test. Called on the query path: must be quick and do no I/O."""
+
+    def __call__(
+        self, identity: QueryIdentity, seconds: float, scope: QueryContext | None, ok: bool
+    ) -> None:
+        """`scope`: the statement's context (a web request's, for one), or None; `ok`: False
+        when the statement failed."""
+
+
+# The one observer, or None (the default): then the query path pays one global lookup.
+_observer: StatementObserver | None = None
+
+
+def observe_statements(observer: StatementObserver | None) -> StatementObserver | None:
+    """Show every instrumented statement to `observer` (None: to nobody) from now on, whatever
+    engine runs it and whenever it was instrumented; returns the observer it replaces, for the
+    caller to put back (a pytest session run inside another one has its own)."""
+    global _observer
+    previous, _observer = _observer, observer
+    return previous
 
 
 @dataclass(slots=True)
@@ -243,6 +267,8 @@ class QueryListener:
                     repeats = self._repeats(scope, entry)
                     if repeats is not None:
                         self._slow(entry, elapsed, None, parameters, batch, context, None, repeats)
+            if _observer is not None:
+                self._show(entry, elapsed, scope, context, True)
         except Exception:
             self._failures.record("query_succeeded")
 
@@ -272,6 +298,8 @@ class QueryListener:
                 if elapsed >= self._slow_threshold:
                     code = sqlstate_of(exc) or OTHER
                     self._slow(entry, elapsed, None, parameters, batch, context, str(code))
+                if _observer is not None:
+                    self._show(entry, elapsed, scope, context, False)
             key = (entry.operation, sqlstate_class(exc))
             errors = self._errors.get(key)
             if errors is None:
@@ -281,6 +309,24 @@ class QueryListener:
             errors.inc()
         except Exception:
             self._failures.record("query_failed")
+
+    def _show(
+        self,
+        entry: _Statement,
+        seconds: float,
+        scope: QueryContext | None,
+        context: Any,
+        ok: bool,
+    ) -> None:
+        """The statement, to the observer; its failure is the observer's, counted apart. Not
+        the engine's first-connect statements: the application did not write them, and which
+        test makes an engine's first connection depends on the order tests run in."""
+        try:
+            observer = _observer
+            if observer is not None and _connection_info(context) is not _OUTSIDE_POOL:
+                observer(entry.identity, seconds, scope, ok)
+        except Exception:
+            self._failures.record("statement_observer")
 
     # -- the slow-query log: only for slow statements and inside a context -------------------
 
@@ -377,14 +423,24 @@ def _describe(method: Any) -> str:
     return f"{module}.{getattr(function, '__qualname__', type(function).__qualname__)}"
 
 
-def _pool_wait(context: Any) -> float | None:
-    """How long the statement's connection waited at checkout (stored by the pool timer)."""
+# What `_connection_info` answers for SQLAlchemy's own first-connect statements.
+_OUTSIDE_POOL = object()
+
+
+def _connection_info(context: Any) -> Any:
+    """The `info` of the statement's pooled connection (None when there is none), or
+    _OUTSIDE_POOL: the dialect's first-connect statements (server version, schema, ...) run on
+    a connection outside the pool, whose `info` raises."""
     connection = getattr(getattr(context, "root_connection", None), "_dbapi_connection", None)
     try:
-        info = getattr(connection, "info", None)
+        return getattr(connection, "info", None)
     except NotImplementedError:
-        # The dialect's first-connect statements run on a connection outside the pool,
-        # whose `info` raises: it waited for no checkout.
-        return None
-    wait = info.get(POOL_WAIT) if info is not None else None
+        return _OUTSIDE_POOL
+
+
+def _pool_wait(context: Any) -> float | None:
+    """How long the statement's connection waited at checkout (stored by the pool timer)."""
+    info = _connection_info(context)
+    # Outside the pool, a statement waited for no checkout.
+    wait = info.get(POOL_WAIT) if info is not None and info is not _OUTSIDE_POOL else None
     return wait if isinstance(wait, float) else None
