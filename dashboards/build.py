@@ -951,7 +951,338 @@ SLOW = Dashboard(
     ],
 )
 
-DASHBOARDS = (OVERVIEW, POOL, INDEXES, SLOW)
+# The server-level picture an on-call engineer opens when PostgreSQL itself is in question:
+# connections against the limit, replication, wraparound, checkpoints, WAL, locks, long
+# transactions, autovacuum and archiving (the server-level collectors). Most series are
+# server-wide and carry only `database` (the configured database they were read through).
+_USABLE_CONNECTIONS = (
+    f"max by (database) (pg_settings_max_connections{{{PG}}} "
+    f"- pg_settings_superuser_reserved_connections{{{PG}}})"
+)
+_BACKENDS = f"sum by (database) (pg_stat_database_numbackends{{{PG}}})"
+_FREEZE_MAX_AGE = f"max by (database) (pg_settings_autovacuum_freeze_max_age{{{PG}}})"
+_BYTES = {"id": "unit", "value": "bytes"}
+# The autovacuum collector has one series per running worker, none when it finds none: "0
+# workers" is the collector's last run having succeeded.
+_AUTOVACUUM_COLLECTED = (
+    "max by (database) (exporter_collector_success"
+    f'{{collector="stat_activity_autovacuum", {PG}}} == 1)'
+)
+
+SERVER = Dashboard(
+    uid="db-exporter-server",
+    title="db-exporter / PostgreSQL server",
+    description="The PostgreSQL server behind each configured database: connections against "
+    "max_connections, replication lag and slots, transaction-ID wraparound, checkpoints, WAL, "
+    "locks, long transactions, autovacuum workers and WAL archiving.",
+    file="server.json",
+    database_query="label_values(exporter_collector_success"
+    f'{{collector="settings", {PROC}}}, database)',
+    panels=[
+        Panel(
+            "Role",
+            "Primary or replica (pg_is_in_recovery(), replication collector).",
+            [Target(f"max by (database) (pg_replication_is_replica{{{PG}}})", "{{database}}")],
+            kind="stat",
+            unit="none",
+            width=4,
+            height=4,
+            mappings=[
+                {
+                    "type": "value",
+                    "options": {
+                        "0": {"text": "primary", "color": "blue", "index": 0},
+                        "1": {"text": "replica", "color": "purple", "index": 1},
+                    },
+                }
+            ],
+        ),
+        Panel(
+            "Uptime",
+            "Time since the postmaster started (pg_postmaster_start_time_seconds). A small "
+            "value you did not expect is a restart or a crash recovery: look at the server log.",
+            [
+                Target(
+                    f"time() - max by (database) (pg_postmaster_start_time_seconds{{{PG}}})",
+                    "{{database}}",
+                )
+            ],
+            kind="stat",
+            unit="s",
+            width=4,
+            height=4,
+        ),
+        Panel(
+            "Connections used",
+            "Backends of the configured database as a share of the connections ordinary roles "
+            "may open (max_connections - superuser_reserved_connections). The alert fires at "
+            "80% for 5 minutes.",
+            [Target(f"{_BACKENDS} / on (database) {_USABLE_CONNECTIONS}", "{{database}}")],
+            kind="gauge",
+            unit="percentunit",
+            width=4,
+            height=4,
+            thresholds=[(None, "green"), (0.7, "orange"), (0.8, "red")],
+        ),
+        Panel(
+            "Replication lag",
+            "On a replica, how far replay is behind the primary (0 when everything received is "
+            "replayed, and on a primary). The alert fires above 60 s for 5 minutes.",
+            [Target(f"max by (database) (pg_replication_lag_seconds{{{PG}}})", "{{database}}")],
+            kind="stat",
+            unit="s",
+            width=4,
+            height=4,
+            thresholds=[(None, "green"), (10, "orange"), (60, "red")],
+        ),
+        Panel(
+            "Oldest open transaction",
+            "Age of the oldest transaction on the server that is not idle (autovacuum and the "
+            "exporter left out; 0: none). Long transactions hold back vacuum and the xmin "
+            "horizon on every database of the server.",
+            [
+                Target(
+                    f"max by (database) (pg_long_running_transactions_oldest_age_seconds{{{PG}}})",
+                    "{{database}}",
+                )
+            ],
+            kind="stat",
+            unit="s",
+            width=4,
+            height=4,
+            thresholds=[(None, "green"), (300, "orange"), (3600, "red")],
+        ),
+        Panel(
+            "WAL archive failures",
+            "Failed archive_command runs in the dashboard's range (0 when archiving is off). "
+            "The alert fires when they keep failing for 15 minutes.",
+            [
+                Target(
+                    "sum by (database) "
+                    f"(increase(pg_stat_archiver_failed_count_total{{{PG}}}[$__range]))",
+                    "{{database}}",
+                    instant=True,
+                )
+            ],
+            kind="stat",
+            unit="short",
+            width=4,
+            height=4,
+            thresholds=[(None, "green"), (1, "red")],
+        ),
+        Panel(
+            "Connections against max_connections",
+            "Backends of the configured database (pg_stat_database_numbackends, every client "
+            "and the exporter) against the server's max_connections and what ordinary roles "
+            "may use of it (minus superuser_reserved_connections). Other databases of the "
+            "server count against the same limit: configure them too to see them here.",
+            [
+                Target(_BACKENDS, "backends ({{database}})"),
+                Target(
+                    f"max by (database) (pg_settings_max_connections{{{PG}}})",
+                    "max_connections ({{database}})",
+                ),
+                Target(_USABLE_CONNECTIONS, "usable by ordinary roles ({{database}})"),
+            ],
+            unit="short",
+        ),
+        Panel(
+            "Locks by mode",
+            "Locks held or awaited on the server, by lock mode (pg_locks, every database of "
+            "the server). Access exclusive locks block everything on their table: a migration "
+            "or a VACUUM FULL, usually.",
+            [
+                Target(
+                    f"sum by (database, mode) (pg_locks{{{PG}}})",
+                    "{{mode}} ({{database}})",
+                )
+            ],
+            unit="short",
+        ),
+        Panel(
+            "Replication lag (time)",
+            "On a replica, how far replay is behind (pg_replication_lag_seconds). On a primary, "
+            "each standby's replay lag as the primary measures it (pg_stat_replication; none "
+            "without standbys).",
+            [
+                Target(
+                    f"max by (database) (pg_replication_lag_seconds{{{PG}}})",
+                    "replica behind its primary ({{database}})",
+                ),
+                Target(
+                    "max by (database, application_name) "
+                    f"(pg_stat_replication_replay_lag_seconds{{{PG}}})",
+                    "standby {{application_name}} ({{database}})",
+                ),
+            ],
+            unit="s",
+            width=8,
+        ),
+        Panel(
+            "Replication lag (bytes)",
+            "On a primary, WAL each standby has not replayed yet (pg_stat_replication, "
+            "current WAL position minus the standby's replay position).",
+            [
+                Target(
+                    "max by (database, application_name) "
+                    f"(pg_stat_replication_replay_lag_bytes{{{PG}}})",
+                    "standby {{application_name}} ({{database}})",
+                )
+            ],
+            unit="bytes",
+            width=8,
+        ),
+        Panel(
+            "WAL retained by replication slots",
+            "WAL each replication slot keeps in pg_wal (the server cannot remove it until the "
+            "slot's consumer confirms it). An inactive slot holding more and more fills the "
+            "disk: the alert fires above 1 GiB for 15 minutes.",
+            [
+                Target(
+                    "max by (database, slot_name, slot_type) "
+                    f"(pg_replication_slot_retained_wal_bytes{{{PG}}})",
+                    "{{slot_name}} ({{slot_type}}, {{database}})",
+                )
+            ],
+            unit="bytes",
+            width=8,
+        ),
+        Panel(
+            "Transaction-ID wraparound age",
+            "age(datfrozenxid) of each database of the server against autovacuum_freeze_max_age, "
+            "where autovacuum starts its anti-wraparound vacuum. Well above it means that "
+            "vacuum cannot finish; writes stop near 2^31 (about 2.1 billion). The alert fires "
+            "at 1.5 x autovacuum_freeze_max_age.",
+            [
+                Target(
+                    f"max by (database, datname) (pg_database_wraparound_age_datfrozenxid{{{PG}}})",
+                    "{{datname}} ({{database}})",
+                ),
+                Target(_FREEZE_MAX_AGE, "autovacuum_freeze_max_age ({{database}})"),
+            ],
+            unit="short",
+        ),
+        Panel(
+            "Checkpoints",
+            "Checkpoints per minute: timed (checkpoint_timeout) and requested (max_wal_size "
+            "reached, or a CHECKPOINT, CREATE DATABASE, base backup). Mostly requested ones "
+            "mean max_wal_size is too small for the write load; the alert fires when they are "
+            "over half of more than three an hour.",
+            [
+                Target(
+                    "60 * sum by (database) "
+                    f"(rate(pg_stat_checkpointer_num_timed_total{{{PG}}}[{RATE}]))",
+                    "timed ({{database}})",
+                ),
+                Target(
+                    "60 * sum by (database) "
+                    f"(rate(pg_stat_checkpointer_num_requested_total{{{PG}}}[{RATE}]))",
+                    "requested ({{database}})",
+                ),
+            ],
+            unit="opm",
+            interval=COLLECTOR_INTERVAL,
+        ),
+        Panel(
+            "Checkpoint write and sync time",
+            "Seconds per second the checkpointer spent writing buffers to files and syncing "
+            "them to disk. Sync time that grows is a slow disk.",
+            [
+                Target(
+                    "sum by (database) "
+                    f"(rate(pg_stat_checkpointer_write_time_seconds_total{{{PG}}}[{RATE}]))",
+                    "write ({{database}})",
+                ),
+                Target(
+                    "sum by (database) "
+                    f"(rate(pg_stat_checkpointer_sync_time_seconds_total{{{PG}}}[{RATE}]))",
+                    "sync ({{database}})",
+                ),
+            ],
+            unit="s",
+            interval=COLLECTOR_INTERVAL,
+        ),
+        Panel(
+            "WAL rate",
+            "WAL written per second (the rate of the WAL insert position; on a replica, of the "
+            "replayed position), and the size of pg_wal.",
+            [
+                Target(
+                    f"sum by (database) (rate(pg_wal_position_bytes_total{{{PG}}}[{RATE}]))",
+                    "WAL per second ({{database}})",
+                ),
+                Target(
+                    f"max by (database) (pg_wal_size_bytes{{{PG}}})",
+                    "pg_wal size ({{database}})",
+                ),
+            ],
+            unit="Bps",
+            interval=COLLECTOR_INTERVAL,
+            overrides=[{"matcher": {"id": "byFrameRefID", "options": "B"}, "properties": [_BYTES]}],
+        ),
+        Panel(
+            "Long-running transactions",
+            "Open transactions on the server that are not idle (autovacuum and the exporter "
+            "left out), and the oldest one's age.",
+            [
+                Target(
+                    f"max by (database) (pg_long_running_transactions{{{PG}}})",
+                    "open ({{database}})",
+                ),
+                Target(
+                    f"max by (database) (pg_long_running_transactions_oldest_age_seconds{{{PG}}})",
+                    "oldest ({{database}})",
+                ),
+            ],
+            unit="short",
+            width=8,
+            overrides=[
+                {
+                    "matcher": {"id": "byFrameRefID", "options": "B"},
+                    "properties": [{"id": "unit", "value": "s"}],
+                }
+            ],
+        ),
+        Panel(
+            "Autovacuum workers",
+            "Autovacuum workers running on the server (0 while the collector runs and finds "
+            "none). All autovacuum_max_workers busy for long means vacuum is behind.",
+            [
+                Target(
+                    "count by (database) "
+                    f"(pg_stat_activity_autovacuum_timestamp_seconds{{{PG}}}) "
+                    f"or 0 * {_AUTOVACUUM_COLLECTED}",
+                    "{{database}}",
+                )
+            ],
+            unit="short",
+            width=8,
+        ),
+        Panel(
+            "WAL archiving",
+            "WAL segments archived and archive_command failures per minute (both 0 when "
+            "archive_mode is off). Failures keep the segments in pg_wal until the command "
+            "succeeds.",
+            [
+                Target(
+                    "60 * sum by (database) "
+                    f"(rate(pg_stat_archiver_archived_count_total{{{PG}}}[{RATE}]))",
+                    "archived ({{database}})",
+                ),
+                Target(
+                    "60 * sum by (database) "
+                    f"(rate(pg_stat_archiver_failed_count_total{{{PG}}}[{RATE}]))",
+                    "failed ({{database}})",
+                ),
+            ],
+            unit="opm",
+            width=8,
+            interval=COLLECTOR_INTERVAL,
+        ),
+    ],
+)
+
+DASHBOARDS = (OVERVIEW, POOL, INDEXES, SLOW, SERVER)
 
 
 def _variables(database_query: str) -> list[dict[str, Any]]:

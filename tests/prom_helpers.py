@@ -9,6 +9,7 @@ Prometheus (Debian's `prometheus` package; `.ci/run` installs it).
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import socket
@@ -70,6 +71,22 @@ class PanelTarget:
     @property
     def where(self) -> str:
         return f"{self.dashboard} / {self.panel} / {self.ref}"
+
+
+# Series that only a primary with a standby or a replication slot has. The demo's embedded
+# server has neither, so the panels reading them are proven against a real primary and its
+# replica instead (`tests/test_stack_e2e_replication.py`).
+REPLICATION_SERIES = frozenset(
+    {
+        "pg_stat_replication_replay_lag_seconds",
+        "pg_stat_replication_replay_lag_bytes",
+        "pg_replication_slot_retained_wal_bytes",
+    }
+)
+
+
+def needs_replication(target: PanelTarget) -> bool:
+    return bool(metric_names(target.expr).plain & REPLICATION_SERIES)
 
 
 def panel_targets() -> list[PanelTarget]:
@@ -161,6 +178,11 @@ def function_arguments(expr: str) -> list[tuple[str, str]]:
     return [(m.group(1), _argument(expr, m.end() - 1)) for m in _CALL.finditer(expr)]
 
 
+def grafana_regex(value: str) -> str:
+    """`value` as Grafana puts a regex variable into a query: escaped, inside a PromQL string."""
+    return re.escape(value).replace("\\", "\\\\")
+
+
 def substitute(expr: str, variables: dict[str, str]) -> str:
     """Grafana's variables replaced as it would for the given values (longest names first, so
     that `$__rate_interval` is never read as `$__range` + text)."""
@@ -237,6 +259,16 @@ def promtool(*args: str, stdin: str | None = None, cwd: Path | None = None) -> t
     return result.returncode, result.stdout + result.stderr
 
 
+def has_finite_value(result: dict[str, Any]) -> bool:
+    """A successful query answer with at least one finite number (a scalar or a sample)."""
+    if result.get("status") != "success":
+        return False
+    data = result["data"]
+    values = [data["result"][1]] if data["resultType"] == "scalar" else []
+    values += [sample["value"][1] for sample in data["result"] if isinstance(sample, dict)]
+    return any(math.isfinite(float(value)) for value in values)
+
+
 class Prometheus:
     """A real Prometheus on a loopback port with its own storage, scraping `targets`."""
 
@@ -252,6 +284,53 @@ class Prometheus:
 
     def query(self, expr: str) -> dict[str, Any]:
         return self.api("query", query=expr)
+
+    def wait_for_data(
+        self, targets: list[PanelTarget], variables: dict[str, str], seconds: float
+    ) -> list[PanelTarget]:
+        """Evaluate the targets (with the dashboard variables substituted) until each has
+        returned a finite value or `seconds` have passed: the ones still without data."""
+        deadline = time.monotonic() + seconds
+        pending = targets
+        while pending and time.monotonic() < deadline:
+            time.sleep(1)
+            pending = [
+                target
+                for target in pending
+                if not has_finite_value(self.query(substitute(target.expr, variables)))
+            ]
+        return pending
+
+    def without_data(
+        self, targets: list[PanelTarget], variables: dict[str, str]
+    ) -> list[tuple[str, Any]]:
+        """(where, answer) of each target that does not return a finite value, a query
+        Prometheus rejects included."""
+        answers = [(t.where, self.query(substitute(t.expr, variables))) for t in targets]
+        return [(where, answer) for where, answer in answers if not has_finite_value(answer)]
+
+    def rule_problems(self, seconds: float = 10) -> list[tuple[str, str]]:
+        """(rule, problem) for each of our rules whose expression Prometheus rejects, that it
+        has not loaded (or loaded beside ours), or that is unhealthy once evaluated (waiting
+        up to `seconds` for every rule's first evaluation)."""
+        ours = {rule.get("alert") or rule["record"]: rule["expr"] for rule in rules()}
+        problems = []
+        for name, expr in ours.items():
+            answer = self.query(expr)
+            if answer["status"] != "success":
+                problems.append((name, str(answer.get("error"))))
+        deadline = time.monotonic() + seconds
+        while True:
+            groups = self.api("rules")["data"]["groups"]
+            loaded: list[dict[str, Any]] = [r for g in groups for r in g["rules"]]
+            evaluated = all(r.get("lastEvaluation", "").startswith("2") for r in loaded)
+            if evaluated or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if sorted(r["name"] for r in loaded) != sorted(ours):
+            problems.append(("*", f"loaded {sorted(r['name'] for r in loaded)}"))
+        problems += [(r["name"], str(r.get("lastError"))) for r in loaded if r["health"] != "ok"]
+        return problems
 
     def series(self, selector: str) -> list[dict[str, str]]:
         data = self.api("series", **{"match[]": selector, "start": str(time.time() - 300)})

@@ -89,6 +89,12 @@ def test_the_alerts_the_issue_asks_for() -> None:
         "DBExporterMigrationsPending": "warning",
         "DBExporterSchemaDrift": "warning",
         "DBExporterBackupTooOld": "critical",
+        "DBExporterConnectionsNearLimit": "warning",
+        "DBExporterReplicationLag": "warning",
+        "DBExporterInactiveSlotRetainingWAL": "warning",
+        "DBExporterWraparoundApproaching": "warning",
+        "DBExporterTooManyRequestedCheckpoints": "warning",
+        "DBExporterArchiverFailing": "warning",
     }
 
 

@@ -26,6 +26,7 @@ EXPECTED = {
     "connection-pool.json",
     "indexes-and-tables.json",
     "slow-queries.json",
+    "server.json",
 }
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -40,7 +41,7 @@ def _build() -> Any:
     return module
 
 
-def test_the_four_dashboards_are_exactly_what_build_py_writes() -> None:
+def test_the_five_dashboards_are_exactly_what_build_py_writes() -> None:
     assert {p.name for p in dashboard_files()} == EXPECTED
     written = _build().rendered()
     assert set(written) == EXPECTED
