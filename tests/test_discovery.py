@@ -24,6 +24,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 
 from exporter import Metrics
+from exporter.collectors import COLLECTORS as ALL_COLLECTORS
 from exporter.collectors.database import DatabaseCollector
 from exporter.collectors.discovery import chosen
 from exporter.collectors.postmaster import PostmasterCollector
@@ -36,6 +37,10 @@ COLLECTORS: dict[str, Any] = {c.name: c for c in (DatabaseCollector, PostmasterC
 PER_DATABASE = "pg_stat_database_xact_commit_total"  # a sample's name; its family's below
 PER_DATABASE_FAMILY = "pg_stat_database_xact_commit"
 SERVER_WIDE = "pg_postmaster_start_time_seconds"
+EXPORTER_CONNECTIONS = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE application_name = 'db-exporter' AND datname LIKE '{prefix}%'"
+)
 LAST_LISTING = (
     "exporter_collector_last_success_timestamp_seconds",
     {"collector": "discovery", "database": "main"},
@@ -102,6 +107,16 @@ def listed_lines(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
         for r in caplog.records
         if r.name == "exporter.collectors" and name in r.getMessage()
     ]
+
+
+def test_the_server_wide_collectors_are_the_documented_ones() -> None:
+    """A discovered database runs every other collector; the README lists these."""
+    server_wide = {name for name, cls in ALL_COLLECTORS.items() if cls.server_wide}
+    assert server_wide == {
+        "settings", "postmaster", "database_wraparound", "locks", "long_running_transactions",
+        "stat_activity_autovacuum", "replication", "replication_slot", "stat_wal_receiver",
+        "stat_bgwriter", "stat_checkpointer", "wal", "archiver",
+    }  # fmt: skip
 
 
 def test_include_exclude_and_the_cap() -> None:
@@ -210,6 +225,8 @@ async def test_discovered_databases_come_and_go_while_it_runs(
         assert a in series(registry, PER_DATABASE)  # the others carry on
     finally:
         await runner.stop()
+    # Stopped: no connection of the exporter is left in any discovered database.
+    assert execute(database_url, EXPORTER_CONNECTIONS.format(prefix=prefix)) == [(0,)]
 
 
 async def test_a_dropped_database_is_let_go_before_the_next_listing(
