@@ -30,7 +30,13 @@ from exporter.collectors.discovery import chosen
 from exporter.collectors.postmaster import PostmasterCollector
 from exporter.collectors.runner import CollectorRunner
 from exporter.server import Exporter
-from exporter.settings import ConfigError, DatabaseSettings, DiscoverSettings, settings_from_data
+from exporter.settings import (
+    ConfigError,
+    DatabaseSettings,
+    DiscoverSettings,
+    ElectionSettings,
+    settings_from_data,
+)
 
 # A per-database collector (pg_stat_database of its own database) and a server-wide one.
 COLLECTORS: dict[str, Any] = {c.name: c for c in (DatabaseCollector, PostmasterCollector)}
@@ -243,7 +249,7 @@ async def test_a_dropped_database_is_let_go_before_the_next_listing(
     try:
         d = f"main/{prefix}d"
         await until(lambda: d in series(registry, PER_DATABASE))
-        execute(database_url, f'DROP DATABASE "{prefix}d" WITH (FORCE)')
+        drop(database_url, f"{prefix}d")
         await until(lambda: d not in runner.states())
         assert d not in series(registry, PER_DATABASE)
         assert listed_lines(caplog, d)[-1] == (
@@ -252,6 +258,38 @@ async def test_a_dropped_database_is_let_go_before_the_next_listing(
         assert not [line for line in listed_lines(caplog, d) if line.startswith("WARNING")]
     finally:
         await runner.stop()
+
+
+async def test_only_the_elected_exporter_watches_the_discovered_databases(
+    database_url: URL, prefix: str
+) -> None:
+    """Two exporters of one entry (replicas of an application): the holder of the election
+    lock discovers; when it stops, the other takes the lock and the databases with it."""
+    execute(database_url, f'CREATE DATABASE "{prefix}a"')
+    a = f"main/{prefix}a"
+    lock = {"lock_key": int(uuid.uuid4().int % 2**62)}
+    seed = entry(database_url, include=[f"{prefix}*"]).model_copy(
+        update={"election": ElectionSettings(**lock)}
+    )
+    first, second = (
+        CollectorRunner([seed], Metrics(CollectorRegistry()), COLLECTORS) for _ in "12"
+    )
+    await first.start()
+    try:
+        await until(lambda: a in first.states())
+        await second.start()
+        try:
+            leader = ("exporter_collector_leader", {"database": "main"})
+            await until(lambda: second.states()["main"].ok is True)
+            assert second.metrics.registry.get_sample_value(*leader) == 0
+            assert set(second.states()) == {"main"}
+            await first.stop()
+            await until(lambda: a in second.states())
+            await until(lambda: second.metrics.registry.get_sample_value(*leader) == 1)
+        finally:
+            await second.stop()
+    finally:
+        await first.stop()
 
 
 async def test_the_cap_counts_the_rest_and_logs_once(

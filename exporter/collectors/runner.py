@@ -216,6 +216,7 @@ class DatabaseWorker:
         # A discovered database's: called (instead of logging) when its database no longer exists.
         self._gone = gone
         self._wake = asyncio.Event()
+        self._leaving = False  # set by leave(): run() returns between two uses of the database
         self.server_version = 0
         self.datname = ""  # the database's real name, once a check has read it
         self._store = store
@@ -268,7 +269,7 @@ class DatabaseWorker:
             if _stopping():
                 raise asyncio.CancelledError from exc
             reason = one_line(exc, self.settings.dsn)
-            dropped = self._gone is not None and sqlstate_of(exc) == _NO_SUCH_DATABASE
+            dropped = self._dropped(exc)
             if self.state.ok is not False:
                 if dropped:  # the listing this asks for says so, once
                     log.debug("database %s no longer exists", self.name)
@@ -280,8 +281,6 @@ class DatabaseWorker:
             self.state = ProbeState(False, reason)
             self._set_up(0)
             await self._reset_connection()
-            if dropped and self._gone is not None:
-                self._gone()
             return False
         if self.state.ok is False:
             log.info("database %s is answering again", self.name)
@@ -302,6 +301,14 @@ class DatabaseWorker:
             )
             up.add_metric([], value)
             self._store.put(self.name, "up", [up])
+
+    def _dropped(self, exc: BaseException) -> bool:
+        """A discovered database found gone: ask for a new listing, which lets it go and says
+        so in one line, rather than log an error until then."""
+        if self._gone is None or sqlstate_of(exc) != _NO_SUCH_DATABASE:
+            return False
+        self._gone()
+        return True
 
     def _elected(self, leader: bool) -> None:
         """Start or stop the database-wide collectors after a check's election."""
@@ -374,7 +381,9 @@ class DatabaseWorker:
             job.success.set(0)
             self._store.drop(self.name, name)
             reason = one_line(exc, self.settings.dsn)
-            if reason != job.failure:
+            if self._dropped(exc):
+                log.debug("database %s no longer exists (collector %s)", self.name, name)
+            elif reason != job.failure:
                 log.warning("collector %s on database %s failed: %s", name, self.name, reason)
             else:
                 log.debug("collector %s on database %s failed again: %s", name, self.name, reason)
@@ -393,8 +402,9 @@ class DatabaseWorker:
         return True
 
     async def run(self) -> None:
-        """Forever: whichever of the check and the collectors is due next, one at a time."""
-        while True:
+        """Until `leave()`: whichever of the check and the collectors is due next, one at a
+        time."""
+        while not self._leaving:
             up = self.state.ok is True
             due_jobs = [job for job in self.jobs if job.active] if up else []
             next_job = min(due_jobs, key=lambda j: j.next_due, default=None)
@@ -413,6 +423,12 @@ class DatabaseWorker:
             interval = next_job.settings.interval_seconds
             on_time = started - next_job.next_due < interval
             next_job.next_due = (next_job.next_due if on_time else started) + interval
+
+    def leave(self) -> None:
+        """Make `run()` return once the check or run in progress is over. Not a cancel: asyncpg
+        answers a connection attempt cancelled halfway with an unretrieved future's error."""
+        self._leaving = True
+        self.wake()
 
     def wake(self) -> None:
         """Look at the schedule again now (a job was made due early)."""
@@ -529,19 +545,19 @@ class CollectorRunner:
     def _retire(self, worker: DatabaseWorker) -> None:
         self.workers = [w for w in self.workers if w is not worker]
         task = self._tasks.pop(worker.name, None)
-        if task is not None:
-            task.cancel()
+        worker.leave()
         closing = asyncio.create_task(self._close(worker, task))
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
 
     @staticmethod
     async def _close(worker: DatabaseWorker, task: asyncio.Task[None] | None) -> None:
-        if task is not None:
-            with suppress(asyncio.CancelledError):
+        try:
+            if task is not None:
                 await task
-        worker.forget()
-        await worker.close()
+        finally:
+            worker.forget()
+            await worker.close()
 
     async def start(self) -> None:
         self.metrics.registry.register(self.store)
@@ -558,6 +574,8 @@ class CollectorRunner:
             with suppress(asyncio.CancelledError):
                 await task
         self._tasks = {}
+        for closing in list(self._closing):  # workers let go of, ending their last use
+            closing.cancel()
         await asyncio.gather(*self._closing, return_exceptions=True)
         for worker in self.workers:
             await worker.close()
