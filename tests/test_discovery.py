@@ -35,6 +35,7 @@ from exporter.settings import (
     DatabaseSettings,
     DiscoverSettings,
     ElectionSettings,
+    load_settings,
     settings_from_data,
 )
 
@@ -153,6 +154,22 @@ def test_bad_discover_settings_are_one_clear_line(discover: Any, message: str) -
     text = str(caught.value)
     assert text.startswith(f"exporter.yaml: {message}"), text
     assert "\n" not in text
+
+
+def test_discover_from_the_environment() -> None:
+    env = {
+        "DATABASE_URL": "postgresql://h/postgres",
+        "DB_EXPORTER_DATABASES__0__DISCOVER__INCLUDE__0": "app*",
+        "DB_EXPORTER_DATABASES__0__DISCOVER__MAX_DATABASES": "5",
+    }
+    rules = load_settings(None, env=env).databases[0].discover
+    assert rules == DiscoverSettings(include=("app*",), max_databases=5)
+    env["DB_EXPORTER_DATABASES__0__DISCOVER__MAX_DATABASES"] = "-1"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, env=env)
+    assert str(caught.value).startswith(
+        "DB_EXPORTER_DATABASES__0__DISCOVER__MAX_DATABASES (databases[0].discover.max_databases)"
+    )
 
 
 @settings(max_examples=200, deadline=None)
