@@ -29,6 +29,7 @@ from exporter.collectors.database import DatabaseCollector
 from exporter.collectors.discovery import chosen
 from exporter.collectors.postmaster import PostmasterCollector
 from exporter.collectors.runner import CollectorRunner
+from exporter.collectors.runner import _lock_parts as lock_parts
 from exporter.server import Exporter
 from exporter.settings import (
     ConfigError,
@@ -47,6 +48,11 @@ SERVER_WIDE = "pg_postmaster_start_time_seconds"
 EXPORTER_CONNECTIONS = (
     "SELECT count(*) FROM pg_stat_activity"
     " WHERE application_name = 'db-exporter' AND datname LIKE '{prefix}%'"
+)
+# Terminates the session holding an election lock (pg_locks shows the key in two halves).
+HOLDER = (
+    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND objsubid = 1 AND classid::bigint = {high} AND objid::bigint = {low}"
 )
 LAST_LISTING = (
     "exporter_collector_last_success_timestamp_seconds",
@@ -300,9 +306,18 @@ async def test_only_the_elected_exporter_watches_the_discovered_databases(
             await until(lambda: second.states()["main"].ok is True)
             assert second.metrics.registry.get_sample_value(*leader) == 0
             assert set(second.states()) == {"main"}
-            await first.stop()
+            # The leader loses its connection, and with it the lock, until the other has it:
+            # the first, now a follower, lets the database go and the second watches it.
+            for _ in range(50):
+                execute(database_url, HOLDER.format(**lock_parts(lock["lock_key"])))
+                await until(lambda: second.states()["main"].ok is True)
+                if second.metrics.registry.get_sample_value(*leader) == 1:
+                    break
+                await asyncio.sleep(0.3)  # another check of both
             await until(lambda: a in second.states())
-            await until(lambda: second.metrics.registry.get_sample_value(*leader) == 1)
+            await until(lambda: a not in first.states())
+            assert first.metrics.registry.get_sample_value(*leader) == 0
+            await first.stop()
         finally:
             await second.stop()
     finally:

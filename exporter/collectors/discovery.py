@@ -55,6 +55,11 @@ class DiscoveryCollector(Collector[DiscoverSettings]):
         self._on_listed = on_listed
         self._omitted = 0  # logged when it changes, not at every listing
 
+    def stopped(self) -> None:
+        """Another exporter leads now, and watches the databases: let go of them here."""
+        self._omitted = 0
+        self._on_listed([])
+
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         listed = [str(row[0]) for row in await conn.execute(_DATABASES)]
         watched, omitted = chosen(listed, self.settings)
