@@ -4,6 +4,7 @@ server (`exporter.server`) and the ASGI app mounted inside an application
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from exporter.collectors.exposition import SnapshotStore, prerendered
+from exporter.collectors.exposition import SnapshotStore, prerendered, render
 from exporter.metrics import Metrics
 from exporter.multiprocess import FoldingCollector
 from exporter.probe import ProbeState
@@ -54,6 +55,21 @@ def metrics_body(
     else:
         body += rendered
     return body, content_type
+
+
+def probe_body(
+    metrics: Metrics, snapshot: SnapshotStore, database: str, accept: str
+) -> tuple[bytes, str]:
+    """The body and content type of `/probe?target=<database>`: that database's `db_up` and
+    its collectors' last snapshot, nothing else (no connection is made for it)."""
+    _, content_type = choose_encoder(accept)
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    up = copy.copy(next(iter(metrics.db_up.collect())))
+    up.samples = [s for s in up.samples if s.labels.get("database") == database]
+    rendered = render(up)
+    body = rendered.header(openmetrics).encode() + rendered.body
+    body += snapshot.exposition(openmetrics, database=database)
+    return body + (b"# EOF\n" if openmetrics else b""), content_type
 
 
 def readiness(states: Mapping[str, ProbeState]) -> tuple[dict[str, Any], int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from exporter.dsn import asyncpg_engine_args, without_secrets
 from exporter.sqlstate import driver_error, sqlstate_of
@@ -18,7 +19,7 @@ from exporter.sqlstate import driver_error, sqlstate_of
 APPLICATION_NAME = "db-exporter"
 
 
-def exporter_engine(dsn: str, timeout_seconds: float) -> AsyncEngine:
+def exporter_engine(dsn: str, timeout_seconds: float, persistent: bool = True) -> AsyncEngine:
     """A small engine of the exporter's own: one connection, server-side timeouts set.
 
     Pre-ping: after a server restart (or a failover, or an idle connection cut by a proxy) the
@@ -27,7 +28,10 @@ def exporter_engine(dsn: str, timeout_seconds: float) -> AsyncEngine:
 
     The DSN's TLS, hosts and `options` apply; its `application_name` and `connect_timeout` give
     way to the exporter's own name (so the activity collector can leave these connections out)
-    and timeouts."""
+    and timeouts.
+
+    Not `persistent`: a connection per use, closed after it (a discovered database, which an
+    idle connection of ours would keep its owner from dropping)."""
     timeout_ms = str(int(timeout_seconds * 1000))
     url, connect_args = asyncpg_engine_args(
         dsn,
@@ -38,6 +42,8 @@ def exporter_engine(dsn: str, timeout_seconds: float) -> AsyncEngine:
         },
         timeout=timeout_seconds,
     )
+    if not persistent:
+        return create_async_engine(url, poolclass=NullPool, connect_args=connect_args)
     return create_async_engine(
         url,
         pool_size=1,

@@ -17,7 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors.runner import CollectorRunner
-from exporter.endpoints import metrics_body, readiness, scraped_registry
+from exporter.endpoints import metrics_body, probe_body, readiness, scraped_registry
 from exporter.errors import UserError
 from exporter.metrics import Metrics, default_metrics
 from exporter.oncall.page import OnCallPage
@@ -85,6 +85,28 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return response
 
 
+async def probe(request: web.Request) -> web.Response:
+    """postgres_exporter's multi-target pattern: the metrics of one configured (or discovered)
+    database, named by `target`. Never a DSN from the request, never a connection: the answer
+    is that database's last snapshot. The target is not echoed (it may be a mistyped DSN)."""
+    targets = request.query.getall("target", [])
+    if len(targets) != 1:
+        return web.Response(status=400, text="give exactly one target: /probe?target=<name>\n")
+    worker = request.app[RUNNER].worker(targets[0])
+    if worker is None:
+        return web.Response(
+            status=400,
+            text="unknown target: name a configured or discovered database (see /readyz)\n",
+        )
+    accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
+    body, content_type = probe_body(
+        request.app[METRICS], request.app[RUNNER].store, worker.name, accept
+    )
+    response = web.Response(body=body, headers={"Content-Type": content_type})
+    response.enable_compression()
+    return response
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -131,6 +153,7 @@ def create_app(
     app[COMPATIBILITY] = compatibility
     app.cleanup_ctx.append(_runner_ctx)
     app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/probe", probe)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     log = slow_log or default_slow_log(metrics=app[METRICS])

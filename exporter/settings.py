@@ -339,6 +339,31 @@ class ElectionSettings(_Strict):
     lock_key: int = Field(default=DEFAULT_ELECTION_LOCK_KEY, ge=-(2**63), le=2**63 - 1)
 
 
+class DiscoverSettings(CollectorSettings):
+    """Watch every database of the entry's server (exporter/collectors/discovery.py): each one
+    listed gets a worker of its own, named `<name>/<datname>`. The listing itself runs as one
+    more collector of the entry (`enabled`, its timeouts and `interval_seconds`)."""
+
+    # Shell-style patterns (`*`, `?`, `[...]`) on the real name; a database is watched when it
+    # matches an include pattern and no exclude pattern. Templates and databases that refuse
+    # connections are never listed.
+    include: tuple[str, ...] = Field(default=("*",), min_length=1)
+    exclude: tuple[str, ...] = ()
+    # How often the server's databases are listed again (new ones watched, dropped ones let go).
+    interval_seconds: float = Field(default=60.0, gt=0)
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    # Databases watched at most (the first by name); the rest are counted and logged once.
+    max_databases: int = Field(default=100, ge=0, le=10_000)
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            if not pattern or len(pattern.encode()) > 200:
+                raise ValueError("each pattern must be 1 to 200 bytes long")
+        return value
+
+
 class DatabaseSettings(_Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", max_length=63)
     dsn: str
@@ -349,6 +374,8 @@ class DatabaseSettings(_Strict):
     election: ElectionSettings = ElectionSettings()
     # Queries of your own (in the style of sql_exporter), each one its own collector.
     custom_queries: tuple[CustomQuerySettings, ...] = ()
+    # Also watch the server's other databases (None: only this one).
+    discover: DiscoverSettings | None = None
 
     @model_validator(mode="after")
     def _unique_custom_queries(self) -> DatabaseSettings:

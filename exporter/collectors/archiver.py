@@ -42,6 +42,7 @@ COLUMNS = (
 class ArchiverCollector(Collector[CollectorSettings]):
     name = "archiver"
     database_wide = True
+    server_wide = True
     postgres_exporter_names: ClassVar[Mapping[str, str]] = {
         "pg_stat_archiver_archived_count": "pg_stat_archiver_archived_count",
         "pg_stat_archiver_failed_count": "pg_stat_archiver_failed_count",

@@ -48,6 +48,9 @@ class Collector(ABC, Generic[S]):
     # statistics views): with several replicas, only the elected one runs it (see the runner).
     # False (the default, the safe side) runs it in every exporter.
     database_wide: ClassVar[bool] = False
+    # True when its series describe the whole server (settings, WAL, replication...), not the
+    # database it connects to: a server's discovered databases do not run it again.
+    server_wide: ClassVar[bool] = False
     # postgres_exporter's name for each family (as given to the MetricFamily constructor) whose
     # name differs from ours, and its `Shape` where more differs: `compatibility:
     # postgres_exporter` renders the families so (exporter/collectors/compatibility.py).
@@ -63,6 +66,9 @@ class Collector(ABC, Generic[S]):
         self.datname = datname
         self.database = datname
         self.settings = settings
+
+    def stopped(self) -> None:
+        """This exporter stopped running it (another one leads): let go of what it started."""
 
     @abstractmethod
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:

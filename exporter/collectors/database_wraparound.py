@@ -42,6 +42,7 @@ AGES = (
 class DatabaseWraparoundCollector(Collector[CollectorSettings]):
     name = "database_wraparound"
     database_wide = True
+    server_wide = True
     postgres_exporter_names: ClassVar[Mapping[str, str]] = {
         f"pg_database_wraparound_{column}": f"pg_database_wraparound_{column}_seconds"
         for column, _ in AGES

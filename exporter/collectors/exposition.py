@@ -176,14 +176,22 @@ class SnapshotStore(Collector):
         with self._lock:
             return [self._runs[key] for key in sorted(self._runs)]
 
-    def exposition(self, openmetrics: bool, names: Collection[str] | None = None) -> bytes:
+    def exposition(
+        self,
+        openmetrics: bool,
+        names: Collection[str] | None = None,
+        database: str | None = None,
+    ) -> bytes:
         """Every stored family once (samples of all databases under one header), as bytes;
-        only the families `names` asks for (by family or sample name) when given."""
+        only the families `names` asks for (by family or sample name) when given, and only
+        the runs of `database` (`/probe`) when given."""
+        whole = names is None and database is None
         with self._lock:
-            cached = self._exposition.get(openmetrics) if names is None else None
+            cached = self._exposition.get(openmetrics) if whole else None
             if cached is not None:
                 return cached
-            runs = [self._runs[key] for key in sorted(self._runs)]
+            keys = [k for k in sorted(self._runs) if database is None or k[0] == database]
+            runs = [self._runs[key] for key in keys]
             generation = self._generation
         by_name: dict[str, list[RenderedFamily]] = {}
         for run in runs:
@@ -197,7 +205,7 @@ class SnapshotStore(Collector):
             parts.extend(f.body for f in families)
         text = b"".join(parts)
         with self._lock:
-            if names is None and generation == self._generation:
+            if whole and generation == self._generation:
                 self._exposition[openmetrics] = text
         return text
 

@@ -38,6 +38,7 @@ ORDER BY d.datname, m.mode
 class LocksCollector(Collector[CollectorSettings]):
     name = "locks"
     database_wide = True
+    server_wide = True
     postgres_exporter_names: ClassVar[Mapping[str, str]] = {"pg_locks": "pg_locks_count"}
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:

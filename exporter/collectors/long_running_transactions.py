@@ -36,6 +36,7 @@ WHERE state IS DISTINCT FROM 'idle' AND xact_start IS NOT NULL
 class LongRunningTransactionsCollector(Collector[CollectorSettings]):
     name = "long_running_transactions"
     database_wide = True
+    server_wide = True
     postgres_exporter_names: ClassVar[Mapping[str, str]] = {
         "pg_long_running_transactions_oldest_age_seconds": (
             "pg_long_running_transactions_oldest_timestamp_seconds"

@@ -22,6 +22,7 @@ POSTMASTER_SQL = "SELECT pg_postmaster_start_time()"
 class PostmasterCollector(Collector[CollectorSettings]):
     name = "postmaster"
     database_wide = True
+    server_wide = True
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         started = (await conn.execute(text(POSTMASTER_SQL))).scalar_one()

@@ -76,6 +76,7 @@ ON_REPLICA = (
 class ReplicationCollector(Collector[ReplicationCollectorSettings]):
     name = "replication"
     database_wide = True
+    server_wide = True
     postgres_exporter_names: ClassVar[Mapping[str, str]] = {
         "pg_stat_replication_replay_lag_bytes": "pg_stat_replication_pg_wal_lsn_diff",
     }

@@ -50,6 +50,7 @@ LABELS = ["slot_name", "slot_type"]
 class ReplicationSlotCollector(Collector[ReplicationSlotCollectorSettings]):
     name = "replication_slot"
     database_wide = True
+    server_wide = True
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         cap = self.settings.max_slot_series

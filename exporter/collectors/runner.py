@@ -19,14 +19,24 @@ connection) the server frees it and another exporter takes it at its next check.
 holder (the leader, `exporter_collector_leader 1`) runs the database-wide collectors
 (`Collector.database_wide`); a follower withdraws their series and their runner metrics
 (`exporter_collector_success` and its companions have no series there, so nothing alerts).
+
+Discovery (`discover` in a database's settings): the entry's worker also lists the server's
+databases (`DiscoveryCollector`, a database-wide job, so only the leader discovers), and the
+runner gives each listed database a worker of its own named `<name>/<datname>`. A discovered
+worker runs only the collectors that are not `server_wide` (the entry's worker runs those once
+for the server), without an election of its own, and connects only for each use, so an idle
+connection of ours never keeps anyone from dropping the database. When its database is gone,
+its check asks for a new listing at once instead of logging, and the listing lets it go: its
+series and runner metrics are withdrawn and its engine closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -39,12 +49,18 @@ from exporter.collectors import COLLECTORS
 from exporter.collectors.base import Collector, CollectorError
 from exporter.collectors.compatibility import POSTGRES_EXPORTER, postgres_exporter_view
 from exporter.collectors.custom import CustomQueryCollector
+from exporter.collectors.discovery import DiscoveryCollector
 from exporter.collectors.exposition import SnapshotStore
 from exporter.collectors.slices import in_slices
 from exporter.dsn import parse_dsn
 from exporter.metrics import MULTIPROCESS, Metrics
 from exporter.probe import ProbeState, exporter_engine, one_line
-from exporter.settings import CollectorSettings, Compatibility, DatabaseSettings
+from exporter.settings import (
+    CollectorSettings,
+    Compatibility,
+    DatabaseSettings,
+    ElectionSettings,
+)
 from exporter.sqlstate import sqlstate_of
 
 log = logging.getLogger("exporter.collectors")
@@ -73,6 +89,8 @@ _SET_TIMEOUTS = text(
 # SQLSTATE classes that mean the connection, not the query, failed: 08 connection exception,
 # 57P01-57P03 server shutting down or not accepting connections.
 _CONNECTION_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+# invalid_catalog_name: "database ... does not exist" (a discovered database was dropped).
+_NO_SUCH_DATABASE = "3D000"
 
 
 def _milliseconds(seconds: float) -> str:
@@ -112,6 +130,16 @@ def _lock_parts(key: int) -> dict[str, int]:
     """`_ELECT`'s parameters: the key, and its two halves as pg_locks shows them."""
     unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
     return {"key": key, "high": unsigned >> 32, "low": unsigned & 0xFFFF_FFFF}
+
+
+def _remove_series(gauge: Gauge, *labels: str) -> None:
+    """Withdraw one labelled series of a runner metric."""
+    if MULTIPROCESS:
+        # Values live in files that outlive remove(): NaN, which no `== 0` matches.
+        gauge.labels(*labels).set(float("nan"))
+        return
+    with suppress(KeyError):
+        gauge.remove(*labels)
 
 
 def _stopping() -> bool:
@@ -163,12 +191,7 @@ class _Job:
     def retract(self) -> None:
         m = self._metrics
         for gauge in (m.collector_duration, m.collector_success, m.collector_last_success):
-            if MULTIPROCESS:
-                # Values live in files that outlive remove(): NaN, which no `== 0` matches.
-                gauge.labels(*self._labels).set(float("nan"))
-                continue
-            with suppress(KeyError):
-                gauge.remove(*self._labels)
+            _remove_series(gauge, *self._labels)
         self.active = False
         self.failure = None
 
@@ -183,9 +206,17 @@ class DatabaseWorker:
         store: SnapshotStore,
         collectors: Mapping[str, type[Collector[Any]]] = COLLECTORS,
         compatibility: Compatibility = "default",
+        *,
+        persistent: bool = True,
+        gone: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.state = ProbeState()
+        self._metrics = metrics
+        # A discovered database's: called (instead of logging) when its database no longer exists.
+        self._gone = gone
+        self._wake = asyncio.Event()
+        self._leaving = False  # set by leave(): run() returns between two uses of the database
         self.server_version = 0
         self.datname = ""  # the database's real name, once a check has read it
         self._store = store
@@ -193,7 +224,7 @@ class DatabaseWorker:
         self._server = _server_label(settings.dsn)
         self._up = metrics.db_up.labels(settings.name)
         self._up.set(0)
-        self._engine = exporter_engine(settings.dsn, settings.check_timeout_seconds)
+        self._engine = exporter_engine(settings.dsn, settings.check_timeout_seconds, persistent)
         self._check_due = 0.0
         # Election: None until a check has settled it (and again after losing the connection,
         # which frees the lock); with election off this exporter always leads.
@@ -206,17 +237,17 @@ class DatabaseWorker:
             # A collector outside the configurable set (tests pass their own) brings its own.
             options: CollectorSettings = getattr(settings.collectors, name, cls.default_settings)
             if options.enabled:
-                self._add_job(cls(settings.name, options), options, metrics)
+                self.add_job(cls(settings.name, options), options)
         for query in settings.custom_queries:
             if query.enabled:
-                self._add_job(CustomQueryCollector(settings.name, query), query, metrics)
+                self.add_job(CustomQueryCollector(settings.name, query), query)
 
-    def _add_job(
-        self, collector: Collector[Any], options: CollectorSettings, metrics: Metrics
-    ) -> None:
+    def add_job(self, collector: Collector[Any], options: CollectorSettings) -> _Job:
         # A database-wide collector waits for the election when there is one.
         active = not (collector.database_wide and self._election.enabled)
-        self.jobs.append(_Job(collector, options, metrics, self.name, active))
+        job = _Job(collector, options, self._metrics, self.name, active)
+        self.jobs.append(job)
+        return job
 
     @property
     def name(self) -> str:
@@ -238,8 +269,11 @@ class DatabaseWorker:
             if _stopping():
                 raise asyncio.CancelledError from exc
             reason = one_line(exc, self.settings.dsn)
+            dropped = self._dropped(exc)
             if self.state.ok is not False:
-                if isinstance(exc, UnsupportedServerError):
+                if dropped:  # the listing this asks for says so, once
+                    log.debug("database %s no longer exists", self.name)
+                elif isinstance(exc, UnsupportedServerError):
                     log.error("database %s is refused: %s", self.name, exc)
                 else:
                     log.warning("database %s is not answering: %s", self.name, reason)
@@ -268,6 +302,14 @@ class DatabaseWorker:
             up.add_metric([], value)
             self._store.put(self.name, "up", [up])
 
+    def _dropped(self, exc: BaseException) -> bool:
+        """A discovered database found gone: ask for a new listing, which lets it go and says
+        so in one line, rather than log an error until then."""
+        if self._gone is None or sqlstate_of(exc) != _NO_SUCH_DATABASE:
+            return False
+        self._gone()
+        return True
+
     def _elected(self, leader: bool) -> None:
         """Start or stop the database-wide collectors after a check's election."""
         if leader != self.leader and self._election.enabled:
@@ -293,6 +335,7 @@ class DatabaseWorker:
             elif not leader and job.active:
                 job.retract()
                 self._store.drop(self.name, job.collector.name)
+                job.collector.stopped()
 
     def _withdraw(self, reason: str) -> None:
         """The database stopped answering: every collector reports failure, no stale series."""
@@ -338,7 +381,9 @@ class DatabaseWorker:
             job.success.set(0)
             self._store.drop(self.name, name)
             reason = one_line(exc, self.settings.dsn)
-            if reason != job.failure:
+            if self._dropped(exc):
+                log.debug("database %s no longer exists (collector %s)", self.name, name)
+            elif reason != job.failure:
                 log.warning("collector %s on database %s failed: %s", name, self.name, reason)
             else:
                 log.debug("collector %s on database %s failed again: %s", name, self.name, reason)
@@ -357,17 +402,20 @@ class DatabaseWorker:
         return True
 
     async def run(self) -> None:
-        """Forever: whichever of the check and the collectors is due next, one at a time."""
-        while True:
+        """Until `leave()`: whichever of the check and the collectors is due next, one at a
+        time."""
+        while not self._leaving:
             up = self.state.ok is True
             due_jobs = [job for job in self.jobs if job.active] if up else []
             next_job = min(due_jobs, key=lambda j: j.next_due, default=None)
             if next_job is None or self._check_due <= next_job.next_due:
-                await self._sleep_until(self._check_due)
+                if not await self._sleep_until(self._check_due):
+                    continue
                 await self.check()
                 self._check_due = time.monotonic() + self.settings.check_interval_seconds
                 continue
-            await self._sleep_until(next_job.next_due)
+            if not await self._sleep_until(next_job.next_due):
+                continue
             started = time.monotonic()
             await self.run_collector(next_job)
             # Keep the phase when on time; after a late start (the first run, a slow neighbour,
@@ -376,18 +424,42 @@ class DatabaseWorker:
             on_time = started - next_job.next_due < interval
             next_job.next_due = (next_job.next_due if on_time else started) + interval
 
-    @staticmethod
-    async def _sleep_until(deadline: float) -> None:
+    def leave(self) -> None:
+        """Make `run()` return once the check or run in progress is over. Not a cancel: asyncpg
+        answers a connection attempt cancelled halfway with an unretrieved future's error."""
+        self._leaving = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Look at the schedule again now (a job was made due early)."""
+        self._wake.set()
+
+    async def _sleep_until(self, deadline: float) -> bool:
+        """Sleep until `deadline`; False when `wake()` cut the sleep short."""
         delay = deadline - time.monotonic()
         if delay > 0:
-            await asyncio.sleep(delay)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+        woken = self._wake.is_set()
+        self._wake.clear()
+        return not woken
+
+    def forget(self) -> None:
+        """Withdraw every series of this database: its snapshot, its runner metrics, db_up."""
+        self._store.drop(self.name)
+        for job in self.jobs:
+            if job.active:
+                job.retract()
+        _remove_series(self._metrics.db_up, self.name)
+        _remove_series(self._metrics.collector_leader, self.name)
 
     async def close(self) -> None:
         await self._engine.dispose()
 
 
 class CollectorRunner:
-    """Every configured database's worker, their tasks, and the snapshot `/metrics` serves."""
+    """Every configured (and discovered) database's worker, their tasks, and the snapshot
+    `/metrics` serves."""
 
     def __init__(
         self,
@@ -398,28 +470,113 @@ class CollectorRunner:
     ) -> None:
         self.metrics = metrics
         self.store = SnapshotStore()
-        self.workers = [
-            DatabaseWorker(db, metrics, self.store, collectors, compatibility) for db in databases
-        ]
-        self._tasks: list[asyncio.Task[None]] = []
+        self._compatibility = compatibility
+        # A discovered database runs what describes it alone; its server's entry runs the rest.
+        self._per_database = {n: c for n, c in collectors.items() if not c.server_wide}
+        # Replaced, never changed in place: readers (the on-call page) may be iterating it.
+        self.workers: list[DatabaseWorker] = []
+        self._found: dict[str, dict[str, DatabaseWorker]] = {}  # entry -> datname -> worker
+        self._listing: dict[str, _Job] = {}  # entry -> its discovery job
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._running = False
+        for db in databases:
+            worker = DatabaseWorker(db, metrics, self.store, collectors, compatibility)
+            if db.discover is not None and db.discover.enabled:
+                listed = functools.partial(self._discovered, worker)
+                lister = DiscoveryCollector(db.name, db.discover, listed)
+                self._listing[db.name] = worker.add_job(lister, db.discover)
+            self.workers.append(worker)
 
     def states(self) -> dict[str, ProbeState]:
         return {worker.name: worker.state for worker in self.workers}
 
+    def worker(self, name: str) -> DatabaseWorker | None:
+        """The configured or discovered database named `name` (its logical name)."""
+        return next((w for w in self.workers if w.name == name), None)
+
+    def _discovered(self, entry: DatabaseWorker, datnames: list[str]) -> None:
+        """A listing of `entry`'s server: watch the new databases, let go of the others."""
+        found = self._found.setdefault(entry.name, {})
+        for datname in sorted(set(found) - set(datnames)):
+            worker = found.pop(datname)
+            log.info("database %s is no longer listed: its series are withdrawn", worker.name)
+            self._retire(worker)
+        for datname in datnames:
+            if datname not in found:
+                worker = found[datname] = self._discovered_worker(entry, datname)
+                log.info("database %s found: watching it", worker.name)
+                self.workers = [*self.workers, worker]
+                if self._running:
+                    self._start(worker)
+
+    def _discovered_worker(self, entry: DatabaseWorker, datname: str) -> DatabaseWorker:
+        dsn = parse_dsn(entry.settings.dsn).set(database=datname)
+        settings = entry.settings.model_copy(
+            update={
+                "name": f"{entry.name}/{datname}",
+                "dsn": dsn.render_as_string(hide_password=False),
+                "discover": None,
+                # Only the entry's leader discovers, so every discovered database is led here.
+                "election": ElectionSettings(enabled=False),
+            }
+        )
+        return DatabaseWorker(
+            settings,
+            self.metrics,
+            self.store,
+            self._per_database,
+            self._compatibility,
+            persistent=False,
+            gone=functools.partial(self._list_again, entry),
+        )
+
+    def _list_again(self, entry: DatabaseWorker) -> None:
+        job = self._listing[entry.name]
+        if job.active:
+            job.next_due = 0.0
+            entry.wake()
+
+    def _start(self, worker: DatabaseWorker) -> None:
+        self._tasks[worker.name] = asyncio.create_task(
+            worker.run(), name=f"db-exporter:{worker.name}"
+        )
+
+    def _retire(self, worker: DatabaseWorker) -> None:
+        self.workers = [w for w in self.workers if w is not worker]
+        task = self._tasks.pop(worker.name, None)
+        worker.leave()
+        closing = asyncio.create_task(self._close(worker, task))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _close(worker: DatabaseWorker, task: asyncio.Task[None] | None) -> None:
+        try:
+            if task is not None:
+                await task
+        finally:
+            worker.forget()
+            await worker.close()
+
     async def start(self) -> None:
         self.metrics.registry.register(self.store)
-        self._tasks = [
-            asyncio.create_task(worker.run(), name=f"db-exporter:{worker.name}")
-            for worker in self.workers
-        ]
+        self._running = True
+        for worker in self.workers:
+            self._start(worker)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self._running = False
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
+        self._tasks = {}
+        for closing in list(self._closing):  # workers let go of, ending their last use
+            closing.cancel()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         for worker in self.workers:
             await worker.close()
         with suppress(KeyError):

@@ -136,6 +136,7 @@ def setting_family(row: Any) -> Metric | None:
 class SettingsCollector(Collector[SettingsCollectorSettings]):
     name = "settings"
     database_wide = True
+    server_wide = True
     postgres_exporter_names: ClassVar[Mapping[str, str]] = _PostgresExporterNames()
     postgres_exporter_shapes: ClassVar[Mapping[str, Shape]] = _PostgresExporterShapes()
 

@@ -32,6 +32,7 @@ ORDER BY xact_start, relname
 class StatActivityAutovacuumCollector(Collector[CollectorSettings]):
     name = "stat_activity_autovacuum"
     database_wide = True
+    server_wide = True
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         await require_role(

@@ -62,6 +62,7 @@ BEFORE_17 = (
 class StatBgwriterCollector(Collector[CollectorSettings]):
     name = "stat_bgwriter"
     database_wide = True
+    server_wide = True
     postgres_exporter_names: ClassVar[Mapping[str, str]] = {
         "pg_stat_bgwriter_stats_reset_timestamp_seconds": "pg_stat_bgwriter_stats_reset_total",
         "pg_stat_bgwriter_checkpoint_write_time_seconds": (

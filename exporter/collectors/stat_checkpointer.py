@@ -70,6 +70,7 @@ FROM_17 = (
 class StatCheckpointerCollector(Collector[CollectorSettings]):
     name = "stat_checkpointer"
     database_wide = True
+    server_wide = True
     postgres_exporter_names: ClassVar[Mapping[str, str]] = {
         "pg_stat_checkpointer_write_time_seconds": "pg_stat_checkpointer_write_time_total",
         "pg_stat_checkpointer_sync_time_seconds": "pg_stat_checkpointer_sync_time_total",

@@ -75,6 +75,7 @@ NOT_RECEIVING = "no WAL receiver is running on this replica: nothing to export"
 class StatWalReceiverCollector(Collector[CollectorSettings]):
     name = "stat_wal_receiver"
     database_wide = True
+    server_wide = True
     postgres_exporter_names: ClassVar[Mapping[str, str]] = {
         "pg_stat_wal_receiver_last_msg_send_timestamp_seconds": (
             "pg_stat_wal_receiver_last_msg_send_time"

@@ -64,6 +64,7 @@ BEFORE_18 = (
 class WalCollector(Collector[CollectorSettings]):
     name = "wal"
     database_wide = True
+    server_wide = True
 
     def __init__(self, datname: str, settings: CollectorSettings) -> None:
         super().__init__(datname, settings)
