@@ -38,23 +38,23 @@ from exporter.probe import APPLICATION_NAME
 from exporter.settings import ActivityCollectorSettings
 
 # One row per (state, application_name, wait_event_type); ages use the wall clock, not now()
-# (the start of this run's transaction), and leave the exporter's own connections out.
+# (the start of this run's transaction), read once for the whole run so that every age is
+# measured from the same instant, and leave the exporter's own connections out.
 ACTIVITY_SQL = """
 SELECT state, application_name, wait_event_type, count(*) AS connections,
-       extract(epoch FROM clock_timestamp() - min(xact_start) FILTER (WHERE mine))
-         AS oldest_transaction,
-       extract(epoch FROM clock_timestamp() - min(xact_start)) AS oldest_transaction_any,
-       extract(epoch FROM clock_timestamp() - min(query_start) FILTER (WHERE mine
+       extract(epoch FROM at - min(xact_start) FILTER (WHERE mine)) AS oldest_transaction,
+       extract(epoch FROM at - min(xact_start)) AS oldest_transaction_any,
+       extract(epoch FROM at - min(query_start) FILTER (WHERE mine
          AND state = 'active')) AS oldest_query,
        count(*) FILTER (WHERE mine AND state LIKE 'idle in transaction%') AS idle_in_transaction,
-       extract(epoch FROM clock_timestamp() - min(state_change) FILTER (WHERE mine
+       extract(epoch FROM at - min(state_change) FILTER (WHERE mine
          AND state LIKE 'idle in transaction%')) AS oldest_idle_in_transaction
 FROM (
-  SELECT *, application_name IS DISTINCT FROM :exporter AS mine
-  FROM pg_stat_activity
-  WHERE datname = current_database() AND backend_type = 'client backend'
+  SELECT s.*, s.application_name IS DISTINCT FROM :exporter AS mine, clock.at
+  FROM pg_stat_activity s CROSS JOIN (SELECT clock_timestamp() AS at) clock
+  WHERE s.datname = current_database() AND s.backend_type = 'client backend'
 ) a
-GROUP BY state, application_name, wait_event_type
+GROUP BY state, application_name, wait_event_type, at
 """
 
 LABELS = ["datname", "state", "application_name", "wait_event_type"]
