@@ -432,6 +432,34 @@ async def test_the_check_refuses_a_server_older_than_supported(
         await w.close()
 
 
+async def test_a_server_newer_than_tested_runs_and_says_so_once(
+    registry: CollectorRegistry,
+    database_url: URL,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The real server, with the newest tested version lowered below it.
+    monkeypatch.setattr(runner_module, "NEWEST_TESTED_SERVER_VERSION", 120000)
+    metrics = Metrics(registry)
+    w = worker(database_url, metrics, Constant)
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert await w.check()
+            assert await w.check()  # again: said once
+        assert value(metrics, "db_up", {"database": "main"}) == 1
+        major = int(execute(database_url, "SHOW server_version_num")[0][0]) // 10000
+        assert [r.getMessage() for r in caplog.records if r.name == "exporter.collectors"] == [
+            f"database main: PostgreSQL {major} is newer than db-exporter was tested on (13-12): "
+            "queries chosen by server version fall back to their PostgreSQL 12 form; "
+            "a collector whose view changed fails alone"
+        ]
+    finally:
+        await w.close()
+    monkeypatch.undo()
+    assert runner_module.newer_than_tested(180004) is None
+    assert runner_module.newer_than_tested(130000) is None
+
+
 async def test_a_dropped_database_withdraws_its_series_and_logs_once(
     registry: CollectorRegistry, database_url: URL, caplog: pytest.LogCaptureFixture
 ) -> None:

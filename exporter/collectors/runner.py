@@ -72,6 +72,9 @@ CLIENT_GRACE_SECONDS = 1.0
 _CHECK = text("SELECT current_setting('server_version_num')::int, current_database()")
 # The oldest server whose catalogs and statistics views the collectors' queries know.
 MIN_SERVER_VERSION = 130000
+# The newest major version the collectors' queries were tested on. A newer server runs: each
+# query chosen by version takes its form for this version, which the log says once.
+NEWEST_TESTED_SERVER_VERSION = 180000
 # Take the election lock unless this session holds it already (session-level advisory locks
 # stack: each extra pg_try_advisory_lock would need its own unlock). CASE evaluates in order.
 # pg_locks shows a bigint key as classid (high 32 bits), objid (low 32 bits), objsubid 1.
@@ -118,6 +121,18 @@ def check_server_version(version: int) -> None:
             f"PostgreSQL {version // 10000} is not supported: db-exporter needs "
             f"PostgreSQL {MIN_SERVER_VERSION // 10000} or newer"
         )
+
+
+def newer_than_tested(version: int) -> str | None:
+    """The log line for a server newer than the collectors were tested on, else None."""
+    if version // 10000 <= NEWEST_TESTED_SERVER_VERSION // 10000:
+        return None
+    tested = NEWEST_TESTED_SERVER_VERSION // 10000
+    return (
+        f"PostgreSQL {version // 10000} is newer than db-exporter was tested on "
+        f"({MIN_SERVER_VERSION // 10000}-{tested}): queries chosen by server version fall back "
+        f"to their PostgreSQL {tested} form; a collector whose view changed fails alone"
+    )
 
 
 def _server_label(dsn: str) -> str:
@@ -285,6 +300,8 @@ class DatabaseWorker:
         if self.state.ok is False:
             log.info("database %s is answering again", self.name)
         self.state = ProbeState(True, "ok")
+        if int(version) != self.server_version and (newer := newer_than_tested(int(version))):
+            log.warning("database %s: %s", self.name, newer)
         self.server_version = int(version)
         self.datname = str(datname)
         for job in self.jobs:
