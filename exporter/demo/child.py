@@ -23,6 +23,7 @@ from exporter.demo.run import (
     STOP_GRACE_SECONDS,
     demo_database_settings,
     instrument_wallet,
+    run,
     stop_on_signals,
     wallet_engine,
 )
@@ -104,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format)
     try:
         if args.role == "sidecar":
-            return asyncio.run(_sidecar(args.listen, args.backups))
-        return asyncio.run(_worker(args.index))
+            return run(_sidecar(args.listen, args.backups))
+        return run(_worker(args.index))
     except KeyboardInterrupt:  # Ctrl-C reached it before its loop handles signals
         return 130
 

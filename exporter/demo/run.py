@@ -10,8 +10,10 @@ import asyncio
 import logging
 import signal
 import tempfile
+from collections.abc import Coroutine
 from contextlib import ExitStack, suppress
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -112,13 +114,35 @@ async def prepare_database(engine: AsyncEngine) -> None:
     await add_hand_made_objects(engine, say)
 
 
+T = TypeVar("T")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def stop_on_signals() -> asyncio.Event:
-    """Set on SIGINT or SIGTERM, in the running loop."""
+    """Set on SIGINT or SIGTERM, in the running loop (`run()` takes the handlers away)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     return stop
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)`, with `stop_on_signals()`'s handlers removed as soon as `main` ends.
+
+    asyncio's loop closes its signal wakeup fd before it removes its handlers: a SIGTERM in
+    between (the demo stopping a child that is already ending) printed "Exception ignored when
+    trying to write to the signal wakeup fd" instead of ending the process quietly."""
+
+    async def then_default_signals() -> T:
+        try:
+            return await main
+        finally:
+            loop = asyncio.get_running_loop()
+            for signum in STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(then_default_signals())
 
 
 async def _serve_workload(url: URL, listen: str, backups: Path) -> None:
@@ -167,10 +191,10 @@ def run_demo(listen: str, database_url: str | None, workers: int = 1) -> None:
         say("wallet schema migrated to head")
         backups = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="db-exporter-")))
         if workers == 1:
-            asyncio.run(_serve_workload(url, listen, backups))
+            run(_serve_workload(url, listen, backups))
         else:
             from exporter.demo.workers import serve_workers
 
             shared = stack.enter_context(tempfile.TemporaryDirectory(prefix="db-exporter-workers-"))
-            asyncio.run(serve_workers(url, listen, backups, workers, Path(shared)))
+            run(serve_workers(url, listen, backups, workers, Path(shared)))
     say("stopped")
