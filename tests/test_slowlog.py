@@ -387,9 +387,15 @@ def test_a_stuck_writer_holds_at_most_queue_max_bytes_of_statement_text(
 
 
 def test_a_burst_keeps_memory_bounded_and_the_dropped_count_exact(
-    metrics: Metrics, registry: CollectorRegistry, capsys: pytest.CaptureFixture[str]
+    metrics: Metrics, registry: CollectorRegistry, tmp_path: Path
 ) -> None:
-    settings = SlowQuerySettings(queue_size=500, ring_buffer_size=200, max_fingerprints=50)
+    # Records go to a file: captured stdout would hold every written line in this process's
+    # memory, and the peak would measure how fast the writer kept up, not the log's bounds.
+    out = tmp_path / "slow.jsonl"
+    settings = SlowQuerySettings(
+        queue_size=500, ring_buffer_size=200, max_fingerprints=50,
+        stdout=False, file=str(out), file_max_bytes=2**30,
+    )  # fmt: skip
     log = SlowQueryLog(settings, metrics)
     # Letters, not digits: libpg_query's fingerprint folds numbered tables (partitions) together.
     names = [f"burst_{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(300)]
@@ -402,7 +408,7 @@ def test_a_burst_keeps_memory_bounded_and_the_dropped_count_exact(
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    written = len(capsys.readouterr().out.splitlines())
+    written = len(out.read_text().splitlines())
     dropped = registry.get_sample_value("slow_query_log_dropped_total") or 0
     assert written + dropped == 100_000
     assert dropped > 0
