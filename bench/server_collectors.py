@@ -39,6 +39,7 @@ MEASURED = (
     "stat_checkpointer",
     "wal",
     "archiver",
+    "roles",
 )
 
 

@@ -127,6 +127,12 @@ class TablesCollectorSettings(CollectorSettings):
     max_table_series: int = Field(default=500, ge=0)
 
 
+class StatioUserTablesCollectorSettings(CollectorSettings):
+    # Tables with per-table block I/O series, chosen alternately by blocks read and by blocks
+    # hit (heap, indexes and TOAST together).
+    max_table_series: int = Field(default=500, ge=0)
+
+
 class ActivityCollectorSettings(CollectorSettings):
     interval_seconds: float = Field(default=15.0, gt=0)
     # The application's own application_name (set in its DSN or connect_args): its server-side
@@ -211,11 +217,19 @@ class SettingsCollectorSettings(CollectorSettings):
     max_settings: int = Field(default=1000, ge=0)
 
 
+class RolesCollectorSettings(CollectorSettings):
+    interval_seconds: float = Field(default=300.0, gt=0)
+    # Roles with a series of their own: those with a connection limit first, then by name;
+    # pg_roles_series_omitted counts the rest.
+    max_roles: int = Field(default=500, ge=0)
+
+
 class CollectorsSettings(_Strict):
     """Collector name -> its settings; an unknown name is an error naming the known ones."""
 
     indexes: IndexesCollectorSettings = IndexesCollectorSettings()
     tables: TablesCollectorSettings = TablesCollectorSettings()
+    statio_user_tables: StatioUserTablesCollectorSettings = StatioUserTablesCollectorSettings()
     database: CollectorSettings = CollectorSettings(interval_seconds=30)
     activity: ActivityCollectorSettings = ActivityCollectorSettings()
     statements: StatementsCollectorSettings = StatementsCollectorSettings()
@@ -235,6 +249,7 @@ class CollectorsSettings(_Strict):
     locks: CollectorSettings = CollectorSettings(interval_seconds=15)
     long_running_transactions: CollectorSettings = CollectorSettings(interval_seconds=15)
     stat_activity_autovacuum: CollectorSettings = CollectorSettings(interval_seconds=15)
+    roles: RolesCollectorSettings = RolesCollectorSettings()
 
     @model_validator(mode="before")
     @classmethod

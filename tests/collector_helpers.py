@@ -66,6 +66,20 @@ def execute(url: URL, *statements: str) -> list[Any]:
 
 
 @contextmanager
+def uncached_copy(url: URL) -> Iterator[URL]:
+    """A copy of the database at `url` made file by file (`STRATEGY FILE_COPY`, PostgreSQL
+    15+), so none of its blocks is in shared buffers yet: its first reads are disk reads (for
+    the statistics). Dropped afterwards."""
+    name = f"dbx_copy_{uuid.uuid4().hex[:8]}"
+    server = url.set(database="postgres")
+    execute(server, f'CREATE DATABASE "{name}" TEMPLATE "{url.database}" STRATEGY FILE_COPY')
+    try:
+        yield url.set(database=name)
+    finally:
+        execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
 def held_in_transaction(url: URL, statement: str) -> Iterator[None]:
     """Another session ran `statement` in a transaction it keeps open (holding its locks)."""
     engine = create_engine(sync_url(url))

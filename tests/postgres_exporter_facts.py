@@ -232,11 +232,11 @@ OURS: dict[str, str | None] = {
     "locks": "locks",
     "replication": None,  # pgrepl
     "replication_slot": None,  # pgrepl
-    "roles": None,
+    "roles": "roles",
     "stat_bgwriter": None,  # pgrepl
     "stat_checkpointer": None,  # pgrepl
     "stat_user_tables": "tables",
-    "statio_user_tables": None,
+    "statio_user_tables": "statio_user_tables",
     "wal": None,  # pgrepl
     "stat_wal_receiver": None,  # pgrepl
     "postmaster": "postmaster",

@@ -10,7 +10,8 @@ from collector_helpers import by_label, execute, run_collector, samples, wait_fo
 from pg_cluster import binary_dirs, private_cluster, server_version
 from sqlalchemy.engine import URL, make_url
 
-from exporter.collectors.indexes import Index, IndexesCollector, select
+from exporter.collectors.base import by_scans, by_size, select
+from exporter.collectors.indexes import Index, IndexesCollector
 from exporter.collectors.slices import at_once
 from exporter.settings import IndexesCollectorSettings
 
@@ -148,9 +149,9 @@ def test_selection_alternates_between_largest_and_most_scanned() -> None:
         fake_index("flagged", 1, 0, flagged=True),
         fake_index("small", 5, 5),
     ]
-    chosen = at_once(select(indexes, {4}, cap=4))
+    chosen = at_once(select(indexes, {4}, 4, (by_size, by_scans)))
     assert [indexes[i].labels[3] for i in chosen] == ["big", "bigger", "busier", "flagged"]
-    assert at_once(select(indexes, {4}, cap=0)) == [4]
+    assert at_once(select(indexes, {4}, 0, (by_size, by_scans))) == [4]
 
 
 async def test_empty_database_has_no_index_series(fresh_database: URL) -> None:

@@ -108,6 +108,7 @@ def test_registry_and_settings_name_the_same_collectors() -> None:
     assert DEFAULT_ENABLED == {
         "indexes": True,
         "tables": True,
+        "statio_user_tables": True,
         "database": True,
         "activity": True,
         "statements": True,
@@ -126,6 +127,7 @@ def test_registry_and_settings_name_the_same_collectors() -> None:
         "locks": True,
         "long_running_transactions": True,
         "stat_activity_autovacuum": True,
+        "roles": True,
     }
 
 
@@ -137,10 +139,10 @@ def test_unknown_collector_name_is_one_clear_line() -> None:
         settings_from_data(data, "exporter.yaml")
     assert str(error.value) == (
         "exporter.yaml: databases[0].collectors: unknown collector 'indxes' "
-        "(known: indexes, tables, database, activity, statements, migrations, replication, "
-        "replication_slot, stat_wal_receiver, stat_bgwriter, stat_checkpointer, wal, archiver, "
-        "backups, settings, postmaster, database_wraparound, locks, long_running_transactions, "
-        "stat_activity_autovacuum)"
+        "(known: indexes, tables, statio_user_tables, database, activity, statements, "
+        "migrations, replication, replication_slot, stat_wal_receiver, stat_bgwriter, "
+        "stat_checkpointer, wal, archiver, backups, settings, postmaster, database_wraparound, "
+        "locks, long_running_transactions, stat_activity_autovacuum, roles)"
     )
 
 

@@ -22,12 +22,14 @@ from exporter.collectors.migrations import MigrationsCollector
 from exporter.collectors.postmaster import PostmasterCollector
 from exporter.collectors.replication import ReplicationCollector
 from exporter.collectors.replication_slot import ReplicationSlotCollector
+from exporter.collectors.roles import RolesCollector
 from exporter.collectors.settings import SettingsCollector
 from exporter.collectors.stat_activity_autovacuum import StatActivityAutovacuumCollector
 from exporter.collectors.stat_bgwriter import StatBgwriterCollector
 from exporter.collectors.stat_checkpointer import StatCheckpointerCollector
 from exporter.collectors.stat_wal_receiver import StatWalReceiverCollector
 from exporter.collectors.statements import StatementsCollector
+from exporter.collectors.statio_user_tables import StatioUserTablesCollector
 from exporter.collectors.tables import TablesCollector
 from exporter.collectors.wal import WalCollector
 from exporter.settings import CollectorsSettings
@@ -37,6 +39,7 @@ COLLECTORS: dict[str, type[Collector[Any]]] = {
     for cls in (
         IndexesCollector,
         TablesCollector,
+        StatioUserTablesCollector,
         DatabaseCollector,
         ActivityCollector,
         StatementsCollector,
@@ -47,6 +50,7 @@ COLLECTORS: dict[str, type[Collector[Any]]] = {
         LocksCollector,
         LongRunningTransactionsCollector,
         StatActivityAutovacuumCollector,
+        RolesCollector,
         ReplicationCollector,
         ReplicationSlotCollector,
         StatWalReceiverCollector,

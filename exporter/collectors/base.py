@@ -12,7 +12,7 @@ the event loop is never stalled for long.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain, zip_longest
@@ -90,26 +90,45 @@ def timestamp(value: datetime | None) -> float:
     return 0.0 if value is None else value.timestamp()
 
 
-class Ranked(Protocol):
-    """What `select()` ranks by."""
+class Labelled(Protocol):
+    """What `select()` breaks ties by."""
 
     @property
     def labels(self) -> tuple[str, ...]: ...
+
+
+L = TypeVar("L", bound=Labelled)
+
+
+class Ranked(Labelled, Protocol):
+    """Indexes and tables, ranked by size and by scans."""
+
     @property
     def size(self) -> float: ...
     @property
     def scans(self) -> float: ...
 
 
-def select(items: Sequence[Ranked], forced: set[int], cap: int) -> Steps[list[int]]:
+def by_size(item: Ranked) -> float:
+    return item.size
+
+
+def by_scans(item: Ranked) -> float:
+    return item.scans
+
+
+def select(
+    items: Sequence[L], forced: set[int], cap: int, rankings: Sequence[Callable[[L], float]]
+) -> Steps[list[int]]:
     """Positions of the items (indexes, tables) that get series of their own: every forced one,
-    then the largest and the most scanned, alternately, until `cap` are chosen. In steps."""
+    then the top of each ranking in turn (highest first, ties by labels), until `cap` are
+    chosen. In steps."""
     chosen = set(forced)
-    by_size = sorted(range(len(items)), key=lambda i: (-items[i].size, items[i].labels))
-    yield
-    by_scans = sorted(range(len(items)), key=lambda i: (-items[i].scans, items[i].labels))
-    yield
-    for position in chain.from_iterable(zip_longest(by_size, by_scans)):
+    orders: list[list[int]] = []
+    for rank in rankings:
+        orders.append(sorted(range(len(items)), key=lambda i: (-rank(items[i]), items[i].labels)))
+        yield
+    for position in chain.from_iterable(zip_longest(*orders)):
         if len(chosen) >= cap:
             break
         if position is not None:

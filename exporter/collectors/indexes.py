@@ -29,7 +29,7 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exporter.collectors.base import Collector, number, select, timestamp
+from exporter.collectors.base import Collector, by_scans, by_size, number, select, timestamp
 from exporter.collectors.slices import Steps, in_slices
 from exporter.settings import IndexesCollectorSettings
 
@@ -152,7 +152,9 @@ class IndexesCollector(Collector[IndexesCollectorSettings]):
             for i, index in enumerate(indexes)
             if index.unused or index.invalid or (index.labels[1], index.labels[3]) in duplicate_of
         }
-        chosen = yield from select(indexes, forced, self.settings.max_index_series)
+        chosen = yield from select(
+            indexes, forced, self.settings.max_index_series, (by_size, by_scans)
+        )
 
         counters = [
             (column, CounterMetricFamily(name, doc, labels=LABELS))

@@ -23,7 +23,7 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exporter.collectors.base import Collector, number, select, timestamp
+from exporter.collectors.base import Collector, by_scans, by_size, number, select, timestamp
 from exporter.collectors.slices import Steps, in_slices
 from exporter.settings import TablesCollectorSettings
 
@@ -110,7 +110,9 @@ class TablesCollector(Collector[TablesCollectorSettings]):
             )
             for r in rows
         ]
-        chosen = yield from select(tables, set(), self.settings.max_table_series)
+        chosen = yield from select(
+            tables, set(), self.settings.max_table_series, (by_size, by_scans)
+        )
         counters = [
             (column, CounterMetricFamily(f"pg_stat_user_tables_{column}", doc, labels=LABELS))
             for column, doc in COUNTERS
