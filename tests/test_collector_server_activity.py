@@ -17,7 +17,7 @@ from exporter.collectors.compatibility import postgres_exporter_view
 from exporter.collectors.privileges import InsufficientPrivilegeError
 from exporter.collectors.server_activity import STATES, ServerActivityCollector
 from exporter.dsn import parse_dsn
-from exporter.settings import ServerDatabasesCollectorSettings
+from exporter.settings import ConfigError, ServerDatabasesCollectorSettings, settings_from_data
 
 CONNECTIONS = "pg_stat_activity_server_connections"
 MAX_AGE = "pg_stat_activity_server_max_transaction_age_seconds"
@@ -130,3 +130,24 @@ async def test_a_role_without_pg_monitor_fails_naming_the_grant(server: URL) -> 
         registry = await run_collector(collector(), url)
         execute(server, f"REVOKE pg_monitor FROM {url.username}")
     assert clients(registry)[("postgres", "active")] == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (0, "Input should be greater than or equal to 1"),
+        (10_001, "Input should be less than or equal to 10000"),
+        ("all", "Input should be a valid integer, unable to parse string as an integer"),
+    ],
+)
+def test_a_bad_max_databases_is_one_line_naming_it(value: object, problem: str) -> None:
+    for name in ("server_activity", "stat_database_conflicts"):
+        collectors = {name: {"max_databases": value}}
+        data = {
+            "databases": [{"name": "main", "dsn": "postgresql://db/app", "collectors": collectors}]
+        }
+        with pytest.raises(ConfigError) as error:
+            settings_from_data(data, "exporter.yaml")
+        assert str(error.value) == (
+            f"exporter.yaml: databases[0].collectors.{name}.max_databases: {problem}"
+        )

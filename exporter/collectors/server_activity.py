@@ -110,10 +110,10 @@ class ServerActivityCollector(Collector[ServerDatabasesCollectorSettings]):
 
     def families(self, rows: Sequence[Any]) -> list[Metric]:
         kept = self.kept_databases(rows)
-        labels = sorted(kept | ({OTHER} if any(r.datname not in kept for r in rows) else set()))
+        folded = any(r.datname not in kept for r in rows)
         counts: Counter[tuple[str, str, str]] = Counter()
         ages: dict[tuple[str, str], float] = {}
-        for datname in labels:
+        for datname in sorted(kept | ({OTHER} if folded else set())):
             for state in STATES:
                 counts[(datname, state, CLIENT_BACKEND)] += 0
                 ages[(datname, state)] = 0.0
