@@ -40,6 +40,8 @@ MEASURED = (
     "wal",
     "archiver",
     "roles",
+    "server_activity",
+    "stat_database_conflicts",
 )
 
 
@@ -90,10 +92,10 @@ def main() -> None:
     url = parse_dsn(args.url).render_as_string(hide_password=False)
     rows = asyncio.run(measure(url, args.runs))
     base_wall, base_cpu = rows[0][1], rows[0][2]
-    print(f"{'collector':<20}{'wall ms':>9}{'x db':>7}{'cpu ms':>9}{'x db':>7}"
+    print(f"{'collector':<24}{'wall ms':>9}{'x db':>7}{'cpu ms':>9}{'x db':>7}"
           f"{'series':>8}{'bytes':>8}")  # fmt: skip
     for name, wall, cpu, series, size in rows:
-        print(f"{name:<20}{wall * 1e3:>9.2f}{wall / base_wall:>7.2f}{cpu * 1e3:>9.2f}"
+        print(f"{name:<24}{wall * 1e3:>9.2f}{wall / base_wall:>7.2f}{cpu * 1e3:>9.2f}"
               f"{cpu / base_cpu:>7.2f}{series:>8}{size:>8}")  # fmt: skip
 
 

@@ -959,7 +959,10 @@ _USABLE_CONNECTIONS = (
     f"max by (database) (pg_settings_max_connections{{{PG}}} "
     f"- pg_settings_superuser_reserved_connections{{{PG}}})"
 )
-_BACKENDS = f"sum by (database) (pg_stat_database_numbackends{{{PG}}})"
+# Client backends of every database of the server (server_activity): what max_connections
+# limits, whichever database the clients connect to.
+_CLIENTS = f'pg_stat_activity_server_connections{{backend_type="client backend", {PG}}}'
+_BACKENDS = f"sum by (database) ({_CLIENTS})"
 _FREEZE_MAX_AGE = f"max by (database) (pg_settings_autovacuum_freeze_max_age{{{PG}}})"
 _BYTES = {"id": "unit", "value": "bytes"}
 # The autovacuum collector has one series per running worker, none when it finds none: "0
@@ -1014,9 +1017,9 @@ SERVER = Dashboard(
         ),
         Panel(
             "Connections used",
-            "Backends of the configured database as a share of the connections ordinary roles "
-            "may open (max_connections - superuser_reserved_connections). The alert fires at "
-            "80% for 5 minutes.",
+            "Client connections to every database of the server as a share of the connections "
+            "ordinary roles may open (max_connections - superuser_reserved_connections). The "
+            "alert fires at 80% for 5 minutes.",
             [Target(f"{_BACKENDS} / on (database) {_USABLE_CONNECTIONS}", "{{database}}")],
             kind="gauge",
             unit="percentunit",
@@ -1072,12 +1075,13 @@ SERVER = Dashboard(
         ),
         Panel(
             "Connections against max_connections",
-            "Backends of the configured database (pg_stat_database_numbackends, every client "
-            "and the exporter) against the server's max_connections and what ordinary roles "
-            "may use of it (minus superuser_reserved_connections). Other databases of the "
-            "server count against the same limit: configure them too to see them here.",
+            "Client connections to the server, in all and per database of it "
+            "(pg_stat_activity_server_connections, the exporter's own included), against the "
+            "server's max_connections and what ordinary roles may use of it (minus "
+            "superuser_reserved_connections).",
             [
-                Target(_BACKENDS, "backends ({{database}})"),
+                Target(_BACKENDS, "all databases ({{database}})"),
+                Target(f"sum by (database, datname) ({_CLIENTS})", "{{datname}} ({{database}})"),
                 Target(
                     f"max by (database) (pg_settings_max_connections{{{PG}}})",
                     "max_connections ({{database}})",

@@ -165,6 +165,14 @@ class ReplicationSlotCollectorSettings(CollectorSettings):
     max_slot_series: int = Field(default=100, ge=0)
 
 
+class ServerDatabasesCollectorSettings(CollectorSettings):
+    """A server-wide collector with series per database of the server."""
+
+    # Databases of the server with series of their own (the connected one always); the
+    # collector's docstring says what it does with the rest.
+    max_databases: int = Field(default=100, ge=1, le=10_000)
+
+
 class MigrationsCollectorSettings(CollectorSettings):
     # Off until it is told where the application's migrations and models are.
     enabled: bool = False
@@ -250,6 +258,12 @@ class CollectorsSettings(_Strict):
     long_running_transactions: CollectorSettings = CollectorSettings(interval_seconds=15)
     stat_activity_autovacuum: CollectorSettings = CollectorSettings(interval_seconds=15)
     roles: RolesCollectorSettings = RolesCollectorSettings()
+    server_activity: ServerDatabasesCollectorSettings = ServerDatabasesCollectorSettings(
+        interval_seconds=15
+    )
+    stat_database_conflicts: ServerDatabasesCollectorSettings = ServerDatabasesCollectorSettings(
+        interval_seconds=30
+    )
 
     @model_validator(mode="before")
     @classmethod

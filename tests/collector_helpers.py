@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import asyncpg
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector as RegistryCollector
@@ -63,6 +64,20 @@ def execute(url: URL, *statements: str) -> list[Any]:
     finally:
         engine.dispose()
     return rows
+
+
+@asynccontextmanager
+async def sessions(url: URL, *names: str) -> AsyncIterator[list[asyncpg.Connection]]:
+    """Open idle sessions to `url`, one per application name."""
+    conns = [
+        await asyncpg.connect(dsn(url), server_settings={"application_name": name})
+        for name in names
+    ]
+    try:
+        yield conns
+    finally:
+        for conn in conns:
+            await conn.close()
 
 
 @contextmanager

@@ -222,11 +222,11 @@ FACTS: dict[str, tuple[Fact, ...]] = {
 OURS: dict[str, str | None] = {
     "up": "runner",
     "settings": "settings",
-    "stat_activity": "activity",
-    "stat_database_conflicts": None,
+    "stat_activity": "server_activity",
+    "stat_database_conflicts": "stat_database_conflicts",
     "stat_archiver": None,  # pgrepl: archiver
     "stat_replication": None,  # pgrepl: replication
-    "replication_slots": None,  # none: the old built-in map; replication_slot covers slots
+    "replication_slots": "replication_slot",  # in postgres_exporter's view only
     "database": "database",
     "stat_database": "database",
     "locks": "locks",

@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
 import pytest
-from collector_helpers import dsn, execute, run_collector, samples
+from collector_helpers import dsn, execute, run_collector, samples, sessions
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import URL
 
@@ -30,20 +27,6 @@ WAITING = (
 
 def collector(**options: Any) -> ActivityCollector:
     return ActivityCollector("main", ActivityCollectorSettings(**options))
-
-
-@asynccontextmanager
-async def sessions(url: URL, *names: str) -> AsyncIterator[list[asyncpg.Connection]]:
-    """Open idle sessions, one per application name."""
-    conns = [
-        await asyncpg.connect(dsn(url), server_settings={"application_name": name})
-        for name in names
-    ]
-    try:
-        yield conns
-    finally:
-        for conn in conns:
-            await conn.close()
 
 
 def counts(registry: CollectorRegistry) -> dict[tuple[str, str, str], float]:

@@ -187,7 +187,12 @@ async def test_every_server_collector_runs_on_the_replica_without_writing(
 @settings(max_examples=60, deadline=None, database=None)
 @given(
     key=st.sampled_from(
-        [("replication", "max_standby_series"), ("replication_slot", "max_slot_series")]
+        [
+            ("replication", "max_standby_series"),
+            ("replication_slot", "max_slot_series"),
+            ("server_activity", "max_databases"),
+            ("stat_database_conflicts", "max_databases"),
+        ]
     ),
     value=st.one_of(st.integers(), st.text(max_size=8), st.floats(), st.none(), st.booleans()),
 )

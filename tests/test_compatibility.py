@@ -23,17 +23,18 @@ from sqlalchemy.engine import URL, make_url
 
 from exporter import Metrics, create_app
 from exporter.collectors import COLLECTORS
-from exporter.collectors.activity import ActivityCollector
 from exporter.collectors.compatibility import postgres_exporter_view
 from exporter.collectors.database import DatabaseCollector
 from exporter.collectors.exposition import SnapshotStore
-from exporter.settings import ActivityCollectorSettings, CollectorSettings, DatabaseSettings
+from exporter.collectors.server_activity import ServerActivityCollector
+from exporter.settings import CollectorSettings, DatabaseSettings, ServerDatabasesCollectorSettings
 
 Client = Callable[..., Awaitable[TestClient[Any, Any]]]
 LIBRARY_DIRS = dirs_with_library("pg_stat_statements")
 # The label db-exporter adds to every series of a configured database (the join label).
 JOIN_LABEL = "database"
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+LOGICAL_SLOT = "dbx_shop_slot"
 _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -69,7 +70,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[URL]:
     if request.param is None:
         pytest.skip("no PostgreSQL binaries here ship pg_stat_statements")
     preload = "shared_preload_libraries = 'pg_stat_statements'"
-    with private_cluster(preload, bindir=request.param) as cluster:
+    with private_cluster(preload, "wal_level = logical", bindir=request.param) as cluster:
         yield _prepared(cluster)
 
 
@@ -79,6 +80,8 @@ def _prepared(cluster: PrivateCluster) -> URL:
     execute(
         url,
         "CREATE EXTENSION pg_stat_statements",
+        # A logical slot has a database: postgres_exporter's `database` label on its series.
+        f"SELECT pg_create_logical_replication_slot('{LOGICAL_SLOT}', 'test_decoding')",
         "CREATE TABLE orders (id int PRIMARY KEY, note text)",
         "INSERT INTO orders SELECT g, 'n' FROM generate_series(1, 100) g",
         "SELECT count(*) FROM orders",
@@ -132,8 +135,32 @@ async def test_postgres_exporter_names_types_and_labels(
             checked.append(fact)
     assert len(checked) >= 60  # every group db-exporter covers, not a lucky few
     # db-exporter's own names for the same series are gone in this mode.
-    for name in ("pg_stat_database_xact_commit_total", "pg_stat_activity_connections", "db_up_x"):
+    for name in (
+        "pg_stat_database_xact_commit_total",
+        "pg_stat_activity_server_connections",
+        "pg_stat_database_conflicts_confl_lock_total",
+        "db_up_x",
+    ):
         assert name not in found.labels
+
+
+async def test_postgres_exporters_views_keep_their_own_database_label(
+    aiohttp_client: Client, server: URL
+) -> None:
+    """`pg_replication_slots_*` carry the slot's database instead of the configured one, and
+    only in postgres_exporter's view; the server-wide counts cover every database."""
+    body = await scrape(aiohttp_client, server, "postgres_exporter")
+    port = server.port
+    assert (
+        f'pg_replication_slots_active{{database="shop",server="127.0.0.1:{port}",'
+        f'slot_name="{LOGICAL_SLOT}"}} 0.0\n'
+    ) in body
+    for datname in ("shop", "postgres", "template1"):
+        assert (
+            f'pg_stat_activity_count{{database="main",datname="{datname}",'
+            f'server="127.0.0.1:{port}",state="idle in transaction"}}'
+        ) in body
+    assert "pg_replication_slots_" not in await scrape(aiohttp_client, server, "default")
 
 
 @needs_promtool
@@ -161,13 +188,14 @@ def test_a_bare_counter_is_unknown_in_openmetrics_and_counter_in_text() -> None:
 
 
 def test_labels_postgres_exporter_lacks_are_summed_away() -> None:
-    family = Metric("pg_stat_activity_connections", "Connections.", "gauge")
+    name = "pg_stat_activity_server_connections"
+    family = Metric(name, "Connections.", "gauge")
     family.samples = [
-        Sample("pg_stat_activity_connections", {"datname": "d", "state": "idle", "app": a}, n)
-        for a, n in (("x", 2), ("y", 3))
+        Sample(name, {"datname": "d", "state": "idle", "backend_type": kind}, n)
+        for kind, n in (("client backend", 2), ("walsender", 3))
     ]
 
-    activity = ActivityCollector("main", ActivityCollectorSettings())
+    activity = ServerActivityCollector("main", ServerDatabasesCollectorSettings())
     [view] = postgres_exporter_view(activity, [family], "db:5432")
     assert [(s.name, s.labels, s.value) for s in view.samples] == [
         ("pg_stat_activity_count", {"datname": "d", "state": "idle", "server": "db:5432"}, 5)

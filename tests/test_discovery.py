@@ -128,7 +128,8 @@ def test_the_server_wide_collectors_are_the_documented_ones() -> None:
     assert server_wide == {
         "settings", "postmaster", "database_wraparound", "locks", "long_running_transactions",
         "stat_activity_autovacuum", "replication", "replication_slot", "stat_wal_receiver",
-        "stat_bgwriter", "stat_checkpointer", "wal", "archiver", "roles",
+        "stat_bgwriter", "stat_checkpointer", "wal", "archiver", "roles", "server_activity",
+        "stat_database_conflicts",
     }  # fmt: skip
 
 

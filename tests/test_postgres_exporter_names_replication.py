@@ -21,10 +21,12 @@ from typing import Any
 from collector_helpers import run_collector
 from prom_helpers import needs_promtool, promtool
 from prometheus_client import generate_latest
+from replication_pair import SLOT as STANDBY_SLOT
 from replication_pair import Pair
 from sqlalchemy.engine import URL
 
 from exporter.collectors import COLLECTORS
+from exporter.collectors.compatibility import default_view, postgres_exporter_view
 from exporter.settings import CollectorsSettings
 
 Facts = dict[str, tuple[str, tuple[str, ...]]]
@@ -123,11 +125,11 @@ GAUGES_THERE_COUNTERS = {
     "pg_stat_bgwriter_stats_reset_total",
     "pg_stat_checkpointer_stats_reset_total",
 }
-# Not emitted, on purpose: postgres_exporter's built-in `pg_replication_slots` map labels
-# its series `slot_name, database` (a logical slot's database), which would clash with
-# db-exporter's own `database` label; `pg_replication_slot_retained_wal_bytes{slot_name,
-# slot_type}` and `pg_replication_slot_slot_is_active` carry the same data.
-NOT_EMITTED = {"pg_replication_slots_active", "pg_replication_slots_pg_wal_lsn_diff"}
+# postgres_exporter's built-in `pg_replication_slots` map labels its series `slot_name,
+# database` (a logical slot's database), which would clash with db-exporter's own `database`
+# label: only its view has them; `pg_replication_slot_retained_wal_bytes{slot_name,
+# slot_type}` and `pg_replication_slot_slot_is_active` carry the same data in the default one.
+ITS_VIEW_ONLY = {"pg_replication_slots_active", "pg_replication_slots_pg_wal_lsn_diff"}
 
 
 async def scrape(collector: str, url: URL) -> dict[str, tuple[str, tuple[str, ...], Any]]:
@@ -137,9 +139,10 @@ async def scrape(collector: str, url: URL) -> dict[str, tuple[str, tuple[str, ..
     cls = COLLECTORS[collector]
     names: Mapping[str, str] = cls.postgres_exporter_names
     options = getattr(CollectorsSettings(), collector)
-    registry = await run_collector(cls("postgres", options), url)
+    collector = cls("postgres", options)
+    registry = await run_collector(collector, url)
     found = {}
-    for family in registry.collect():
+    for family in default_view(collector, list(registry.collect())):
         if not family.samples:
             continue
         exposed = family.name + "_total" if family.type == "counter" else family.name
@@ -180,7 +183,29 @@ async def test_every_postgres_exporter_metric_is_there(replication_pair: Pair) -
     assert missing == []
     assert wrong == []
     for family in scraped.values():
-        assert NOT_EMITTED.isdisjoint(family)
+        assert ITS_VIEW_ONLY.isdisjoint(family)
+
+
+async def test_postgres_exporters_slot_series_have_the_slots_database(
+    replication_pair: Pair,
+) -> None:
+    """Its view has `pg_replication_slots_*{slot_name,database,server}`, `database` being the
+    slot's: "" for the standby's physical slot (no label, once Prometheus stores it)."""
+    pair = replication_pair
+    collector = COLLECTORS["replication_slot"]("postgres", CollectorsSettings().replication_slot)
+    families = list((await run_collector(collector, pair.primary_url)).collect())
+    view = {f.name: f for f in postgres_exporter_view(collector, families, "db:5432")}
+    ours = {f.name: f for f in families}
+    for name in ITS_VIEW_ONLY:
+        assert view[name].type == "gauge"
+        assert [s.labels for s in view[name].samples] == [
+            {"slot_name": STANDBY_SLOT, "database": "", "server": "db:5432"}
+        ]
+    [active] = view["pg_replication_slots_active"].samples
+    assert active.value == 1
+    [retained] = view["pg_replication_slots_pg_wal_lsn_diff"].samples
+    [same] = ours["pg_replication_slot_retained_wal_bytes"].samples
+    assert retained.value == same.value
 
 
 async def test_scaled_families_match_postgres_exporter_units(replication_pair: Pair) -> None:

@@ -128,6 +128,8 @@ def test_registry_and_settings_name_the_same_collectors() -> None:
         "long_running_transactions": True,
         "stat_activity_autovacuum": True,
         "roles": True,
+        "server_activity": True,
+        "stat_database_conflicts": True,
     }
 
 
@@ -142,7 +144,8 @@ def test_unknown_collector_name_is_one_clear_line() -> None:
         "(known: indexes, tables, statio_user_tables, database, activity, statements, "
         "migrations, replication, replication_slot, stat_wal_receiver, stat_bgwriter, "
         "stat_checkpointer, wal, archiver, backups, settings, postmaster, database_wraparound, "
-        "locks, long_running_transactions, stat_activity_autovacuum, roles)"
+        "locks, long_running_transactions, stat_activity_autovacuum, roles, server_activity, "
+        "stat_database_conflicts)"
     )
 
 

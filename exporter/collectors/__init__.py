@@ -23,10 +23,12 @@ from exporter.collectors.postmaster import PostmasterCollector
 from exporter.collectors.replication import ReplicationCollector
 from exporter.collectors.replication_slot import ReplicationSlotCollector
 from exporter.collectors.roles import RolesCollector
+from exporter.collectors.server_activity import ServerActivityCollector
 from exporter.collectors.settings import SettingsCollector
 from exporter.collectors.stat_activity_autovacuum import StatActivityAutovacuumCollector
 from exporter.collectors.stat_bgwriter import StatBgwriterCollector
 from exporter.collectors.stat_checkpointer import StatCheckpointerCollector
+from exporter.collectors.stat_database_conflicts import StatDatabaseConflictsCollector
 from exporter.collectors.stat_wal_receiver import StatWalReceiverCollector
 from exporter.collectors.statements import StatementsCollector
 from exporter.collectors.statio_user_tables import StatioUserTablesCollector
@@ -59,6 +61,8 @@ COLLECTORS: dict[str, type[Collector[Any]]] = {
         WalCollector,
         ArchiverCollector,
         BackupsCollector,
+        ServerActivityCollector,
+        StatDatabaseConflictsCollector,
     )
 }
 

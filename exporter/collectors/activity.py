@@ -24,15 +24,15 @@ the collector fails instead, with a message saying which grant is missing.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exporter.collectors.base import Collector, Shape, number
+from exporter.collectors.base import Collector, number
 from exporter.collectors.privileges import require_role
 from exporter.probe import APPLICATION_NAME
 from exporter.settings import ActivityCollectorSettings
@@ -64,17 +64,9 @@ OTHER = "other"
 
 class ActivityCollector(Collector[ActivityCollectorSettings]):
     name = "activity"
+    # postgres_exporter's pg_stat_activity_count and ..._max_tx_duration count every database
+    # of the server: the server_activity collector renders them, not this one.
     database_wide = True
-    # postgres_exporter's built-in pg_stat_activity metrics: by datname and state only, with
-    # its `server` label.
-    postgres_exporter_names: ClassVar[Mapping[str, str]] = {
-        "pg_stat_activity_connections": "pg_stat_activity_count",
-        "pg_stat_activity_max_transaction_age_seconds": "pg_stat_activity_max_tx_duration",
-    }
-    postgres_exporter_shapes: ClassVar[Mapping[str, Shape]] = {
-        "pg_stat_activity_connections": Shape(labels=("datname", "state"), server_label=True),
-        "pg_stat_activity_max_transaction_age_seconds": Shape(server_label=True),
-    }
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         # Without it, other roles' sessions show no state, wait event or times.

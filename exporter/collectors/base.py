@@ -59,6 +59,9 @@ class Collector(ABC, Generic[S]):
     # {family name: factor} where postgres_exporter's unit differs (its value = ours x factor,
     # e.g. 1000 for its milliseconds against our seconds).
     postgres_exporter_scales: ClassVar[Mapping[str, float]] = {}
+    # Families that only postgres_exporter's view shows (labels that would clash with ours in
+    # the default mode): `collect()` returns them, the default view leaves them out.
+    postgres_exporter_only: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, datname: str, settings: S) -> None:
         # Built with the configured name; the runner replaces `datname` (a label value) with the

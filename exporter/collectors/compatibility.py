@@ -43,6 +43,12 @@ def postgres_exporter_view(
     return view
 
 
+def default_view(collector: Collector[Any], families: Sequence[Metric]) -> list[Metric]:
+    """`families` in the default mode: without those only postgres_exporter's view shows."""
+    only = collector.postgres_exporter_only
+    return [family for family in families if family.name not in only]
+
+
 def _sample_name(family: Metric) -> str:
     return f"{family.name}_total" if family.type == "counter" else family.name
 

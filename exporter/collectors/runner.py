@@ -47,7 +47,11 @@ from sqlalchemy.exc import DBAPIError
 
 from exporter.collectors import COLLECTORS
 from exporter.collectors.base import Collector, CollectorError
-from exporter.collectors.compatibility import POSTGRES_EXPORTER, postgres_exporter_view
+from exporter.collectors.compatibility import (
+    POSTGRES_EXPORTER,
+    default_view,
+    postgres_exporter_view,
+)
 from exporter.collectors.custom import CustomQueryCollector
 from exporter.collectors.discovery import DiscoveryCollector
 from exporter.collectors.exposition import SnapshotStore
@@ -389,6 +393,8 @@ class DatabaseWorker:
                     families = await job.collector.collect(conn, self.server_version)
             if self._compatible:
                 families = postgres_exporter_view(job.collector, families, self._server)
+            else:
+                families = default_view(job.collector, families)
             # Rendering thousands of series is pure CPU: in slices, never one long stall.
             await in_slices(self._store.put_steps(self.name, name, families))
         except Exception as exc:
