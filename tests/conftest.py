@@ -16,6 +16,7 @@ import plan_tables
 import pytest
 from alembic import command
 from certs import Certs, make_certs
+from collector_helpers import login_role
 from pg_cluster import binary_dirs, replicated_pair, server_version
 from prometheus_client import CollectorRegistry
 from replication_pair import UNPRIVILEGED, Pair
@@ -63,6 +64,13 @@ def fresh_database(database_url: URL) -> Iterator[URL]:
         yield database_url.set(database=name)
     finally:
         _admin_execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def unprivileged_database(fresh_database: URL) -> Iterator[URL]:
+    """`fresh_database` as a new login role with no grants (no pg_monitor), dropped afterwards."""
+    with login_role(fresh_database) as url:
+        yield url
 
 
 @pytest.fixture

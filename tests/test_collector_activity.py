@@ -12,7 +12,6 @@ import pytest
 from collector_helpers import (
     dsn,
     execute,
-    login_role,
     refused_without_pg_monitor,
     run_collector,
     samples,
@@ -140,29 +139,27 @@ async def test_application_names_beyond_the_cap_are_other(fresh_database: URL) -
 
 
 async def test_a_role_without_pg_monitor_is_told_which_grant_it_lacks(
-    fresh_database: URL, caplog: pytest.LogCaptureFixture
+    unprivileged_database: URL, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with login_role(fresh_database) as url:
-        await refused_without_pg_monitor(
-            collector(),
-            url,
-            "see other roles' sessions in pg_stat_activity (needs pg_read_all_stats)",
-            caplog,
-        )
+    await refused_without_pg_monitor(
+        collector(),
+        unprivileged_database,
+        "see other roles' sessions in pg_stat_activity (needs pg_read_all_stats)",
+        caplog,
+    )
 
 
 async def test_the_grant_it_names_is_enough_and_the_others_run_meanwhile(
-    registry: CollectorRegistry, fresh_database: URL
+    registry: CollectorRegistry, fresh_database: URL, unprivileged_database: URL
 ) -> None:
     database = DatabaseCollector("main", DatabaseCollector.default_settings)
-    with login_role(fresh_database) as url:
-        async with worker_for(url, registry, collector(), database) as (worker, _):
-            activity, other = worker.jobs
-            assert await worker.check()
-            assert not await worker.run_collector(activity)
-            assert await worker.run_collector(other)  # on the same connection
-            execute(fresh_database, f"GRANT pg_monitor TO {url.username}")
-            assert await worker.run_collector(activity)
+    async with worker_for(unprivileged_database, registry, collector(), database) as (worker, _):
+        activity, other = worker.jobs
+        assert await worker.check()
+        assert not await worker.run_collector(activity)
+        assert await worker.run_collector(other)  # on the same connection
+        execute(fresh_database, f"GRANT pg_monitor TO {unprivileged_database.username}")
+        assert await worker.run_collector(activity)
     labels = {"collector": "activity", "database": "main"}
     assert registry.get_sample_value("exporter_collector_success", labels) == 1
     assert samples(registry, "pg_stat_activity_connections")

@@ -6,7 +6,6 @@ import pytest
 from collector_helpers import (
     execute,
     held_in_transaction,
-    login_role,
     refused_without_pg_monitor,
     run_collector,
 )
@@ -40,12 +39,11 @@ async def test_an_open_transaction_is_counted_with_its_age(fresh_database: URL) 
 
 
 async def test_a_role_without_pg_monitor_is_told_which_grant_it_lacks(
-    fresh_database: URL, caplog: pytest.LogCaptureFixture
+    unprivileged_database: URL, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with login_role(fresh_database) as url:
-        await refused_without_pg_monitor(
-            collector(),
-            url,
-            "see other roles' transactions in pg_stat_activity (needs pg_read_all_stats)",
-            caplog,
-        )
+    await refused_without_pg_monitor(
+        collector(),
+        unprivileged_database,
+        "see other roles' transactions in pg_stat_activity (needs pg_read_all_stats)",
+        caplog,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from collector_helpers import (
     execute,
-    login_role,
     refused_without_pg_monitor,
     run_collector,
     samples,
@@ -53,12 +52,11 @@ async def test_a_running_worker_is_reported_by_table_with_its_start() -> None:
 
 
 async def test_a_role_without_pg_monitor_is_told_which_grant_it_lacks(
-    fresh_database: URL, caplog: pytest.LogCaptureFixture
+    unprivileged_database: URL, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with login_role(fresh_database) as url:
-        await refused_without_pg_monitor(
-            collector(),
-            url,
-            "see the tables autovacuum workers are processing (needs pg_read_all_stats)",
-            caplog,
-        )
+    await refused_without_pg_monitor(
+        collector(),
+        unprivileged_database,
+        "see the tables autovacuum workers are processing (needs pg_read_all_stats)",
+        caplog,
+    )
