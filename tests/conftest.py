@@ -17,7 +17,14 @@ import pytest
 from alembic import command
 from certs import Certs, make_certs
 from collector_helpers import login_role
-from pg_cluster import binary_dirs, replicated_pair, server_version
+from pg_cluster import (
+    PrivateCluster,
+    binary_dirs,
+    private_cluster,
+    replicated_pair,
+    server_version,
+    with_library,
+)
 from prometheus_client import CollectorRegistry
 from replication_pair import UNPRIVILEGED, Pair
 from sqlalchemy import create_engine, text
@@ -130,6 +137,17 @@ def replication_pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
         primary.query(f"CREATE ROLE {UNPRIVILEGED} LOGIN")
         pair.caught_up()
         yield pair
+
+
+@pytest.fixture(scope="session")
+def statements_server() -> Iterator[PrivateCluster]:
+    """A private server with pg_stat_statements preloaded, started once for the session; each
+    test makes a database of its own there."""
+    library = with_library("pg_stat_statements")
+    if library is None:
+        pytest.skip("no PostgreSQL binaries here ship pg_stat_statements")
+    with private_cluster("shared_preload_libraries = 'pg_stat_statements'", bindir=library) as c:
+        yield c
 
 
 @pytest.fixture
