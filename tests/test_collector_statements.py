@@ -175,6 +175,8 @@ async def test_top_statements_keep_their_text_for_the_page(
     statements = collector(top_k=2, query_text_max_length=40)  # the two sleeps
     await run_collector(statements, url)
     by_id = {s.queryid: s for s in statements.top}
+    [(role,)] = execute(url, "SELECT current_user")
+    assert {s.user for s in statements.top} == {role}  # each kept with the role that ran it
     sleep = entry(url, "SELECT pg_sleep($1)")
     assert by_id[sleep.queryid].text == "SELECT pg_sleep($1)"
     assert by_id[sleep.queryid].calls == 3
