@@ -193,7 +193,9 @@ def sidecar(
 ) -> tuple[list[float], list[float], str]:
     """Times of the scrapes until one folds nothing (each folds a share of the ended workers'
     files), then of `scrapes` more; the last body."""
-    from processes import free_port, running  # tests/ helpers, put on the path below
+    # tests/ helpers, put on the path below
+    from processes import running
+    from sockets import free_port
 
     config = Path(directory).parent / "exporter.yaml"
     config.write_text("log_level: WARNING\n")

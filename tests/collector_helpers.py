@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -9,15 +10,20 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector as RegistryCollector
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
+from exporter import Metrics
 from exporter.collectors.base import Collector
+from exporter.collectors.exposition import SnapshotStore
+from exporter.collectors.runner import DatabaseWorker
 from exporter.dsn import sync_url
 from exporter.probe import exporter_engine
+from exporter.settings import DatabaseSettings, ElectionSettings
 
 
 def dsn(url: URL) -> str:
@@ -154,3 +160,55 @@ def present(registry: CollectorRegistry, name: str, labels: dict[str, str] | Non
     found = registry.get_sample_value(name, labels)
     assert found is not None, f"no sample {name}{labels or ''}"
     return found
+
+
+@asynccontextmanager
+async def worker_for(
+    url: URL, registry: CollectorRegistry, *collectors: Collector[Any]
+) -> AsyncIterator[tuple[DatabaseWorker, SnapshotStore]]:
+    """The runner's worker for `url`, running `collectors` (built for the database they name) as
+    `serve` runs them, without an election; its metrics and snapshot in `registry`."""
+    store = SnapshotStore()
+    registry.register(store)
+    settings = DatabaseSettings(
+        name=collectors[0].database, dsn=dsn(url), election=ElectionSettings(enabled=False)
+    )
+    worker = DatabaseWorker(settings, Metrics(registry), store, {})
+    for collector in collectors:
+        worker.add_job(collector, collector.settings)
+    try:
+        yield worker, store
+    finally:
+        await worker.close()
+
+
+# The worker's own session, as its role sees it.
+_EXPORTER_SESSION = (
+    "SELECT pid FROM pg_stat_activity WHERE application_name = 'db-exporter'"
+    " AND usename = current_user AND datname = current_database()"
+)
+
+
+async def refused_without_pg_monitor(
+    collector: Collector[Any], url: URL, cannot: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Run `collector` twice through the runner as `url`'s role, which lacks pg_monitor: each
+    run fails cleanly (no series, the connection kept), and the log says once, in one line,
+    what the role cannot do and the grant that fixes it; nothing else is logged."""
+    role = url.username
+    registry = CollectorRegistry()
+    async with worker_for(url, registry, collector) as (worker, store):
+        [job] = worker.jobs
+        with caplog.at_level(logging.INFO):
+            assert await worker.check()
+            [(pid,)] = execute(url, _EXPORTER_SESSION)
+            assert not await worker.run_collector(job)
+            assert not await worker.run_collector(job)  # again: said once
+        assert execute(url, _EXPORTER_SESSION) == [(pid,)]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"collector {collector.name} on database {collector.database} failed: "
+        f"InsufficientPrivilegeError: role {role} cannot {cannot}; GRANT pg_monitor TO {role}"
+    ]
+    labels = {"collector": collector.name, "database": collector.database}
+    assert registry.get_sample_value("exporter_collector_success", labels) == 0
+    assert store.runs(collector.name) == []

@@ -16,10 +16,18 @@ import plan_tables
 import pytest
 from alembic import command
 from certs import Certs, make_certs
-from pg_cluster import binary_dirs, replicated_pair, server_version
+from collector_helpers import execute, login_role
+from pg_cluster import (
+    PrivateCluster,
+    binary_dirs,
+    private_cluster,
+    replicated_pair,
+    server_version,
+    with_library,
+)
 from prometheus_client import CollectorRegistry
 from replication_pair import UNPRIVILEGED, Pair
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -45,24 +53,22 @@ def database_url() -> Iterator[URL]:
         yield parse_dsn(server.url).set(drivername="postgresql")
 
 
-def _admin_execute(server: URL, sql: str) -> None:
-    engine = create_engine(sync_url(server), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(sql))
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture
 def fresh_database(database_url: URL) -> Iterator[URL]:
     """A new, empty database on the test server, dropped after the test."""
     name = f"dbx_{uuid.uuid4().hex[:12]}"
-    _admin_execute(database_url, f'CREATE DATABASE "{name}"')
+    execute(database_url, f'CREATE DATABASE "{name}"')
     try:
         yield database_url.set(database=name)
     finally:
-        _admin_execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def unprivileged_database(fresh_database: URL) -> Iterator[URL]:
+    """`fresh_database` as a new login role with no grants (no pg_monitor), dropped afterwards."""
+    with login_role(fresh_database) as url:
+        yield url
 
 
 @pytest.fixture
@@ -92,7 +98,7 @@ def plan_engine(database_url: URL) -> Iterator[Engine]:
     """An engine on a database of its own holding tests/plan_tables.py's tables, for the whole
     session (tests that use it commit nothing to it; their rolled-back writes leave dead rows)."""
     name = f"dbx_plans_{uuid.uuid4().hex[:12]}"
-    _admin_execute(database_url, f'CREATE DATABASE "{name}"')
+    execute(database_url, f'CREATE DATABASE "{name}"')
     engine = create_engine(sync_url(database_url.set(database=name)))
     try:
         with engine.begin() as conn:
@@ -100,7 +106,7 @@ def plan_engine(database_url: URL) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
-        _admin_execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 _BINDIRS = binary_dirs()
@@ -122,6 +128,17 @@ def replication_pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
         primary.query(f"CREATE ROLE {UNPRIVILEGED} LOGIN")
         pair.caught_up()
         yield pair
+
+
+@pytest.fixture(scope="session")
+def statements_server() -> Iterator[PrivateCluster]:
+    """A private server with pg_stat_statements preloaded, started once for the session; each
+    test makes a database of its own there."""
+    library = with_library("pg_stat_statements")
+    if library is None:
+        pytest.skip("no PostgreSQL binaries here ship pg_stat_statements")
+    with private_cluster("shared_preload_libraries = 'pg_stat_statements'", bindir=library) as c:
+        yield c
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import importlib.util
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
+from sockets import free_port
 
 
 def binary_dirs() -> list[Path]:
@@ -79,12 +79,6 @@ def _server_user() -> str | None:
         ensure_user_exists("embedded_postgres")
         return "embedded_postgres"
     pytest.skip("running as root and no unprivileged user (postgres, embedded_postgres) to run as")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateCluster:
@@ -220,7 +214,7 @@ def private_cluster(
     as `PrivateCluster.init` takes them), removed afterwards."""
     chosen = _bindir(bindir)
     user = _server_user()
-    cluster = PrivateCluster(chosen, _directory(user), user, _free_port())
+    cluster = PrivateCluster(chosen, _directory(user), user, free_port())
     try:
         cluster.init(*settings, files=files, hba=hba)
     except BaseException:
@@ -255,7 +249,7 @@ def replicated_pair(bindir: Path) -> Iterator[tuple[PrivateCluster, PrivateClust
             entry = pwd.getpwnam(primary.user)
             os.chown(archive, entry.pw_uid, entry.pw_gid)
         primary.query(f"SELECT pg_create_physical_replication_slot('{SLOT}')")
-        replica = PrivateCluster(bindir, _directory(primary.user), primary.user, _free_port())
+        replica = PrivateCluster(bindir, _directory(primary.user), primary.user, free_port())
         try:
             replica._run(
                 "pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",

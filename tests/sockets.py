@@ -1,4 +1,4 @@
-"""This process's TCP connections, read from /proc (Linux).
+"""Free ports, and this process's TCP connections, read from /proc (Linux).
 
 A TLS connection closes gracefully: after `close()`, asyncio waits on the event loop for the
 server's close_notify before it lets go of the socket. A test whose loop ends first leaves that
@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (free when asked)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _socket_inodes() -> set[str]:

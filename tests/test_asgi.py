@@ -32,7 +32,6 @@ from test_slowlog import (  # the models and the instrumented engines of the slo
     Author,
     async_engine,
     engine,
-    metrics,
     slow_log,
 )
 from web_requests import (
@@ -59,7 +58,7 @@ from exporter.integrations.request import UNMATCHED, RequestFields, clean_reques
 from exporter.slowlog import SlowQueryLog, context
 from exporter.slowlog.context import current
 
-__all__ = ["async_engine", "engine", "lazy_authors", "metrics", "slow_log"]  # fixtures, by name
+__all__ = ["async_engine", "engine", "lazy_authors", "slow_log"]  # fixtures, by name
 
 
 def fastapi_app(engine: Engine, async_engine: AsyncEngine) -> FastAPI:

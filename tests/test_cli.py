@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import free_port, get, processes_mentioning
+from processes import get, processes_mentioning
 from prometheus_client.parser import text_string_to_metric_families
+from sockets import free_port
 from sqlalchemy.engine import URL
 from subprocesses import (
     assert_one_line_error,

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import uuid
 from typing import Any
 
 import pytest
-from collector_helpers import dsn, execute, run_collector, samples, sessions
+from collector_helpers import (
+    execute,
+    refused_without_pg_monitor,
+    run_collector,
+    samples,
+    sessions,
+    worker_for,
+)
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import URL
 
-from exporter import Metrics
 from exporter.collectors.activity import ActivityCollector
 from exporter.collectors.database import DatabaseCollector
-from exporter.collectors.exposition import SnapshotStore
-from exporter.collectors.runner import DatabaseWorker
-from exporter.settings import ActivityCollectorSettings, DatabaseSettings
+from exporter.settings import ActivityCollectorSettings
 
 WAITING = (
     "SELECT count(*) FROM pg_stat_activity"
@@ -119,45 +121,28 @@ async def test_application_names_beyond_the_cap_are_other(fresh_database: URL) -
     }
 
 
-async def test_a_role_without_pg_monitor_fails_the_collector_clearly(
-    registry: CollectorRegistry, fresh_database: URL, caplog: pytest.LogCaptureFixture
+async def test_a_role_without_pg_monitor_is_told_which_grant_it_lacks(
+    unprivileged_database: URL, caplog: pytest.LogCaptureFixture
 ) -> None:
-    role = f"dbx_role_{uuid.uuid4().hex[:8]}"
-    execute(fresh_database, f"CREATE ROLE {role} LOGIN")
-    metrics = Metrics(registry)
-    store = SnapshotStore()
-    registry.register(store)
-    settings = DatabaseSettings(name="main", dsn=dsn(fresh_database.set(username=role)))
-    worker = DatabaseWorker(
-        settings, metrics, store, {c.name: c for c in (ActivityCollector, DatabaseCollector)}
+    await refused_without_pg_monitor(
+        collector(),
+        unprivileged_database,
+        "see other roles' sessions in pg_stat_activity (needs pg_read_all_stats)",
+        caplog,
     )
-    try:
-        assert await worker.check()
-        activity, database = worker.jobs
-        exporter_pid = (
-            "SELECT pid FROM pg_stat_activity"
-            " WHERE application_name = 'db-exporter' AND datname = current_database()"
-        )
-        [(pid,)] = execute(fresh_database, exporter_pid)
-        with caplog.at_level(logging.WARNING):
-            assert not await worker.run_collector(activity)
-        assert execute(fresh_database, exporter_pid) == [(pid,)]  # a clean failure: kept
-        assert [r.getMessage() for r in caplog.records if "activity" in r.getMessage()] == [
-            "collector activity on database main failed: InsufficientPrivilegeError: "
-            f"role {role} cannot see other roles' sessions in pg_stat_activity"
-            " (needs pg_read_all_stats); "
-            f"GRANT pg_monitor TO {role}"
-        ]
-        labels = {"collector": "activity", "database": "main"}
-        assert registry.get_sample_value("exporter_collector_success", labels) == 0
-        assert "pg_stat_activity_connections" not in store.exposition(openmetrics=False).decode()
-        # The other collectors keep working on the same connection.
-        assert await worker.run_collector(database)
-        assert await worker.check()
 
-        execute(fresh_database, f"GRANT pg_monitor TO {role}")
+
+async def test_the_grant_it_names_is_enough_and_the_others_run_meanwhile(
+    registry: CollectorRegistry, fresh_database: URL, unprivileged_database: URL
+) -> None:
+    database = DatabaseCollector("main", DatabaseCollector.default_settings)
+    async with worker_for(unprivileged_database, registry, collector(), database) as (worker, _):
+        activity, other = worker.jobs
+        assert await worker.check()
+        assert not await worker.run_collector(activity)
+        assert await worker.run_collector(other)  # on the same connection
+        execute(fresh_database, f"GRANT pg_monitor TO {unprivileged_database.username}")
         assert await worker.run_collector(activity)
-        assert registry.get_sample_value("exporter_collector_success", labels) == 1
-    finally:
-        await worker.close()
-        execute(fresh_database, f"DROP ROLE {role}")
+    labels = {"collector": "activity", "database": "main"}
+    assert registry.get_sample_value("exporter_collector_success", labels) == 1
+    assert samples(registry, "pg_stat_activity_connections")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from collector_helpers import execute, held_in_transaction, login_role, run_collector
+from collector_helpers import (
+    execute,
+    held_in_transaction,
+    refused_without_pg_monitor,
+    run_collector,
+)
 from sqlalchemy.engine import URL
 
 from exporter.collectors.long_running_transactions import LongRunningTransactionsCollector
-from exporter.collectors.privileges import InsufficientPrivilegeError
 from exporter.settings import CollectorSettings
 
 # The age of the one transaction with an ID in the test's own database: the held one.
@@ -35,12 +39,11 @@ async def test_an_open_transaction_is_counted_with_its_age(fresh_database: URL) 
 
 
 async def test_a_role_without_pg_monitor_is_told_which_grant_it_lacks(
-    fresh_database: URL,
+    unprivileged_database: URL, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with login_role(fresh_database) as url, pytest.raises(InsufficientPrivilegeError) as error:
-        await run_collector(collector(), url)
-    assert str(error.value) == (
-        f"role {url.username} cannot see other roles' transactions in pg_stat_activity"
-        " (needs pg_read_all_stats); "
-        f"GRANT pg_monitor TO {url.username}"
+    await refused_without_pg_monitor(
+        collector(),
+        unprivileged_database,
+        "see other roles' transactions in pg_stat_activity (needs pg_read_all_stats)",
+        caplog,
     )

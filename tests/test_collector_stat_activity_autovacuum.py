@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from collector_helpers import execute, login_role, run_collector, samples, wait_for
+from collector_helpers import (
+    execute,
+    refused_without_pg_monitor,
+    run_collector,
+    samples,
+    wait_for,
+)
 from pg_cluster import private_cluster
 from sqlalchemy.engine import URL, make_url
 
-from exporter.collectors.privileges import InsufficientPrivilegeError
 from exporter.collectors.stat_activity_autovacuum import StatActivityAutovacuumCollector
 from exporter.settings import CollectorSettings
 
@@ -47,12 +52,11 @@ async def test_a_running_worker_is_reported_by_table_with_its_start() -> None:
 
 
 async def test_a_role_without_pg_monitor_is_told_which_grant_it_lacks(
-    fresh_database: URL,
+    unprivileged_database: URL, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with login_role(fresh_database) as url, pytest.raises(InsufficientPrivilegeError) as error:
-        await run_collector(collector(), url)
-    assert str(error.value) == (
-        f"role {url.username} cannot see the tables autovacuum workers are processing"
-        " (needs pg_read_all_stats); "
-        f"GRANT pg_monitor TO {url.username}"
+    await refused_without_pg_monitor(
+        collector(),
+        unprivileged_database,
+        "see the tables autovacuum workers are processing (needs pg_read_all_stats)",
+        caplog,
     )

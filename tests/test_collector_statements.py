@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,20 +30,16 @@ WORKLOAD = (
     "SELECT g FROM generate_series(1, 7) g",
     "SELECT count(*) FROM t",
 )
+# The view shows every database's statements: this database's only.
 ENTRY = (
     "SELECT queryid::text, calls, {total}, rows, shared_blks_hit, shared_blks_read"
     " FROM pg_stat_statements WHERE query = '{query}'"
+    " AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
 
 
 def collector(**options: Any) -> StatementsCollector:
     return StatementsCollector("main", StatementsCollectorSettings(**options))
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[PrivateCluster]:
-    with private_cluster("shared_preload_libraries = 'pg_stat_statements'", bindir=LIBRARY) as c:
-        yield c
 
 
 def database(cluster: PrivateCluster, name: str, *setup: str) -> URL:
@@ -66,8 +61,8 @@ def value(registry: CollectorRegistry, name: str, queryid: str) -> float | None:
 
 
 @needs_library
-async def test_top_k_by_total_time_with_query_ids_only(cluster: PrivateCluster) -> None:
-    url = database(cluster, "current", "CREATE EXTENSION pg_stat_statements")
+async def test_top_k_by_total_time_with_query_ids_only(statements_server: PrivateCluster) -> None:
+    url = database(statements_server, "current", "CREATE EXTENSION pg_stat_statements")
     await run_collector(collector(top_k=1000), url)  # its own statements are seen once
     registry = await run_collector(collector(top_k=1000), url)
     everything = len(samples(registry, "pg_stat_statements_calls_total"))
@@ -106,8 +101,10 @@ async def test_top_k_by_total_time_with_query_ids_only(cluster: PrivateCluster) 
 
 
 @needs_library
-async def test_an_extension_older_than_1_8_uses_total_time(cluster: PrivateCluster) -> None:
-    url = database(cluster, "old", "CREATE EXTENSION pg_stat_statements VERSION '1.7'")
+async def test_an_extension_older_than_1_8_uses_total_time(
+    statements_server: PrivateCluster,
+) -> None:
+    url = database(statements_server, "old", "CREATE EXTENSION pg_stat_statements VERSION '1.7'")
     registry = await run_collector(collector(top_k=1), url)
     sleep = entry(url, "SELECT pg_sleep($1)", total="total_time")
     assert by_label(registry, "pg_stat_statements_calls_total", "queryid") == {sleep.queryid: 2}
@@ -167,15 +164,19 @@ TEXTS_READ = (
 
 
 @needs_library
-async def test_top_statements_keep_their_text_for_the_page(cluster: PrivateCluster) -> None:
+async def test_top_statements_keep_their_text_for_the_page(
+    statements_server: PrivateCluster,
+) -> None:
     url = database(
-        cluster, "texts", "CREATE EXTENSION pg_stat_statements",
+        statements_server, "texts", "CREATE EXTENSION pg_stat_statements",
         # The top two by far, whatever the machine's load: 0.5 s each.
         "SELECT 'secret-literal-4711' AS marker, pg_sleep(0.5)", "SELECT pg_sleep(0.4)",
     )  # fmt: skip
     statements = collector(top_k=2, query_text_max_length=40)  # the two sleeps
     await run_collector(statements, url)
     by_id = {s.queryid: s for s in statements.top}
+    [(role,)] = execute(url, "SELECT current_user")
+    assert {s.user for s in statements.top} == {role}  # each kept with the role that ran it
     sleep = entry(url, "SELECT pg_sleep($1)")
     assert by_id[sleep.queryid].text == "SELECT pg_sleep($1)"
     assert by_id[sleep.queryid].calls == 3
@@ -200,9 +201,9 @@ async def test_no_top_statements_when_not_installed(fresh_database: URL) -> None
 
 @needs_library
 async def test_a_queryid_on_a_dashboard_leads_to_its_sql_on_the_page(
-    cluster: PrivateCluster,
+    statements_server: PrivateCluster,
 ) -> None:
-    url = database(cluster, "page", "CREATE EXTENSION pg_stat_statements")
+    url = database(statements_server, "page", "CREATE EXTENSION pg_stat_statements")
     sleep = entry(url, "SELECT pg_sleep($1)")
     settings = DatabaseSettings(name="main", dsn=dsn(url))
     metrics = Metrics(CollectorRegistry())

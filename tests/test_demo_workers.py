@@ -23,13 +23,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from processes import (
     child_pids,
-    free_port,
     get,
     is_running,
     slow_queries,
     wait_for_slow_queries,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
+from sockets import free_port
 from sqlalchemy.engine import URL
 from subprocesses import (
     Running,

@@ -353,12 +353,6 @@ async def test_the_cap_counts_the_rest_and_logs_once(
 # --- /probe ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def get(base: str, query: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"{base}/probe{query}", timeout=10) as response:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import selectinload
-from test_slowlog import Author, engine, metrics, slow_log
+from test_slowlog import Author, engine, slow_log
 from web_requests import (
     CANARY,
     GENERATED_ID,
@@ -44,7 +44,7 @@ from exporter.integrations.wsgi import ROUTE_KEY, QueryContextMiddleware
 from exporter.slowlog import SlowQueryLog
 from exporter.slowlog.context import current
 
-__all__ = ["engine", "lazy_authors", "metrics", "slow_log"]  # fixtures, used by name
+__all__ = ["engine", "lazy_authors", "slow_log"]  # fixtures, used by name
 
 
 def flask_app(engine: Engine, db: SQLAlchemy) -> Flask:

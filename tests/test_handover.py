@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from processes import Running, free_port, get, slow_queries, wait_for_slow_queries
+from processes import Running, get, slow_queries, wait_for_slow_queries
 from prometheus_client import CollectorRegistry
+from sockets import free_port
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine
 

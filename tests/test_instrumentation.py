@@ -36,11 +36,6 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def metrics(registry: CollectorRegistry) -> Metrics:
-    return Metrics(registry)
-
-
-@pytest.fixture
 def sync_engine(fresh_database: URL) -> Iterator[Engine]:
     engine = create_engine(sync_url(fresh_database), pool_size=POOL_SIZE, max_overflow=5)
     with engine.begin() as conn:

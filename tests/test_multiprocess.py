@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from processes import free_port, get, running
+from processes import get, running
 from prometheus_client import generate_latest
 from prometheus_client.multiprocess import mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
+from sockets import free_port
 from sqlalchemy.engine import URL
 
 from exporter import Metrics, multiprocess

@@ -7,6 +7,7 @@ import asyncio
 import http.client
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -20,10 +21,11 @@ from certs import Certs
 from collector_helpers import dsn, execute, run_collector
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pg_cluster import PrivateCluster
 from prometheus_client import CollectorRegistry
 from served_pages import get, serving, until
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from test_webconfig import _client_context, _tls_block
 
@@ -34,6 +36,7 @@ from exporter.collectors.indexes import IndexesCollector
 from exporter.demo.schema import SCRIPT_LOCATION
 from exporter.dsn import sync_url
 from exporter.oncall.indexes import IndexesToFix
+from exporter.oncall.markup import ms
 from exporter.oncall.recent import EVERY_SECONDS, KEPT, WINDOW_SECONDS, PoolHistory, PoolTotals
 from exporter.oncall.records import Reader, Window
 from exporter.server import RUNNER
@@ -445,6 +448,44 @@ async def test_suggested_fixes_quote_any_name_and_work_when_run(fresh_database: 
         execute(fresh_database, fix.fix)
     left = execute(fresh_database, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'My Schema'")
     assert left[0][0] == 0
+
+
+# -- top statements ------------------------------------------------------------------------
+
+SLEEP_ENTRIES = (
+    "SELECT queryid::text, calls, total_exec_time FROM pg_stat_statements"
+    " WHERE query = 'SELECT pg_sleep($1)'"
+    " AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+async def test_a_statement_two_roles_run_is_one_top_row_naming_both(
+    statements_server: PrivateCluster,
+) -> None:
+    server = make_url(statements_server.url)
+    name = f"dbx_{uuid.uuid4().hex[:12]}"
+    execute(server, f'CREATE DATABASE "{name}"')
+    url = server.set(database=name)
+    roles = sorted(f"dbx_top_{uuid.uuid4().hex[:8]}" for _ in range(2))
+    execute(url, "CREATE EXTENSION pg_stat_statements", *(f"CREATE ROLE {r} LOGIN" for r in roles))
+    for role in roles:
+        execute(url.set(username=role), "SELECT pg_sleep(0.01)", "SELECT pg_sleep(0.02)")
+    entries = execute(url, SLEEP_ENTRIES)
+    [queryid] = {e.queryid for e in entries}
+    assert len(entries) == 2  # one queryid, an entry (and a series) per role
+    collectors = CollectorsSettings(statements=StatementsCollectorSettings())
+    settings = DatabaseSettings(name="main", dsn=dsn(url), collectors=collectors)
+    async with serving(metrics=Metrics(CollectorRegistry()), databases=[settings]) as exporter:
+        runner = exporter._app[RUNNER]
+        await until(lambda: bool(runner.store.runs("statements")), "the statements collector ran")
+        _, page = await get(f"{exporter.url}/")
+    opening = f'<tr id="queryid-{queryid}">'
+    assert page.count(opening) == 1
+    row = page[page.index(opening) :]
+    row = row[: row.index("</tr>")]
+    assert f"<td><code>{roles[0]}</code>, <code>{roles[1]}</code></td>" in row
+    assert "<td>4</td>" in row  # calls: two per role, summed
+    assert f"<td>{ms(sum(e.total_exec_time for e in entries))}</td>" in row
 
 
 def test_a_page_rendered_again_reads_only_new_records_and_ranks_the_same() -> None:

@@ -25,11 +25,6 @@ def value(registry: CollectorRegistry, name: str, database: str = "main") -> flo
 
 
 @pytest.fixture
-def metrics(registry: CollectorRegistry) -> Metrics:
-    return Metrics(registry)
-
-
-@pytest.fixture
 def small_pool(database_url: URL) -> Iterator[Engine]:
     engine = create_engine(sync_url(database_url), pool_size=1, max_overflow=1, pool_timeout=0.2)
     yield engine

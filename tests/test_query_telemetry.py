@@ -46,11 +46,6 @@ def calls(registry: CollectorRegistry, operation: str, status: str = "ok") -> fl
 
 
 @pytest.fixture
-def metrics(registry: CollectorRegistry) -> Metrics:
-    return Metrics(registry)
-
-
-@pytest.fixture
 def engine(fresh_database: URL) -> Iterator[Engine]:
     engine = create_engine(sync_url(fresh_database), pool_size=1, max_overflow=1, pool_timeout=0.2)
     metadata.create_all(engine)

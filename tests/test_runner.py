@@ -410,59 +410,59 @@ def test_servers_older_than_13_are_refused_in_one_line() -> None:
     )
 
 
-async def test_the_check_refuses_a_server_older_than_supported(
-    registry: CollectorRegistry,
-    database_url: URL,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The real server, with the oldest supported version raised above it.
-    monkeypatch.setattr(runner_module, "MIN_SERVER_VERSION", 990000)
-    metrics = Metrics(registry)
-    w = worker(database_url, metrics, Constant)
-    try:
-        with caplog.at_level(logging.WARNING):
-            assert not await w.check()
-            assert not await w.check()  # again: logged once
-        assert value(metrics, "db_up", {"database": "main"}) == 0
-        assert w.state.ok is False
-        assert "db-exporter needs PostgreSQL 99 or newer" in w.state.reason
-        version = execute(database_url, "SHOW server_version_num")[0][0]
-        assert [r.getMessage() for r in caplog.records if r.name == "exporter.collectors"] == [
-            f"database main is refused: PostgreSQL {int(version) // 10000} is not supported: "
-            "db-exporter needs PostgreSQL 99 or newer"
-        ]
-        assert status(metrics, "constant")[0] == 0  # collectors are not attempted
-    finally:
-        await w.close()
-
-
-async def test_a_server_newer_than_tested_runs_and_says_so_once(
-    registry: CollectorRegistry,
-    database_url: URL,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The real server, with the newest tested version lowered below it.
-    monkeypatch.setattr(runner_module, "NEWEST_TESTED_SERVER_VERSION", 120000)
-    metrics = Metrics(registry)
-    w = worker(database_url, metrics, Constant)
-    try:
-        with caplog.at_level(logging.WARNING):
-            assert await w.check()
-            assert await w.check()  # again: said once
-        assert value(metrics, "db_up", {"database": "main"}) == 1
-        major = int(execute(database_url, "SHOW server_version_num")[0][0]) // 10000
-        assert [r.getMessage() for r in caplog.records if r.name == "exporter.collectors"] == [
-            f"database main: PostgreSQL {major} is newer than db-exporter was tested on (13-12): "
-            "queries chosen by server version fall back to their PostgreSQL 12 form; "
-            "a collector whose view changed fails alone"
-        ]
-    finally:
-        await w.close()
-    monkeypatch.undo()
+def test_servers_up_to_the_newest_tested_run_without_a_word() -> None:
     assert runner_module.newer_than_tested(180004) is None
     assert runner_module.newer_than_tested(130000) is None
+
+
+# The real server, with one bound of the supported versions moved past it: the bound, its new
+# value, whether the check passes, its reason and the one line logged ({major}: the server's).
+OUTSIDE_TESTED_VERSIONS = [
+    pytest.param(
+        "MIN_SERVER_VERSION", 990000, False,
+        "UnsupportedServerError: PostgreSQL {major} is not supported:"
+        " db-exporter needs PostgreSQL 99 or newer",
+        "database main is refused: PostgreSQL {major} is not supported:"
+        " db-exporter needs PostgreSQL 99 or newer",
+        id="older-than-supported-is-refused",
+    ),
+    pytest.param(
+        "NEWEST_TESTED_SERVER_VERSION", 120000, True, "ok",
+        "database main: PostgreSQL {major} is newer than db-exporter was tested on (13-12):"
+        " queries chosen by server version fall back to their PostgreSQL 12 form;"
+        " a collector whose view changed fails alone",
+        id="newer-than-tested-runs",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("bound", "moved", "up", "reason", "said"), OUTSIDE_TESTED_VERSIONS)
+async def test_a_server_outside_the_tested_versions_is_said_once(
+    registry: CollectorRegistry,
+    database_url: URL,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    bound: str,
+    moved: int,
+    up: bool,
+    reason: str,
+    said: str,
+) -> None:
+    monkeypatch.setattr(runner_module, bound, moved)
+    metrics = Metrics(registry)
+    w = worker(database_url, metrics, Constant)
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert await w.check() is up
+            assert await w.check() is up  # again: said once
+    finally:
+        await w.close()
+    major = int(execute(database_url, "SHOW server_version_num")[0][0]) // 10000
+    assert value(metrics, "db_up", {"database": "main"}) == int(up)
+    assert (w.state.ok, w.state.reason) == (up, reason.format(major=major))
+    assert [r.getMessage() for r in caplog.records if r.name == "exporter.collectors"] == [
+        said.format(major=major)
+    ]
 
 
 async def test_a_dropped_database_withdraws_its_series_and_logs_once(

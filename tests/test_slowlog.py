@@ -70,11 +70,6 @@ def line_of(marker: str) -> int:
 
 
 @pytest.fixture
-def metrics(registry: CollectorRegistry) -> Metrics:
-    return Metrics(registry)
-
-
-@pytest.fixture
 def slow_log(metrics: Metrics, tmp_path: Path) -> Iterator[SlowQueryLog]:
     settings = SlowQuerySettings(
         threshold_ms=100, file=str(tmp_path / "slow.jsonl"), n_plus_one_threshold=5

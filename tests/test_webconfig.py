@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 from basic_auth import basic_auth, bcrypt_hash
 from certs import Certs, needs_openssl
 from prometheus_client import CollectorRegistry
+from sockets import free_port
 
 from exporter.metrics import Metrics
 from exporter.server import Exporter
@@ -257,7 +257,7 @@ def test_serve_flag_serves_https_with_basicbasic_auth(tmp_path: Path, certs: Cer
     web = _write(
         tmp_path, _tls_block(certs) + f"basic_auth_users:\n  alice: '{bcrypt_hash('pw')}'\n"
     )
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "exporter", "serve", "--config", str(config),
          "--listen", f"127.0.0.1:{port}", "--web.config.file", str(web)],
@@ -284,12 +284,6 @@ def test_serve_flag_serves_https_with_basicbasic_auth(tmp_path: Path, certs: Cer
         process.wait(timeout=30)
         assert process.stdout is not None
         process.stdout.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_serve_with_a_bad_web_config_file_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -215,6 +216,25 @@ class _Job:
         self.failure = None
 
 
+@dataclass(frozen=True)
+class JobView:
+    """One enabled collector of a database, as the on-call page reads it."""
+
+    collector: Collector[Any]
+    active: bool  # False: a database-wide collector while another exporter leads
+    failure: str | None  # the last run's failure; None after a success
+
+
+@dataclass(frozen=True)
+class DatabaseView:
+    """One database's worker, as the on-call page reads it: a copy, taken when asked."""
+
+    name: str
+    state: ProbeState
+    leader: bool | None  # None: the election not settled yet
+    jobs: tuple[JobView, ...]
+
+
 class DatabaseWorker:
     """The check and the collectors of one database, on the exporter's own connection."""
 
@@ -271,6 +291,10 @@ class DatabaseWorker:
     @property
     def name(self) -> str:
         return self.settings.name
+
+    def view(self) -> DatabaseView:
+        jobs = tuple(JobView(job.collector, job.active, job.failure) for job in self.jobs)
+        return DatabaseView(self.name, self.state, self.leader, jobs)
 
     async def check(self) -> bool:
         """`db_up` and `/readyz`: does the database answer, and with which server version?"""
@@ -513,6 +537,10 @@ class CollectorRunner:
 
     def states(self) -> dict[str, ProbeState]:
         return {worker.name: worker.state for worker in self.workers}
+
+    def view(self) -> tuple[DatabaseView, ...]:
+        """Every database's state and collectors, read-only (the on-call page's)."""
+        return tuple(worker.view() for worker in self.workers)
 
     def worker(self, name: str) -> DatabaseWorker | None:
         """The configured or discovered database named `name` (its logical name)."""

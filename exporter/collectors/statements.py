@@ -8,7 +8,7 @@ postgres_exporter's names (its `stat_statements` collector), labels `datname, qu
 evicted, which `rate()` absorbs.
 
 For the on-call page, so that a `queryid` on a dashboard leads to its SQL, the last run's top
-statements are kept in memory (`top`) with their text: at most `top_k` of them, each text cut
+(statement, role) pairs are kept in memory (`top`) with their text: at most `top_k`, each text cut
 at `query_text_max_length` characters, literals masked. A text is read once, when its queryid
 enters the top (reading texts makes the server read its whole query-text file).
 
@@ -95,9 +95,10 @@ COUNTERS = (
 
 @dataclass(frozen=True)
 class TopStatement:
-    """One of the last run's top statements, for the on-call page."""
+    """One of the last run's top (statement, role) pairs, for the on-call page."""
 
     queryid: str
+    user: str  # the role that ran it
     calls: float
     total_ms: float
     rows: float
@@ -169,6 +170,7 @@ class StatementsCollector(Collector[StatementsCollectorSettings]):
         return tuple(
             TopStatement(
                 str(r.queryid),
+                r.username or "unknown",
                 number(r.calls),
                 number(r.total_ms),
                 number(r.rows),

@@ -5,12 +5,13 @@ collectors' snapshot; nothing here waits for a database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.runner import CollectorRunner
+from exporter.collectors.exposition import SnapshotStore
+from exporter.collectors.runner import DatabaseView
 from exporter.metrics import Metrics
 from exporter.oncall.recent import PoolHistory, PoolTotals
 
@@ -80,35 +81,37 @@ def _pools(metrics: Metrics) -> dict[str, Pool]:
     }
 
 
-def _collectors(runner: CollectorRunner, metrics: Metrics) -> dict[str, list[CollectorState]]:
+def _collectors(
+    databases: Iterable[DatabaseView], metrics: Metrics
+) -> dict[str, list[CollectorState]]:
     succeeded = {
         (s.labels["database"], s.labels["collector"]): s.value
         for family in metrics.collector_success.collect()
         for s in family.samples
     }
     found: dict[str, list[CollectorState]] = {}
-    for worker in runner.workers:
-        states = found.setdefault(worker.name, [])
-        for job in worker.jobs:
+    for database in databases:
+        states = found.setdefault(database.name, [])
+        for job in database.jobs:
             name = job.collector.name
-            if worker.state.ok is False:
+            if database.state.ok is False:
                 states.append(CollectorState(name, "down", job.failure))
             elif not job.active:
                 states.append(
-                    CollectorState(name, "elsewhere" if worker.leader is False else "waiting")
+                    CollectorState(name, "elsewhere" if database.leader is False else "waiting")
                 )
             elif job.failure is not None:
                 states.append(CollectorState(name, "failing", job.failure))
-            elif succeeded.get((worker.name, name)) == 1:
+            elif succeeded.get((database.name, name)) == 1:
                 states.append(CollectorState(name, "ok"))
             else:
                 states.append(CollectorState(name, "waiting"))
     return found
 
 
-def _migrations(runner: CollectorRunner) -> dict[str, Migrations]:
+def _migrations(store: SnapshotStore) -> dict[str, Migrations]:
     found = {}
-    for database, families in runner.store.runs("migrations"):
+    for database, families in store.runs("migrations"):
         values = {s.name: s.value for family in families for s in family.samples}
         found[database] = Migrations(
             values.get("db_migrations_pending"), values.get("db_schema_drift_differences")
@@ -116,12 +119,18 @@ def _migrations(runner: CollectorRunner) -> dict[str, Migrations]:
     return found
 
 
-def gather(runner: CollectorRunner | None, metrics: Metrics, history: PoolHistory) -> Health:
+def gather(
+    databases: Sequence[DatabaseView],
+    store: SnapshotStore | None,
+    metrics: Metrics,
+    history: PoolHistory,
+) -> Health:
+    """`databases` and `store`: the runner's (none and None without one)."""
     pools = _pools(metrics)
     span, recent = history.recent()
-    states = runner.states() if runner is not None else {}
-    collectors = _collectors(runner, metrics) if runner is not None else {}
-    migrations = _migrations(runner) if runner is not None else {}
+    states = {database.name: database.state for database in databases}
+    collectors = _collectors(databases, metrics)
+    migrations = _migrations(store) if store is not None else {}
     names = sorted(states.keys() | pools.keys() | recent.keys())
     return Health(
         tuple(

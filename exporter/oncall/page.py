@@ -66,7 +66,9 @@ class OnCallPage:
         start = since if since is not None else (window.oldest or now)
         links = Links(self.settings)
         runner = self.runner()
-        state = health.gather(runner, self.metrics, self.history)
+        databases = runner.view() if runner is not None else ()
+        store = runner.store if runner is not None else None
+        state = health.gather(databases, store, self.metrics, self.history)
         indexes, collected = self.indexes(runner)
         threshold_ms = self.log.settings.threshold_ms
         sections = [
@@ -74,7 +76,7 @@ class OnCallPage:
             slow_section(window, query, start, now, threshold_ms, self._plan, links),
             n_plus_one_section(window, query, links),
             indexes_section(indexes, collected, links),
-            top_section(top.gather(runner)),
+            top_section(top.gather(databases)),
             collectors_section(state),
         ]
         return render.page(query, sections, now)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from html import escape
 
-from exporter.collectors.statements import TopStatement
 from exporter.oncall.indexes import IndexToFix
 from exporter.oncall.markup import (
     INVALID_INDEX,
@@ -16,7 +15,7 @@ from exporter.oncall.markup import (
     sql_block,
     table,
 )
-from exporter.oncall.top import DatabaseTop
+from exporter.oncall.top import DatabaseTop, Statement
 
 INDEXES_ON_PAGE = 100
 STATEMENTS_ON_PAGE = 100  # per database
@@ -58,13 +57,14 @@ def indexes_section(indexes: list[IndexToFix], collected: bool, links: Links) ->
     )
 
 
-def _top_row(database: str, s: TopStatement) -> str:
+def _top_row(database: str, s: Statement) -> str:
     mean = s.total_ms / s.calls if s.calls else 0.0
     sql = sql_block(s.text, "query text") if s.text is not None else "-"
     return row(
         [
             f'<code class="copy">{escape(s.queryid)}</code>',
             escape(database),
+            ", ".join(f"<code>{escape(role)}</code>" for role in s.roles),
             f"{s.calls:,.0f}",
             ms(s.total_ms),
             ms(mean),
@@ -82,11 +82,12 @@ def top_section(tops: list[DatabaseTop]) -> str:
             "</section>"
         )
     rows = [_top_row(top.database, s) for top in tops for s in top.statements[:STATEMENTS_ON_PAGE]]
-    headers = ("queryid", "Database", "Calls", "Total ms", "Mean ms", "Rows", "SQL")
+    headers = ("queryid", "Database", "Roles", "Calls", "Total ms", "Mean ms", "Rows", "SQL")
     return (
         '<section id="top-statements"><h2>Top statements (pg_stat_statements)</h2>'
-        "<p>By total execution time since the statistics were reset; a queryid on a dashboard"
-        " is <code>#queryid-&lt;id&gt;</code> here.</p>"
+        "<p>By total execution time since the statistics were reset, each statement once with"
+        " the roles that ran it (counts summed over the roles in the collector's top); a queryid"
+        " on a dashboard is <code>#queryid-&lt;id&gt;</code> here.</p>"
         + table("top-statements-table", headers, rows, "pg_stat_statements is not readable yet.")
         + "</section>"
     )
