@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -125,3 +126,12 @@ def present(registry: CollectorRegistry, name: str, labels: dict[str, str] | Non
     found = registry.get_sample_value(name, labels)
     assert found is not None, f"no sample {name}{labels or ''}"
     return found
+
+
+def gunzip_one_member(body: bytes) -> bytes:
+    """The content of `body`, which must be exactly one gzip member (nothing after it)."""
+    reader = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    content = reader.decompress(body)
+    assert reader.eof
+    assert reader.unused_data == b""
+    return content
