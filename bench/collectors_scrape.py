@@ -1,15 +1,26 @@
 """Benchmark: `/metrics` with every per-index series of 1,200 indexes, beside postgres_exporter.
 
-    .venv/bin/python bench/collectors_scrape.py [--url URL] [--scrapes N]
+    .venv/bin/python bench/collectors_scrape.py [--url URL] [--scrapes N] [--pg-stat-statements]
 
 Loads `../shared/bench/many-indexes.sql` (200 tables, 1,200 indexes; resolved from the repository
-root) into a scratch database, serves db-exporter's app with the indexes collector keeping every
-index (`max_index_series` above the index count), and scrapes `/metrics` N times from a separate
-process (as Prometheus would) while a 1 ms ticker in the exporter's event loop records how late
-it wakes up: the longest lateness is the longest event-loop stall the scrapes caused. It also
-times one collector run and the stall it causes. When Debian's `prometheus-postgres-exporter` is
-installed, it is started on a loopback port with the per-index query file and scraped the same
-way in the same run. Prints a table; asserts nothing. The scratch database is dropped at the end.
+root) into a scratch database and serves db-exporter's app on it twice: first with the indexes
+collector alone keeping every index (`max_index_series` above the index count), then with every
+collector on as well (each server-level one, database, tables, activity, statements, settings,
+locks, migrations over this repository's Alembic scripts, backups over an empty directory), each
+table kept too. Each is scraped N times per format from a separate process (as Prometheus
+would: the text format, OpenMetrics as Prometheus's `Accept` asks, each plain and gzipped)
+while a 1 ms ticker in the exporter's event loop records how late it wakes up: the longest
+lateness is the longest event-loop stall the scrapes caused. It also times one run of the
+collectors and the stall it causes. Collector intervals are an hour, so no scheduled run falls
+inside the timed scrapes. `pg_stat_statements` gives the statements collector series only when
+the server preloads it; the script says which (with it, 200 distinct statements fill the top).
+`--pg-stat-statements` runs everything on a private cluster that preloads it (the helper the
+tests use, `tests/pg_cluster.py`: PostgreSQL binaries in /usr/lib/postgresql/*/bin).
+
+When Debian's `prometheus-postgres-exporter` is installed, it is started on a loopback port in
+the same run, with the per-index query file and then with its default config (all its default
+collectors, no query file), and scraped the same way. Prints a table and the ratios; asserts
+nothing. The scratch database is dropped at the end.
 
 URL is the server to use (any database on it; default `$BENCH_DATABASE_URL`, else
 `$TEST_DATABASE_URL`, else postgresql://postgres@127.0.0.1:5432/postgres).
@@ -25,24 +36,33 @@ import os
 import socket
 import statistics
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 from exporter.collectors import COLLECTORS
+from exporter.collectors.exposition import SnapshotStore, prerendered
 from exporter.dsn import parse_dsn, sync_url
+from exporter.endpoints import metrics_body, metrics_gzip
 from exporter.metrics import Metrics
 from exporter.server import RUNNER, create_app
 from exporter.settings import DatabaseSettings
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "bench"
+# `../shared/bench` beside the checkout (a worktree one level deeper finds it too).
+SHARED = next(
+    (d / "shared" / "bench" for d in REPO.parents if (d / "shared" / "bench").is_dir()),
+    REPO.parent / "shared" / "bench",
+)
 SCHEMA_SQL = SHARED / "many-indexes.sql"
 PER_INDEX_QUERIES = SHARED / "postgres_exporter-per-index.yaml"
 POSTGRES_EXPORTER = "/usr/bin/prometheus-postgres-exporter"
@@ -183,13 +203,26 @@ async def wait_for_port(port: int, seconds: float = 20) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
+# (row name, Accept header, gzip): the text format, and what Prometheus asks for, each plain
+# and gzipped (Prometheus sends `Accept-Encoding: gzip`).
+FORMATS = (
+    ("text 0.0.4", "", False),
+    ("text 0.0.4 + gzip", "", True),
+    ("OpenMetrics", PROMETHEUS_ACCEPT, False),
+    ("OpenMetrics + gzip (Prometheus)", PROMETHEUS_ACCEPT, True),
+)
+
+
+def median_ms(result: dict[str, Any]) -> float:
+    return float(statistics.median(result["times"])) * 1000
+
+
 def row(name: str, result: dict[str, Any], stall: float | None) -> str:
     times = sorted(result["times"])
-    median = statistics.median(times) * 1000
-    p90 = times[int(len(times) * 0.9) - 1] * 1000
+    p95 = times[max(int(len(times) * 0.95) - 1, 0)] * 1000
     stall_text = f"{stall * 1000:9.2f}" if stall is not None else "        -"
     return (
-        f"{name:<44} {median:9.2f} {p90:9.2f} {stall_text} {result['series']:8d} "
+        f"{name:<56} {median_ms(result):9.2f} {p95:9.2f} {stall_text} {result['series']:8d} "
         f"{result['bytes'] / 1024:8.0f}"
     )
 
@@ -202,21 +235,105 @@ async def run(url: URL, scrapes: int) -> None:
         started = time.perf_counter()
         load_schema(target)
         print(f"loaded {SCHEMA_SQL.name} into {scratch} in {time.perf_counter() - started:.1f} s")
-        await measure(target, scrapes)
+        statements = fill_statements(target)
+        await measure(target, scrapes, statements)
     finally:
         admin(url, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
 
 
-async def measure(target: URL, scrapes: int) -> None:
+def fill_statements(target: URL) -> bool:
+    """When the server preloads pg_stat_statements: the extension in the scratch database and
+    200 distinct statements in it (the statements collector keeps its top 100). False when not."""
+    engine = create_engine(sync_url(target), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            preload = conn.execute(text("SHOW shared_preload_libraries")).scalar_one()
+            if "pg_stat_statements" not in str(preload):
+                return False
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+            tables = conn.execute(
+                text(
+                    "SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables"
+                    " ORDER BY 1"
+                )
+            ).scalars()
+            for table in list(tables)[:200]:
+                conn.execute(text(f"SELECT count(*) FROM {table}"))
+        return True
+    finally:
+        engine.dispose()
+
+
+def every_collector(backups: str) -> dict[str, dict[str, Any]]:
+    """Every collector on, each with the options it needs to run here."""
+    return {
+        **{name: {"interval_seconds": 3600} for name in COLLECTORS},
+        "indexes": {"max_index_series": 100_000, "interval_seconds": 3600},
+        "tables": {"max_table_series": 100_000, "interval_seconds": 3600},
+        "migrations": {"script_location": str(REPO / "alembic"), "interval_seconds": 3600},
+        "backups": {"directory": backups, "interval_seconds": 3600},
+    }
+
+
+def indexes_only() -> dict[str, dict[str, Any]]:
+    # Every index gets its series; runs only when this script asks for it.
+    return {
+        **{name: {"enabled": False} for name in COLLECTORS if name != "indexes"},
+        "indexes": {"max_index_series": 100_000, "interval_seconds": 3600},
+    }
+
+
+async def measure(target: URL, scrapes: int, statements: bool) -> None:
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    lines: list[str] = []
+    runs: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="dbx-bench-backups-") as backups:
+        for config, collectors in (
+            ("indexes only", indexes_only()),
+            ("every collector", every_collector(backups)),
+        ):
+            lines.append(f"db-exporter, {config}:")
+            run_line = await serve_and_scrape(target, scrapes, collectors, results, lines, config)
+            runs.append(f"{config}: {run_line}")
+
+    lines.extend(await postgres_exporter(target, scrapes, results))
+    print(f"\n/metrics, {scrapes} scrapes each after one warm-up, one client process")
+    print(
+        f"{'exporter':<56} {'median ms':>9} {'p95 ms':>9} {'stall ms':>9} {'series':>8} {'KiB':>8}"
+    )
+    print("\n".join(lines))
+    print("\none run of the collectors (query + families + rendering), the longest stall:")
+    print("\n".join(f"  {line}" for line in runs))
+    print(
+        "pg_stat_statements: "
+        + ("preloaded, 200 statements run" if statements else "not preloaded on this server")
+    )
+    ratios = [
+        ("every collector", "OpenMetrics + gzip (Prometheus)", "default config, as Prometheus"),
+        ("every collector", "text 0.0.4", "default config, text 0.0.4"),
+        ("indexes only", "text 0.0.4", "per-index query file, text 0.0.4"),
+    ]
+    for ours, fmt, theirs in ratios:
+        mine, other = results.get((ours, fmt)), results.get(("postgres_exporter", theirs))
+        if mine is not None and other is not None:
+            print(
+                f"ratio db-exporter {ours}, {fmt} / postgres_exporter {theirs}: "
+                f"{median_ms(mine) / median_ms(other):.2f}"
+            )
+
+
+async def serve_and_scrape(
+    target: URL,
+    scrapes: int,
+    collectors: dict[str, dict[str, Any]],
+    results: dict[tuple[str, str], dict[str, Any]],
+    lines: list[str],
+    config: str,
+) -> str:
+    """Serve the app with `collectors`, wait for each to succeed once, time one more run of
+    each under the stall meter, then scrape in every format. Returns the run's line."""
     database = DatabaseSettings(
-        name="bench",
-        dsn=target.render_as_string(hide_password=False),
-        collectors={
-            # Every index gets its series; runs only when this script asks for it. The other
-            # collectors are off: this measures the per-index series alone.
-            **{name: {"enabled": False} for name in COLLECTORS if name != "indexes"},
-            "indexes": {"max_index_series": 100_000, "interval_seconds": 3600},
-        },
+        name="bench", dsn=target.render_as_string(hide_password=False), collectors=collectors
     )
     metrics = Metrics(CollectorRegistry())
     app = create_app(metrics, [database])
@@ -225,61 +342,89 @@ async def measure(target: URL, scrapes: int) -> None:
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     meter = StallMeter()
-    lines = []
     try:
-        labels = {"collector": "indexes", "database": "bench"}
-        deadline = time.monotonic() + 60
-        while metrics.registry.get_sample_value("exporter_collector_success", labels) != 1:
+        worker = app[RUNNER].workers[0]
+        names = [job.collector.name for job in worker.jobs]
+        deadline = time.monotonic() + 120
+        while True:
+            failing = [
+                name
+                for name in names
+                if metrics.registry.get_sample_value(
+                    "exporter_collector_success", {"collector": name, "database": "bench"}
+                )
+                != 1
+            ]
+            if not failing:
+                break
             if time.monotonic() > deadline:
-                raise RuntimeError("the indexes collector never succeeded")
+                raise RuntimeError(f"collectors never succeeded: {', '.join(failing)}")
             await asyncio.sleep(0.1)
 
-        # One collector run (query, families, rendering) while the ticker watches.
-        worker = app[RUNNER].workers[0]
+        # One run of every collector, one after the other as the worker runs them.
         meter.start()
-        assert await worker.run_collector(worker.jobs[0])
+        started = time.perf_counter()
+        for job in worker.jobs:
+            assert await worker.run_collector(job)
+        seconds = time.perf_counter() - started
         collector_stall = await meter.stop()
-        run_seconds = metrics.registry.get_sample_value(
-            "exporter_collector_duration_seconds", labels
-        )
-        assert run_seconds is not None
 
-        for name, accept, use_gzip in (
-            ("db-exporter, text 0.0.4", "", False),
-            ("db-exporter, as Prometheus asks (OM + gzip)", PROMETHEUS_ACCEPT, True),
-        ):
+        for name, accept, use_gzip in FORMATS:
             result, stall = await scrape(port, scrapes, accept, use_gzip, meter)
-            lines.append(row(name, result, stall))
+            results[(config, name)] = result
+            lines.append(row(f"  {name}", result, stall))
+        lines.append(handler_share(metrics.registry, app[RUNNER].store, scrapes))
     finally:
         await runner.cleanup()
-
-    lines.extend(await postgres_exporter(target, scrapes))
-    print(f"\n/metrics, {scrapes} scrapes each after one warm-up, one client process")
-    print(
-        f"{'exporter':<44} {'median ms':>9} {'p90 ms':>9} {'stall ms':>9} {'series':>8} {'KiB':>8}"
-    )
-    print("\n".join(lines))
-    print(
-        f"\none indexes collector run: {run_seconds * 1000:.1f} ms "
-        f"(query + families + rendering), longest event-loop stall during it "
-        f"{collector_stall * 1000:.2f} ms"
+    return (
+        f"{len(names)} collectors in {seconds * 1000:.1f} ms, "
+        f"longest event-loop stall {collector_stall * 1000:.2f} ms"
     )
 
 
-async def postgres_exporter(target: URL, scrapes: int) -> list[str]:
+def handler_share(registry: CollectorRegistry, store: SnapshotStore, n: int) -> str:
+    """In-process medians, Prometheus's Accept: the whole body (plain, gzipped) and the part
+    of it prometheus_client renders on every scrape (the registry without the snapshot)."""
+
+    def median_of(call: Callable[[], object]) -> float:
+        times = []
+        for _ in range(n):
+            started = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1000
+
+    def registry_only() -> None:
+        with prerendered():
+            generate_latest(registry)
+
+    body = median_of(lambda: metrics_body(registry, store, PROMETHEUS_ACCEPT))
+    gzipped = median_of(lambda: metrics_gzip(registry, store, PROMETHEUS_ACCEPT))
+    part = median_of(registry_only)
+    return (
+        f"  in the handler, OpenMetrics: {body:.2f} ms plain, {gzipped:.2f} ms gzipped; "
+        f"the registry's part (rendered per scrape) {part:.2f} ms"
+    )
+
+
+async def postgres_exporter(
+    target: URL, scrapes: int, results: dict[tuple[str, str], dict[str, Any]]
+) -> list[str]:
     if not os.access(POSTGRES_EXPORTER, os.X_OK):
         missing = "not installed (apt-get install prometheus-postgres-exporter)"
-        return [f"{'postgres_exporter':<44} {missing}"]
+        return [f"{'postgres_exporter':<56} {missing}"]
     port = free_port()
     dsn = target.set(drivername="postgresql", query={"sslmode": "disable"})
     env = dict(os.environ, DATA_SOURCE_NAME=dsn.render_as_string(hide_password=False))
-    lines = []
-    for name, queries in (
+    lines = ["postgres_exporter 0.11:"]
+    for config, queries, formats in (
         (
-            "postgres_exporter 0.11, per-index query file",
+            "per-index query file",
             [f"--extend.query-path={PER_INDEX_QUERIES}"],
+            FORMATS[:1],
         ),
-        ("postgres_exporter 0.11, default config", []),
+        # Its default collectors, no query file: as Prometheus scrapes it, and in plain text.
+        ("default config", [], (FORMATS[0], ("as Prometheus", PROMETHEUS_ACCEPT, True))),
     ):
         proc = await asyncio.create_subprocess_exec(
             POSTGRES_EXPORTER, f"--web.listen-address=127.0.0.1:{port}", *queries,
@@ -287,8 +432,10 @@ async def postgres_exporter(target: URL, scrapes: int) -> list[str]:
         )  # fmt: skip
         try:
             await wait_for_port(port)
-            result, _ = await scrape(port, scrapes, "", False)
-            lines.append(row(name, result, None))
+            for name, accept, use_gzip in formats:
+                result, _ = await scrape(port, scrapes, accept, use_gzip)
+                results[("postgres_exporter", f"{config}, {name}")] = result
+                lines.append(row(f"  {config}, {name}", result, None))
         finally:
             proc.terminate()
             await proc.wait()
@@ -302,10 +449,24 @@ def main() -> None:
     )
     parser.add_argument("--url", default=default, help="a database on the server to use")
     parser.add_argument("--scrapes", type=int, default=200)
+    parser.add_argument(
+        "--pg-stat-statements",
+        action="store_true",
+        help="run on a private cluster (tests/pg_cluster.py) that preloads pg_stat_statements, "
+        "instead of --url",
+    )
     args = parser.parse_args()
     if not SCHEMA_SQL.exists():
         sys.exit(f"bench: {SCHEMA_SQL} not found (the shared bench folder beside the repository)")
-    asyncio.run(run(parse_dsn(args.url).set(drivername="postgresql"), args.scrapes))
+    if not args.pg_stat_statements:
+        asyncio.run(run(parse_dsn(args.url).set(drivername="postgresql"), args.scrapes))
+        return
+    sys.path.insert(0, str(REPO / "tests"))
+    from pg_cluster import private_cluster
+
+    with private_cluster("shared_preload_libraries = 'pg_stat_statements'") as cluster:
+        print(f"private PostgreSQL {cluster.version} cluster with pg_stat_statements preloaded")
+        asyncio.run(run(parse_dsn(cluster.url).set(drivername="postgresql"), args.scrapes))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter.collectors.exposition import SnapshotStore, prerendered, render
+from exporter.gzip_parts import EMPTY, deflate, gzip_member
 from exporter.metrics import Metrics
 from exporter.multiprocess import FoldingCollector
 from exporter.probe import ProbeState
@@ -43,18 +44,49 @@ def metrics_body(
     """The body and content type of `/metrics`: the registry rendered by prometheus_client,
     plus the collectors' pre-rendered snapshot (rendering thousands of per-index series on
     every scrape would stall the event loop). `names` keeps only those families."""
+    head, content_type, openmetrics = _registry_text(registry, accept, names)
+    if snapshot is None:
+        return head, content_type
+    rendered = snapshot.exposition(openmetrics, list(names) if names else None)
+    head, tail = _before_eof(head, bool(rendered))
+    return b"".join((head, rendered, tail)), content_type  # one copy of a megabyte, not two
+
+
+def metrics_gzip(
+    registry: CollectorRegistry,
+    snapshot: SnapshotStore | None,
+    accept: str,
+    names: Sequence[str] | None = None,
+) -> tuple[bytes, str]:
+    """`metrics_body()` gzipped: only the registry's text is compressed here; the snapshot's
+    parts were deflated when its collectors ran (exporter.gzip_parts)."""
+    head, content_type, openmetrics = _registry_text(registry, accept, names)
+    if snapshot is None:
+        return gzip_member([deflate(head)]), content_type
+    rendered = snapshot.deflated(openmetrics, list(names) if names else None)
+    head, tail = _before_eof(head, bool(rendered.size))
+    return gzip_member([deflate(head), rendered, _DEFLATED_EOF if tail else EMPTY]), content_type
+
+
+_EOF = b"# EOF\n"
+_DEFLATED_EOF = deflate(_EOF)
+
+
+def _registry_text(
+    registry: CollectorRegistry, accept: str, names: Sequence[str] | None
+) -> tuple[bytes, str, bool]:
+    """The registry without the snapshot, its content type, and whether it is OpenMetrics."""
     encoder, content_type = choose_encoder(accept)
     with prerendered():
         body = encoder(registry if not names else registry.restricted_registry(names))
-    if snapshot is None:
-        return body, content_type
-    openmetrics = content_type.startswith("application/openmetrics-text")
-    rendered = snapshot.exposition(openmetrics, list(names) if names else None)
-    if rendered and body.endswith(b"# EOF\n"):
-        body = body[: -len(b"# EOF\n")] + rendered + b"# EOF\n"
-    else:
-        body += rendered
-    return body, content_type
+    return body, content_type, content_type.startswith("application/openmetrics-text")
+
+
+def _before_eof(body: bytes, more: bool) -> tuple[bytes, bytes]:
+    """`body` split before its OpenMetrics `# EOF` line when `more` comes before it."""
+    if more and body.endswith(_EOF):
+        return body[: -len(_EOF)], _EOF
+    return body, b""
 
 
 def probe_body(

@@ -17,7 +17,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors.runner import CollectorRunner
-from exporter.endpoints import metrics_body, probe_body, readiness, scraped_registry
+from exporter.endpoints import (
+    metrics_body,
+    metrics_gzip,
+    probe_body,
+    readiness,
+    scraped_registry,
+)
 from exporter.errors import UserError
 from exporter.metrics import Metrics, default_metrics
 from exporter.oncall.page import OnCallPage
@@ -77,10 +83,15 @@ async def _runner_ctx(app: web.Application) -> AsyncIterator[None]:
 async def metrics_endpoint(request: web.Request) -> web.Response:
     accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
     names = request.query.getall("name[]", [])  # `?name[]=...` filters by name
-    body, content_type = metrics_body(
-        request.app[SCRAPED], request.app[RUNNER].store, accept, names
-    )
-    response = web.Response(body=body, headers={"Content-Type": content_type})
+    scraped, store = request.app[SCRAPED], request.app[RUNNER].store
+    # Prometheus asks for gzip: the collectors' part is compressed already. Matched as
+    # aiohttp matches it (a substring), which serves anything else (deflate) as before.
+    if "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "").lower():
+        body, content_type = metrics_gzip(scraped, store, accept, names)
+        headers = {hdrs.CONTENT_TYPE: content_type, hdrs.CONTENT_ENCODING: "gzip"}
+        return web.Response(body=body, headers=headers)
+    body, content_type = metrics_body(scraped, store, accept, names)
+    response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
     response.enable_compression()
     return response
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -212,3 +213,12 @@ async def refused_without_pg_monitor(
     labels = {"collector": collector.name, "database": collector.database}
     assert registry.get_sample_value("exporter_collector_success", labels) == 0
     assert store.runs(collector.name) == []
+
+
+def gunzip_one_member(body: bytes) -> bytes:
+    """The content of `body`, which must be exactly one gzip member (nothing after it)."""
+    reader = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    content = reader.decompress(body)
+    assert reader.eof
+    assert reader.unused_data == b""
+    return content

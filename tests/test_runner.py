@@ -6,12 +6,14 @@ import asyncio
 import logging
 import random
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 import pytest
+from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient
-from collector_helpers import dsn, execute, held_in_transaction, names, wait_for
+from collector_helpers import dsn, execute, gunzip_one_member, held_in_transaction, names, wait_for
 from pg_cluster import private_cluster
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -36,6 +38,8 @@ from exporter.collectors.runner import (
     check_server_version,
 )
 from exporter.dsn import async_url
+from exporter.gzip_parts import Deflated
+from exporter.server import RUNNER
 from exporter.settings import (
     CollectorSettings,
     CollectorsSettings,
@@ -237,6 +241,43 @@ def test_store_keeps_a_database_label_the_collector_set() -> None:
     )
 
 
+def many(name: str, value: float, count: int = 3000) -> GaugeMetricFamily:
+    """A family whose body is larger than one deflate step (64 KiB)."""
+    gauge = GaugeMetricFamily(name, "Many series.", labels=["indexrelname"])
+    for n in range(count):
+        gauge.add_metric([f"index_{n:05d}_with_a_long_name"], value)
+    return gauge
+
+
+def inflated(part: Deflated) -> bytes:
+    content = zlib.decompressobj(-zlib.MAX_WBITS).decompress(part.data)
+    assert (zlib.crc32(content), len(content)) == (part.crc, part.size)
+    return content
+
+
+def test_deflated_exposition_is_the_text_and_follows_every_change() -> None:
+    store = SnapshotStore()
+    store.put("a", "fixed", families())
+    store.put("b", "many", [many("test_many", 1)])
+    store.put("a", "many", [many("test_many", 2)])
+    assert len(store.exposition(False)) > 3 * 64 * 1024
+    for openmetrics in (False, True):
+        assert inflated(store.deflated(openmetrics)) == store.exposition(openmetrics)
+        only = ["test_many", "test_things_total"]
+        assert inflated(store.deflated(openmetrics, only)) == store.exposition(openmetrics, only)
+    kept = store.deflated(True)
+    assert store.deflated(True) is kept  # one per format until something changes
+
+    store.put("b", "many", [many("test_many", 7)])  # a collector ran again: nothing stale
+    for openmetrics in (False, True):
+        text = store.exposition(openmetrics)
+        assert b'test_many{database="b",indexrelname="index_02999_with_a_long_name"} 7.0' in text
+        assert inflated(store.deflated(openmetrics)) == text
+    store.drop("a")
+    assert b'database="a"' not in inflated(store.deflated(False))
+    assert inflated(store.deflated(False)) == store.exposition(False)
+
+
 # --- /metrics with collectors ---------------------------------------------------------------
 
 
@@ -295,6 +336,61 @@ async def test_metrics_serves_collector_series_for_several_databases(
     filtered = await (await client.get("/metrics?name[]=pg_index_size_bytes")).text()
     assert filtered.count("pg_index_size_bytes{") == 2
     assert "db_up" not in filtered
+
+
+async def test_every_format_and_encoding_is_the_uncached_rendering_before_and_after_a_run(
+    aiohttp_client: Client, registry: CollectorRegistry, fresh_database: URL
+) -> None:
+    """What prometheus_client renders of the whole registry (the store's families included,
+    nothing pre-rendered or cached) is what `/metrics` serves, plain and gzipped, in both
+    formats; and a collector run shows in the very next scrape."""
+    execute(fresh_database, "CREATE TABLE t (id int PRIMARY KEY)")
+    metrics = Metrics(registry)
+    hourly = {"indexes": {"interval_seconds": 3600}}
+    only_indexes = {name: {"enabled": False} for name in COLLECTORS if name != "indexes"}
+    db = database("main", fresh_database, collectors={**only_indexes, **hourly})
+    client = await aiohttp_client(create_app(metrics, [db]))
+    await wait_until(lambda: status(metrics, "indexes")[0] == 1)
+    openmetrics_accept = "application/openmetrics-text; version=1.0.0"
+    variants = [
+        (accept, encoding)
+        for accept in ("", openmetrics_accept)
+        for encoding in ("identity", "gzip")
+    ]
+
+    async def scrape_all() -> list[bytes]:
+        bodies = []
+        async with ClientSession(auto_decompress=False) as session:
+            for accept, encoding in variants:
+                headers = {"Accept": accept, "Accept-Encoding": encoding}
+                async with session.get(client.make_url("/metrics"), headers=headers) as answer:
+                    body = await answer.read()
+                    if encoding == "gzip":
+                        assert answer.headers["Content-Encoding"] == "gzip"
+                        body = gunzip_one_member(body)
+                    else:
+                        assert "Content-Encoding" not in answer.headers
+                    bodies.append(body)
+        uncached = [generate_latest(registry), generate_openmetrics(registry)]
+        assert bodies == [uncached[0], uncached[0], uncached[1], uncached[1]]
+        return bodies
+
+    before = await scrape_all()
+    assert all(b'indexrelname="t_pkey"' in body for body in before)
+    assert not any(b"t_later" in body for body in before)
+
+    execute(fresh_database, "CREATE INDEX t_later ON t (id)")
+    worker = client.app[RUNNER].workers[0]
+    assert await worker.run_collector(worker.jobs[0])
+    after = await scrape_all()
+    assert all(b'indexrelname="t_later"' in body for body in after)
+
+    # A client asking for deflate alone still gets it, from aiohttp, as before.
+    async with ClientSession(auto_decompress=False) as session:
+        headers = {"Accept-Encoding": "deflate"}
+        async with session.get(client.make_url("/metrics"), headers=headers) as answer:
+            assert answer.headers["Content-Encoding"] == "deflate"
+            assert zlib.decompress(await answer.read()) == after[0]
 
 
 async def test_disabled_collector_does_not_run(
