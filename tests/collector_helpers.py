@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -99,6 +100,14 @@ def wait_for(url: URL, query: str, expected: Any, timeout: float = 10) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"{query!r} returned {value!r}, never {expected!r}")
+
+
+async def until(predicate: Callable[[], bool], within: float = 30) -> None:
+    """Let the event loop run (a runner's workers) until `predicate()` holds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "condition never became true"
+        await asyncio.sleep(0.05)
 
 
 def by_label(registry: CollectorRegistry, name: str, label: str) -> dict[str, float]:
