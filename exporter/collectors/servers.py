@@ -27,8 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 # proxy would read as several servers) and pg_is_in_recovery(), which two replicas share. A
 # restart changes it: every entry of the server reads the new one at its next check.
 # has_function_privilege() first, in a statement of its own (a call is checked for EXECUTE
-# before the statement runs, even in a CASE branch not taken), so that a role without the
-# grant never leaves an error in the server's log at every check.
+# before the statement runs, even in a CASE branch that a run-time condition skips), so that
+# a role without the grant never leaves an error in the server's log at every check.
 _ALLOWED = text(
     "SELECT has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')"
     " AND has_function_privilege('pg_catalog.pg_postmaster_start_time()', 'EXECUTE')"
