@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -135,6 +136,14 @@ def wait_for(url: URL, query: str, expected: Any, timeout: float = 10) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"{query!r} returned {value!r}, never {expected!r}")
+
+
+async def until(predicate: Callable[[], bool], within: float = 30) -> None:
+    """Let the event loop run (a runner's workers) until `predicate()` holds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "condition never became true"
+        await asyncio.sleep(0.05)
 
 
 def by_label(registry: CollectorRegistry, name: str, label: str) -> dict[str, float]:

@@ -49,7 +49,8 @@ class Collector(ABC, Generic[S]):
     # False (the default, the safe side) runs it in every exporter.
     database_wide: ClassVar[bool] = False
     # True when its series describe the whole server (settings, WAL, replication...), not the
-    # database it connects to: a server's discovered databases do not run it again.
+    # database it connects to: a server's discovered databases do not run it again, and of
+    # several configured entries on one server only one runs it (collectors/servers.py).
     server_wide: ClassVar[bool] = False
     # postgres_exporter's name for each family (as given to the MetricFamily constructor) whose
     # name differs from ours, and its `Shape` where more differs: `compatibility:

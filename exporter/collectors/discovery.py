@@ -46,7 +46,7 @@ def chosen(datnames: Sequence[str], settings: DiscoverSettings) -> tuple[list[st
 class DiscoveryCollector(Collector[DiscoverSettings]):
     name = "discovery"
     database_wide = True  # one exporter of a group lists, and watches, the databases
-    server_wide = True
+    server_wide = True  # and one entry of a server: two would watch its databases twice
 
     def __init__(
         self, database: str, settings: DiscoverSettings, on_listed: Callable[[list[str]], None]

@@ -28,6 +28,12 @@ for the server), without an election of its own, and connects only for each use,
 connection of ours never keeps anyone from dropping the database. When its database is gone,
 its check asks for a new listing at once instead of logging, and the listing lets it go: its
 series and runner metrics are withdrawn and its engine closed.
+
+Several configured entries on one server (exporter/collectors/servers.py): each check also
+reads which server answered, and each `server_wide` collector runs on the first entry of its
+server (config order) that answers and enables it; the others retract that job as a follower
+does. A worker applies what the others' checks change at the top of its own loop (they wake
+it), never from another task, so a run in progress never puts back series just withdrawn.
 """
 
 from __future__ import annotations
@@ -56,6 +62,13 @@ from exporter.collectors.compatibility import (
 from exporter.collectors.custom import CustomQueryCollector
 from exporter.collectors.discovery import DiscoveryCollector
 from exporter.collectors.exposition import SnapshotStore
+from exporter.collectors.servers import (
+    ServerIdentity,
+    ServerWideOwners,
+    Unidentified,
+    identify,
+    ownership_line,
+)
 from exporter.collectors.slices import in_slices
 from exporter.dsn import parse_dsn
 from exporter.metrics import MULTIPROCESS, Metrics
@@ -221,7 +234,7 @@ class JobView:
     """One enabled collector of a database, as the on-call page reads it."""
 
     collector: Collector[Any]
-    active: bool  # False: a database-wide collector while another exporter leads
+    active: bool  # False: another exporter leads, or another entry of the server runs it
     failure: str | None  # the last run's failure; None after a success
 
 
@@ -248,10 +261,16 @@ class DatabaseWorker:
         *,
         persistent: bool = True,
         gone: Callable[[], None] | None = None,
+        owners: ServerWideOwners | None = None,
     ) -> None:
         self.settings = settings
         self.state = ProbeState()
         self._metrics = metrics
+        # Several configured entries: each check also reads which server answered, and the
+        # server-wide collectors run on one entry per server (exporter/collectors/servers.py).
+        self._owners = owners
+        self.server: ServerIdentity | None = None  # the last one read
+        self._elsewhere: dict[str, str] = {}  # server-wide collector -> the entry running it
         # A discovered database's: called (instead of logging) when its database no longer exists.
         self._gone = gone
         self._wake = asyncio.Event()
@@ -282,9 +301,10 @@ class DatabaseWorker:
                 self.add_job(CustomQueryCollector(settings.name, query), query)
 
     def add_job(self, collector: Collector[Any], options: CollectorSettings) -> _Job:
-        # A database-wide collector waits for the election when there is one.
-        active = not (collector.database_wide and self._election.enabled)
-        job = _Job(collector, options, self._metrics, self.name, active)
+        # Waits for the election, or for the server's entries to be known, when there are.
+        job = _Job(collector, options, self._metrics, self.name, active=False)
+        if self._wanted(job):
+            job.activate()
         self.jobs.append(job)
         return job
 
@@ -295,6 +315,13 @@ class DatabaseWorker:
     def view(self) -> DatabaseView:
         jobs = tuple(JobView(job.collector, job.active, job.failure) for job in self.jobs)
         return DatabaseView(self.name, self.state, self.leader, jobs)
+
+    @property
+    def answered(self) -> bool | None:
+        return self.state.ok
+
+    def enables(self, collector: str) -> bool:
+        return any(job.collector.name == collector for job in self.jobs)
 
     async def check(self) -> bool:
         """`db_up` and `/readyz`: does the database answer, and with which server version?"""
@@ -308,6 +335,9 @@ class DatabaseWorker:
                         # Session-level: kept across this transaction's rollback.
                         parts = _lock_parts(self._election.lock_key)
                         leader = bool((await conn.execute(_ELECT, parts)).scalar_one())
+                    server = self.server
+                    if self._owners is not None:
+                        server = await identify(conn, self.name)
         except Exception as exc:
             if _stopping():
                 raise asyncio.CancelledError from exc
@@ -321,12 +351,24 @@ class DatabaseWorker:
                 else:
                     log.warning("database %s is not answering: %s", self.name, reason)
                 self._withdraw("database is not answering")
+            answered = self.state.ok
             self.state = ProbeState(False, reason)
             self._set_up(0)
             await self._reset_connection()
+            if self._owners is not None and answered is not False:
+                self._owners.changed(self)
             return False
         if self.state.ok is False:
             log.info("database %s is answering again", self.name)
+        if isinstance(server, Unidentified) and not isinstance(self.server, Unidentified):
+            log.warning(
+                "database %s: its role may not call pg_control_system() here, so which server "
+                "it is on is unknown: it runs the server-wide collectors itself, as if no "
+                "other entry shared its server",
+                self.name,
+            )
+        changed = (self.state.ok, self.server) != (True, server)
+        self.server = server
         self.state = ProbeState(True, "ok")
         if int(version) != self.server_version and (newer := newer_than_tested(int(version))):
             log.warning("database %s: %s", self.name, newer)
@@ -336,6 +378,9 @@ class DatabaseWorker:
             job.collector.datname = self.datname
         self._set_up(1)
         self._elected(leader)
+        if self._owners is not None and changed:
+            self._owners.changed(self)
+        self._settle()
         return True
 
     def _set_up(self, value: int) -> None:
@@ -372,15 +417,49 @@ class DatabaseWorker:
                 )
         self.leader = leader
         self._leader.set(1 if leader else 0)
+
+    def _owner(self, job: _Job) -> str | None:
+        """The entry that runs this job's collector: this one, unless it is server-wide and
+        another entry of the same server runs it; None while that is not known yet."""
+        if not job.collector.server_wide or self._owners is None:
+            return self.name
+        if self.server is None:
+            return None
+        return self._owners.owner(self.server, job.collector.name)
+
+    def _wanted(self, job: _Job) -> bool | None:
+        """Whether this worker runs `job` now; None while that is not settled (the job stays
+        as it is: a database that stopped answering keeps reporting failures)."""
+        owner = self._owner(job)
+        if owner != self.name:
+            return None if owner is None else False
+        if job.collector.database_wide and self._election.enabled and not self.leader:
+            return None if self.leader is None else False
+        return True
+
+    def _settle(self) -> None:
+        """Start or stop each job as the election and the other entries of the server say;
+        only ever from this worker's own task, so never while one of its runs is going."""
         for job in self.jobs:
-            if not job.collector.database_wide:
-                continue
-            if leader and not job.active:
+            wanted = self._wanted(job)
+            if wanted and not job.active:
                 job.activate()
-            elif not leader and job.active:
+            elif wanted is False and job.active:
                 job.retract()
                 self._store.drop(self.name, job.collector.name)
                 job.collector.stopped()
+        if self._owners is None:
+            return
+        server_wide = [job for job in self.jobs if job.collector.server_wide]
+        elsewhere = {
+            job.collector.name: owner
+            for job in server_wide
+            if (owner := self._owner(job)) not in (None, self.name)
+        }
+        if elsewhere != self._elsewhere:
+            names = [job.collector.name for job in server_wide]
+            log.info(ownership_line(self.name, elsewhere, names))
+            self._elsewhere = elsewhere
 
     def _withdraw(self, reason: str) -> None:
         """The database stopped answering: every collector reports failure, no stale series."""
@@ -452,6 +531,7 @@ class DatabaseWorker:
         """Until `leave()`: whichever of the check and the collectors is due next, one at a
         time."""
         while not self._leaving:
+            self._settle()  # another entry of the server may have changed what runs here
             up = self.state.ok is True
             due_jobs = [job for job in self.jobs if job.active] if up else []
             next_job = min(due_jobs, key=lambda j: j.next_due, default=None)
@@ -527,8 +607,14 @@ class CollectorRunner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._running = False
+        # With one entry there is nobody to share its server with: no identity is read.
+        owners = ServerWideOwners() if len(databases) > 1 else None
         for db in databases:
-            worker = DatabaseWorker(db, metrics, self.store, collectors, compatibility)
+            worker = DatabaseWorker(
+                db, metrics, self.store, collectors, compatibility, owners=owners
+            )
+            if owners is not None:
+                owners.join(worker)
             if db.discover is not None and db.discover.enabled:
                 listed = functools.partial(self._discovered, worker)
                 lister = DiscoveryCollector(db.name, db.discover, listed)
