@@ -186,8 +186,8 @@ class _Job:
     """One enabled collector of one database, with its schedule and its runner metrics.
 
     An inactive job (a database-wide collector while another exporter leads, a server-wide one
-    another entry of its server runs) is not run and
-    has no runner metrics; `activate()` gives it fresh ones and makes it due at once."""
+    another entry of its server runs) is not run and has no runner metrics; `activate()` gives
+    it fresh ones and makes it due at once."""
 
     duration: Gauge
     success: Gauge
