@@ -26,13 +26,12 @@ import statistics
 import subprocess
 import tempfile
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from alembic import command
 from instrumentation_overhead import database  # bench/ is on the path
+from scratch import scratch_database
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
@@ -66,23 +65,6 @@ INSERT INTO ledger_entries (transfer_id, user_id, asset, delta, created_at)
 ANALYZE;
 """
 COUNTS = "SELECT relname, n_live_tup FROM pg_stat_user_tables ORDER BY relname"
-
-
-def admin(server: URL, sql: str) -> None:
-    engine = create_engine(sync_url(server), isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(sql))
-    engine.dispose()
-
-
-@contextmanager
-def scratch_database(server: URL, purpose: str) -> Iterator[URL]:
-    name = f"dbx_bench_{purpose}_{uuid.uuid4().hex[:8]}"
-    admin(server, f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name)
-    finally:
-        admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def rows(url: URL) -> dict[str, int]:

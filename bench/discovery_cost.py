@@ -25,24 +25,16 @@ import urllib.request
 import uuid
 
 from prometheus_client import CollectorRegistry
-from sqlalchemy import create_engine, text
+from scratch import admin  # bench/ is on the path
+from sqlalchemy import text
 
 from exporter import Metrics
-from exporter.dsn import parse_dsn, sync_url
+from exporter.dsn import parse_dsn
 from exporter.probe import exporter_engine
 from exporter.server import Exporter
 from exporter.settings import DatabaseSettings
 
 CHECK = text("SELECT current_setting('server_version_num')::int, current_database()")
-
-
-def admin(url: str, sql: str) -> None:
-    engine = create_engine(sync_url(url), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(sql))
-    finally:
-        engine.dispose()
 
 
 def timed_get(url: str) -> tuple[float, int]:

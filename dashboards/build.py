@@ -955,9 +955,13 @@ SLOW = Dashboard(
 # connections against the limit, replication, wraparound, checkpoints, WAL, locks, long
 # transactions, autovacuum and archiving (the server-level collectors). Most series are
 # server-wide and carry only `database` (the configured database they were read through).
+# What ordinary roles may open: max_connections less the superuser reserve and, on PostgreSQL
+# 16+, the pg_use_reserved_connections reserve (no series before 16: `or` puts a 0 with the same
+# labels in its place).
 _USABLE_CONNECTIONS = (
     f"max by (database) (pg_settings_max_connections{{{PG}}} "
-    f"- pg_settings_superuser_reserved_connections{{{PG}}})"
+    f"- pg_settings_superuser_reserved_connections{{{PG}}} "
+    f"- (pg_settings_reserved_connections{{{PG}}} or pg_settings_max_connections{{{PG}}} * 0))"
 )
 # Client backends of every database of the server (server_activity): what max_connections
 # limits, whichever database the clients connect to.
@@ -1018,8 +1022,9 @@ SERVER = Dashboard(
         Panel(
             "Connections used",
             "Client connections to every database of the server as a share of the connections "
-            "ordinary roles may open (max_connections - superuser_reserved_connections). The "
-            "alert fires at 80% for 5 minutes.",
+            "ordinary roles may open (max_connections - superuser_reserved_connections - "
+            "reserved_connections, the last on PostgreSQL 16+). The alert fires at 80% for 5 "
+            "minutes.",
             [Target(f"{_BACKENDS} / on (database) {_USABLE_CONNECTIONS}", "{{database}}")],
             kind="gauge",
             unit="percentunit",
@@ -1078,7 +1083,7 @@ SERVER = Dashboard(
             "Client connections to the server, in all and per database of it "
             "(pg_stat_activity_server_connections, the exporter's own included), against the "
             "server's max_connections and what ordinary roles may use of it (minus "
-            "superuser_reserved_connections).",
+            "superuser_reserved_connections and, on PostgreSQL 16+, reserved_connections).",
             [
                 Target(_BACKENDS, "all databases ({{database}})"),
                 Target(f"sum by (database, datname) ({_CLIENTS})", "{{datname}} ({{database}})"),

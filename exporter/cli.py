@@ -291,10 +291,10 @@ def _backup_commands(commands: argparse._SubParsersAction[Any], flags: _Parser) 
 
 def _backup(args: argparse.Namespace) -> None:
     from exporter.backup_command import backup_database, restore_database
-    from exporter.explain_command import database_named
+    from exporter.chosen_database import database_named
 
     settings = _settings(args.config)
-    database = database_named(settings, args.database, args.config or "environment")
+    database = database_named(settings, args.database, args.config or "environment", args.command)
     if args.command == "backup":
         done = backup_database(
             database, directory=args.dir, keep=args.keep, pg_bin_dir=args.pg_bin_dir
@@ -405,10 +405,12 @@ def _statement(sql: str | None, path: str | None) -> str:
 
 
 def _explain(args: argparse.Namespace) -> None:
-    from exporter.explain_command import database_named, explain_sql
+    from exporter.chosen_database import database_named
+    from exporter.explain_command import explain_sql
 
     sql = _statement(args.sql, args.file)
-    database = database_named(_settings(args.config), args.database, args.config or "environment")
+    source = args.config or "environment"
+    database = database_named(_settings(args.config), args.database, source, "explain")
     plan = explain_sql(
         database, sql, analyze=args.analyze, allow_ddl=args.allow_ddl, timeout=args.timeout
     )

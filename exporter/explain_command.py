@@ -19,26 +19,11 @@ from exporter.errors import UserError
 from exporter.explainer import DdlRefused, explain
 from exporter.plan import Plan
 from exporter.probe import exporter_engine, one_line
-from exporter.settings import DatabaseSettings, Settings
+from exporter.settings import DatabaseSettings
 
 
 class ExplainError(UserError):
-    """The statement or its database could not be explained; the message is one line."""
-
-
-def database_named(settings: Settings, name: str | None, source: str) -> DatabaseSettings:
-    """The configured database called `name`, or the only one when no name is given."""
-    names = ", ".join(db.name for db in settings.databases)
-    if not settings.databases:
-        raise ExplainError(f"{source}: no database configured")
-    if name is None:
-        if len(settings.databases) > 1:
-            raise ExplainError(f"{source} configures {names}: choose one with --database")
-        return settings.databases[0]
-    for database in settings.databases:
-        if database.name == name:
-            return database
-    raise ExplainError(f"{source}: no database named {name!r} (configured: {names})")
+    """The statement could not be explained on its database; the message is one line."""
 
 
 def explain_sql(

@@ -254,7 +254,7 @@ class CollectorsSettings(_Strict):
     settings: SettingsCollectorSettings = SettingsCollectorSettings()
     postmaster: CollectorSettings = CollectorSettings(interval_seconds=300)
     database_wraparound: CollectorSettings = CollectorSettings(interval_seconds=300)
-    locks: CollectorSettings = CollectorSettings(interval_seconds=15)
+    locks: ServerDatabasesCollectorSettings = ServerDatabasesCollectorSettings(interval_seconds=15)
     long_running_transactions: CollectorSettings = CollectorSettings(interval_seconds=15)
     stat_activity_autovacuum: CollectorSettings = CollectorSettings(interval_seconds=15)
     roles: RolesCollectorSettings = RolesCollectorSettings()

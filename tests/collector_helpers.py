@@ -138,11 +138,14 @@ def wait_for(url: URL, query: str, expected: Any, timeout: float = 10) -> None:
     raise AssertionError(f"{query!r} returned {value!r}, never {expected!r}")
 
 
-async def until(predicate: Callable[[], bool], within: float = 30) -> None:
-    """Let the event loop run (a runner's workers) until `predicate()` holds."""
+async def until(
+    predicate: Callable[[], bool], what: str = "the condition", *, within: float = 60
+) -> None:
+    """Let the event loop run (a runner's workers, a served exporter) until `predicate()`
+    holds; `what` names it when it never does."""
     deadline = time.monotonic() + within
     while not predicate():
-        assert time.monotonic() < deadline, "condition never became true"
+        assert time.monotonic() < deadline, f"never happened within {within} s: {what}"
         await asyncio.sleep(0.05)
 
 

@@ -141,6 +141,17 @@ def statements_server() -> Iterator[PrivateCluster]:
         yield c
 
 
+@pytest.fixture(scope="module")
+def quiet_server() -> Iterator[URL]:
+    """A private server nobody else uses (autovacuum off: no worker comes and goes), with two
+    more databases, `shop` and `ledger`; the URL of its `postgres` database. One per test
+    module."""
+    with private_cluster("autovacuum = off") as cluster:
+        url = parse_dsn(cluster.url).set(drivername="postgresql")
+        execute(url, "CREATE DATABASE shop", "CREATE DATABASE ledger")
+        yield url
+
+
 @pytest.fixture
 def registry() -> CollectorRegistry:
     """A registry of the test's own, so tests never share metric state."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,11 +25,3 @@ async def serving(log: SlowQueryLog | None = None, **options: Any) -> AsyncItera
 async def get(url: str, **options: Any) -> tuple[int, str]:
     async with aiohttp.ClientSession() as session, session.get(url, **options) as response:
         return response.status, await response.text()
-
-
-async def until(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.1)

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,6 +89,14 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def databases_config(tmp_path: Path, *databases: tuple[str, str]) -> str:
+    """The path of a config file configuring `databases` (name, DSN); none: not one."""
+    entries = "".join(f"  - name: {name}\n    dsn: {url}\n" for name, url in databases)
+    path = tmp_path / "exporter.yaml"
+    path.write_text(f"databases:\n{entries}" if entries else "log_level: INFO\n")
+    return str(path)
 
 
 def assert_one_line_error(code: int, err: str, *fragments: str) -> None:

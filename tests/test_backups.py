@@ -22,7 +22,7 @@ from backup_helpers import dsn, dump_files, seed_wallet, server_version_num, tab
 from collector_helpers import execute
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
-from subprocesses import Running, assert_one_line_error, run_cli, running
+from subprocesses import Running, assert_one_line_error, databases_config, run_cli, running
 
 from exporter.backup_status import read_status, status_path
 from exporter.demo.embedded import embedded_postgres
@@ -106,6 +106,32 @@ def test_retention_keeps_the_newest_backups(
     assert code == 0
     assert out.rstrip().endswith("; removed 2 older")
     assert len(dump_files(tmp_path)) == 2
+
+
+# --- bad input: the database -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["backup", "restore"])
+def test_a_database_to_choose_or_not_configured_is_one_line_naming_the_command(
+    capsys: Capture, seeded: URL, tmp_path: Path, command: str
+) -> None:
+    before = tables_digest(seeded)
+    dump = tmp_path / "main.dump"
+    dump.write_bytes(b"never read")
+    file = [str(dump)] if command == "restore" else ["--dir", str(tmp_path)]
+    two = databases_config(tmp_path, ("main", dsn(seeded)), ("spare", dsn(seeded)))
+    code, _, err = run_cli(capsys, command, "--config", two, *file)
+    assert_one_line_error(code, err, f"{command}: {two} configures main, spare: choose one with")
+    code, _, err = run_cli(capsys, command, "--config", two, "--database", "nope", *file)
+    assert_one_line_error(
+        code, err, f"{command}: {two}: no database named 'nope' (configured: main, spare)"
+    )
+    none = databases_config(tmp_path)
+    code, _, err = run_cli(capsys, command, "--config", none, *file)
+    assert_one_line_error(code, err, f"{command}: {none}: no database configured")
+    # Nothing written, nothing restored.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exporter.yaml", "main.dump"]
+    assert tables_digest(seeded) == before
 
 
 # --- bad input: the backup directory ------------------------------------------------------------

@@ -193,6 +193,7 @@ async def test_every_server_collector_runs_on_the_replica_without_writing(
             ("replication_slot", "max_slot_series"),
             ("server_activity", "max_databases"),
             ("stat_database_conflicts", "max_databases"),
+            ("locks", "max_databases"),
         ]
     ),
     value=st.one_of(st.integers(), st.text(max_size=8), st.floats(), st.none(), st.booleans()),

@@ -5,7 +5,6 @@ view and the grant it needs."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 from collector_helpers import (
@@ -16,28 +15,16 @@ from collector_helpers import (
     samples,
     sessions,
 )
-from pg_cluster import private_cluster
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import URL
 
 from exporter.collectors.compatibility import postgres_exporter_view
 from exporter.collectors.server_activity import STATES, ServerActivityCollector
-from exporter.dsn import parse_dsn
 from exporter.settings import ConfigError, ServerDatabasesCollectorSettings, settings_from_data
 
 CONNECTIONS = "pg_stat_activity_server_connections"
 MAX_AGE = "pg_stat_activity_server_max_transaction_age_seconds"
 CLIENT = "client backend"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[URL]:
-    """A server nobody else uses (autovacuum off: no worker comes and goes), with two more
-    databases; the URL of its `postgres` database."""
-    with private_cluster("autovacuum = off") as cluster:
-        url = parse_dsn(cluster.url).set(drivername="postgresql")
-        execute(url, "CREATE DATABASE shop", "CREATE DATABASE ledger")
-        yield url
 
 
 def collector(max_databases: int = 100) -> ServerActivityCollector:
@@ -59,12 +46,14 @@ def ages(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
     return {(labels["datname"], labels["state"]): v for labels, v in samples(registry, MAX_AGE)}
 
 
-async def test_every_database_by_state_with_zeros_and_oldest_transactions(server: URL) -> None:
-    shop, ledger = server.set(database="shop"), server.set(database="ledger")
+async def test_every_database_by_state_with_zeros_and_oldest_transactions(
+    quiet_server: URL,
+) -> None:
+    shop, ledger = quiet_server.set(database="shop"), quiet_server.set(database="ledger")
     async with sessions(ledger, "books") as [book], sessions(shop, "web", "web", "web") as web:
         await book.execute("BEGIN; SELECT 1")  # the oldest transaction, idle in it
         await web[0].execute("BEGIN; SELECT 1")
-        registry = await run_collector(collector(), server)
+        registry = await run_collector(collector(), quiet_server)
 
     databases = {"postgres", "shop", "ledger", "template0", "template1"}
     expected = {(datname, state): 0.0 for datname in databases for state in STATES}
@@ -86,11 +75,11 @@ async def test_every_database_by_state_with_zeros_and_oldest_transactions(server
     assert {k for k, v in found.items() if v} <= in_transactions | {("postgres", "active")}
 
 
-async def test_databases_beyond_the_cap_are_other_and_nothing_is_lost(server: URL) -> None:
-    shop, ledger = server.set(database="shop"), server.set(database="ledger")
+async def test_databases_beyond_the_cap_are_other_and_nothing_is_lost(quiet_server: URL) -> None:
+    shop, ledger = quiet_server.set(database="shop"), quiet_server.set(database="ledger")
     async with sessions(shop, "a", "b", "c"), sessions(ledger, "d"):
-        whole = await run_collector(collector(), server)
-        capped = await run_collector(collector(max_databases=2), server)
+        whole = await run_collector(collector(), quiet_server)
+        capped = await run_collector(collector(max_databases=2), quiet_server)
 
     # The connected database always keeps its name, then the most connected one.
     assert {datname for datname, _ in clients(capped)} == {"postgres", "shop", "other"}
@@ -107,11 +96,11 @@ async def test_databases_beyond_the_cap_are_other_and_nothing_is_lost(server: UR
 
 
 async def test_postgres_exporter_view_sums_backend_types_per_database_and_state(
-    server: URL,
+    quiet_server: URL,
 ) -> None:
-    shop = server.set(database="shop")
+    shop = quiet_server.set(database="shop")
     async with sessions(shop, "web", "web"):
-        families = (await run_collector(collector(), server)).collect()
+        families = (await run_collector(collector(), quiet_server)).collect()
         ours = list(families)
     view = postgres_exporter_view(collector(), ours, "db:5432")
     assert [f.name for f in view] == ["pg_stat_activity_count", "pg_stat_activity_max_tx_duration"]
@@ -139,11 +128,11 @@ async def test_a_role_without_pg_monitor_fails_naming_the_grant(
     )
 
 
-async def test_the_grant_the_message_names_is_enough(server: URL) -> None:
-    with login_role(server) as url:
-        execute(server, f"GRANT pg_monitor TO {url.username}")
+async def test_the_grant_the_message_names_is_enough(quiet_server: URL) -> None:
+    with login_role(quiet_server) as url:
+        execute(quiet_server, f"GRANT pg_monitor TO {url.username}")
         registry = await run_collector(collector(), url)
-        execute(server, f"REVOKE pg_monitor FROM {url.username}")
+        execute(quiet_server, f"REVOKE pg_monitor FROM {url.username}")
     assert clients(registry)[("postgres", "active")] == 1
 
 
@@ -156,7 +145,7 @@ async def test_the_grant_the_message_names_is_enough(server: URL) -> None:
     ],
 )
 def test_a_bad_max_databases_is_one_line_naming_it(value: object, problem: str) -> None:
-    for name in ("server_activity", "stat_database_conflicts"):
+    for name in ("server_activity", "stat_database_conflicts", "locks"):
         collectors = {name: {"max_databases": value}}
         data = {
             "databases": [{"name": "main", "dsn": "postgresql://db/app", "collectors": collectors}]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections import namedtuple
+from pathlib import Path
 
+import pytest
 from collector_helpers import execute, run_collector
+from pg_cluster import binary_dirs, private_cluster, server_version
 from prometheus_client import CollectorRegistry
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
 from exporter.collectors.compatibility import postgres_exporter_view
 from exporter.collectors.settings import SettingsCollector, setting_family
@@ -59,6 +62,19 @@ async def test_at_most_max_settings_are_exported(fresh_database: URL) -> None:
     collector = SettingsCollector("main", SettingsCollectorSettings(max_settings=3))
     registry = await run_collector(collector, fresh_database)
     assert len(list(registry.collect())) == 3
+
+
+@pytest.mark.parametrize("bindir", binary_dirs(), ids=lambda d: f"pg{server_version(d)}")
+async def test_reserved_connections_is_exported_from_postgresql_16_on(bindir: Path) -> None:
+    # The connections alert takes it off the usable ones; before 16 it has no series at all.
+    version = server_version(bindir)
+    settings = ["reserved_connections = 4"] if version >= 16 else []
+    with private_cluster(*settings, bindir=bindir) as cluster:
+        collector = SettingsCollector("main", SettingsCollectorSettings())
+        registry = await run_collector(collector, make_url(cluster.url))
+    expected = 4 if version >= 16 else None
+    assert value(registry, "pg_settings_reserved_connections") == expected
+    assert value(registry, "pg_settings_superuser_reserved_connections") == 3
 
 
 def test_a_unit_it_does_not_know_skips_that_setting() -> None:

@@ -6,10 +6,10 @@ import logging
 from typing import Any
 
 import pytest
-from collector_helpers import by_label, dsn, execute, run_collector, samples
+from collector_helpers import by_label, dsn, execute, run_collector, samples, until
 from pg_cluster import PrivateCluster, private_cluster, with_library
 from prometheus_client import CollectorRegistry
-from served_pages import get, serving, until
+from served_pages import get, serving
 from sqlalchemy.engine import URL, make_url
 
 from exporter import Metrics

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from collector_helpers import dsn, execute
+from collector_helpers import dsn, execute, until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -91,13 +91,6 @@ def series(registry: CollectorRegistry, name: str) -> dict[str, float]:
         for s in family.samples
         if s.name == name
     }
-
-
-async def until(predicate: Any, within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition never became true"
-        await asyncio.sleep(0.05)
 
 
 def drop(server: URL, name: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 from plan_tables import ITEMS_ROWS, items_checksum, table_exists
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
-from subprocesses import assert_one_line_error, run_cli
+from subprocesses import assert_one_line_error, databases_config, run_cli
 
 from exporter.cli import MAX_SQL_BYTES
 
@@ -205,26 +205,23 @@ def test_an_unreadable_file_is_one_line(
         assert_one_line_error(code, err, f"{path}: {fragment}")
 
 
-def write_config(tmp_path: Path, *databases: tuple[str, str]) -> str:
-    entries = "".join(f"  - name: {name}\n    dsn: {url}\n" for name, url in databases)
-    path = tmp_path / "exporter.yaml"
-    path.write_text(f"databases:\n{entries}" if entries else "log_level: INFO\n")
-    return str(path)
-
-
 def test_the_database_is_chosen_by_name_among_several(
     capsys: Capture, plan_engine: Engine, database_url: URL, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, ("other", dsn(database_url)), ("plans", dsn(plan_engine.url)))
+    config = databases_config(
+        tmp_path, ("other", dsn(database_url)), ("plans", dsn(plan_engine.url))
+    )
     code, out, err = explain(capsys, "--config", config, "--database", "plans", SEQ_SCAN)
     assert (code, err) == (0, "")
     assert out.startswith("Seq Scan on items")
     code, _, err = explain(capsys, "--config", config, SEQ_SCAN)
     assert_one_line_error(
-        code, err, f"{config} configures other, plans: choose one with --database"
+        code, err, f"explain: {config} configures other, plans: choose one with --database"
     )
     code, _, err = explain(capsys, "--config", config, "--database", "nope", SEQ_SCAN)
-    assert_one_line_error(code, err, "no database named 'nope' (configured: other, plans)")
+    assert_one_line_error(
+        code, err, f"explain: {config}: no database named 'nope' (configured: other, plans)"
+    )
 
 
 def test_no_database_configured_is_one_line(
@@ -234,9 +231,9 @@ def test_no_database_configured_is_one_line(
     monkeypatch.delenv("DATA_SOURCE_NAME", raising=False)
     code, _, err = explain(capsys, SEQ_SCAN)
     assert_one_line_error(code, err, "set DATABASE_URL")
-    config = write_config(tmp_path)
+    config = databases_config(tmp_path)
     code, _, err = explain(capsys, "--config", config, SEQ_SCAN)
-    assert_one_line_error(code, err, f"{config}: no database configured")
+    assert_one_line_error(code, err, f"explain: {config}: no database configured")
 
 
 def test_a_database_that_does_not_answer_is_one_line_without_its_password(

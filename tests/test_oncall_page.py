@@ -18,12 +18,12 @@ from alembic.script import ScriptDirectory
 from basic_auth import basic_auth, bcrypt_hash
 from browser import artifact, needs_chromium, rendered_dom, screenshot, visible_text
 from certs import Certs
-from collector_helpers import dsn, execute, run_collector
+from collector_helpers import dsn, execute, run_collector, until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pg_cluster import PrivateCluster
 from prometheus_client import CollectorRegistry
-from served_pages import get, serving, until
+from served_pages import get, serving
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout

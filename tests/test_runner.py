@@ -13,7 +13,15 @@ from typing import Any, ClassVar
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient
-from collector_helpers import dsn, execute, gunzip_one_member, held_in_transaction, names, wait_for
+from collector_helpers import (
+    dsn,
+    execute,
+    gunzip_one_member,
+    held_in_transaction,
+    names,
+    until,
+    wait_for,
+)
 from pg_cluster import private_cluster
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -281,14 +289,6 @@ def test_deflated_exposition_is_the_text_and_follows_every_change() -> None:
 # --- /metrics with collectors ---------------------------------------------------------------
 
 
-async def wait_until(predicate: Callable[[], bool], within: float = 15) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition never became true")
-        await asyncio.sleep(0.05)
-
-
 async def test_metrics_serves_collector_series_for_several_databases(
     aiohttp_client: Client, registry: CollectorRegistry, fresh_database: URL
 ) -> None:
@@ -301,7 +301,7 @@ async def test_metrics_serves_collector_series_for_several_databases(
         database("replica", fresh_database, election=off),
     ]
     client = await aiohttp_client(create_app(metrics, databases))
-    await wait_until(
+    await until(
         lambda: (
             status(metrics, "indexes", "main")[0] == 1
             and status(metrics, "indexes", "replica")[0] == 1
@@ -350,7 +350,7 @@ async def test_every_format_and_encoding_is_the_uncached_rendering_before_and_af
     only_indexes = {name: {"enabled": False} for name in COLLECTORS if name != "indexes"}
     db = database("main", fresh_database, collectors={**only_indexes, **hourly})
     client = await aiohttp_client(create_app(metrics, [db]))
-    await wait_until(lambda: status(metrics, "indexes")[0] == 1)
+    await until(lambda: status(metrics, "indexes")[0] == 1)
     openmetrics_accept = "application/openmetrics-text; version=1.0.0"
     variants = [
         (accept, encoding)
@@ -399,7 +399,7 @@ async def test_disabled_collector_does_not_run(
     metrics = Metrics(registry)
     db = database("main", database_url, collectors={"indexes": {"enabled": False}})
     client = await aiohttp_client(create_app(metrics, [db]))
-    await wait_until(lambda: value(metrics, "db_up", {"database": "main"}) == 1)
+    await until(lambda: value(metrics, "db_up", {"database": "main"}) == 1)
     body = await (await client.get("/metrics")).text()
     assert "pg_index_size_bytes" not in body
     assert status(metrics, "indexes") == (None, None)
@@ -471,7 +471,7 @@ async def test_a_table_held_access_exclusive_fails_only_the_tables_collector(
     )
     with held_in_transaction(fresh_database, "LOCK TABLE t IN ACCESS EXCLUSIVE MODE"):
         client = await aiohttp_client(create_app(metrics, [db]))
-        await wait_until(
+        await until(
             lambda: (
                 status(metrics, "indexes")[0] == 1
                 and status(metrics, "database")[0] == 1
@@ -493,7 +493,7 @@ async def test_a_table_held_access_exclusive_fails_only_the_tables_collector(
         assert (
             f'pg_index_size_bytes{{database="main",datname="{real}",indexrelname="t_pkey"' in body
         )
-    await wait_until(lambda: status(metrics, "tables")[0] == 1)  # the lock is gone
+    await until(lambda: status(metrics, "tables")[0] == 1)  # the lock is gone
 
 
 def test_servers_older_than_13_are_refused_in_one_line() -> None:
@@ -622,9 +622,9 @@ async def test_the_runner_keeps_going_while_one_collector_always_fails(
     })  # fmt: skip
     await runner.start()
     try:
-        await wait_until(lambda: (status(metrics, "constant")[1] or 0) > 0)
+        await until(lambda: (status(metrics, "constant")[1] or 0) > 0)
         first = status(metrics, "constant")[1]
-        await wait_until(lambda: status(metrics, "constant")[1] != first)  # ran again
+        await until(lambda: status(metrics, "constant")[1] != first)  # ran again
         assert status(metrics, "broken")[0] == 0
         assert runner.states()["main"].ok is True
     finally:
@@ -640,7 +640,7 @@ async def test_collector_statements_are_not_counted_as_the_applications(
     runner = CollectorRunner([database("main", database_url)], metrics)
     try:
         await runner.start()
-        await wait_until(lambda: status(metrics, "indexes")[0] == 1)
+        await until(lambda: status(metrics, "indexes")[0] == 1)
         counted = sum(
             s.value
             for f in registry.collect()
@@ -666,7 +666,7 @@ async def test_restart_db_up_drops_and_recovers_without_leaking_connections(
         db = database("main", url, collectors={"indexes": {"interval_seconds": 0.2}})
         client = await aiohttp_client(create_app(metrics, [db]))
         up = {"database": "main"}
-        await wait_until(lambda: status(metrics, "indexes")[0] == 1)
+        await until(lambda: status(metrics, "indexes")[0] == 1)
         assert value(metrics, "db_up", up) == 1
 
         stop = asyncio.create_task(asyncio.to_thread(cluster.stop, "fast"))
@@ -678,15 +678,15 @@ async def test_restart_db_up_drops_and_recovers_without_leaking_connections(
             await asyncio.sleep(0.05)
         await stop
         assert answered > 0
-        await wait_until(lambda: status(metrics, "indexes")[0] == 0, within=1)
+        await until(lambda: status(metrics, "indexes")[0] == 0, within=1)
         body = await (await client.get("/metrics")).text()
         assert 'db_up{database="main"} 0.0' in body
         assert "pg_index_size_bytes" not in body  # no stale series while it is down
         assert (await client.get("/readyz")).status == 503
 
         await asyncio.to_thread(cluster.start)
-        await wait_until(lambda: value(metrics, "db_up", up) == 1, within=2 * 0.2 + 5)
-        await wait_until(lambda: status(metrics, "indexes")[0] == 1, within=5)
+        await until(lambda: value(metrics, "db_up", up) == 1, within=2 * 0.2 + 5)
+        await until(lambda: status(metrics, "indexes")[0] == 1, within=5)
         assert (await client.get("/readyz")).status == 200
         assert execute(url, EXPORTER_CONNECTIONS) == [(1,)]
 
@@ -715,7 +715,7 @@ async def test_stopping_the_runner_closes_its_connection(
     metrics = Metrics(registry)
     runner = CollectorRunner([database("main", fresh_database)], metrics)
     await runner.start()
-    await wait_until(lambda: status(metrics, "indexes")[0] == 1)
+    await until(lambda: status(metrics, "indexes")[0] == 1)
     in_db = EXPORTER_CONNECTIONS + f" AND datname = '{fresh_database.database}'"
     assert execute(database_url, in_db) == [(1,)]
     await runner.stop()
@@ -770,7 +770,7 @@ async def test_one_exporter_per_database_runs_the_database_wide_collectors(
     await first.start()
     await second.start()
     try:
-        await wait_until(
+        await until(
             lambda: (
                 sorted(leader(m) or 0 for m in both) == [0, 1]
                 and all(status(m, "constant")[0] == 1 for m in both)
@@ -795,8 +795,8 @@ async def test_one_exporter_per_database_runs_the_database_wide_collectors(
         # takes over within two check intervals and runs the database-wide collectors.
         runners = {id(first_metrics): first, id(second_metrics): second}
         await runners[id(lead)].stop()
-        await wait_until(lambda: leader(follow) == 1, within=2 * CHECK_INTERVAL)
-        await wait_until(lambda: status(follow, "indexes")[0] == 1)
+        await until(lambda: leader(follow) == 1, within=2 * CHECK_INTERVAL)
+        await until(lambda: status(follow, "indexes")[0] == 1)
         assert index_series(follow) == ["t_pkey"]
     finally:
         await first.stop()
@@ -809,12 +809,12 @@ async def test_an_exporter_that_lost_its_connection_takes_the_lock_again(
     runner, metrics = replica(fresh_database)
     await runner.start()
     try:
-        await wait_until(lambda: leader(metrics) == 1 and status(metrics, "indexes")[0] == 1)
+        await until(lambda: leader(metrics) == 1 and status(metrics, "indexes")[0] == 1)
         [(pid,)] = execute(fresh_database, ADVISORY_LOCKS)
         execute(fresh_database, f"SELECT pg_terminate_backend({pid})")
         # The lock went with the connection; the reconnected session tries it again.
-        await wait_until(lambda: execute(fresh_database, ADVISORY_LOCKS) not in ([], [(pid,)]))
-        await wait_until(lambda: leader(metrics) == 1 and status(metrics, "indexes")[0] == 1)
+        await until(lambda: execute(fresh_database, ADVISORY_LOCKS) not in ([], [(pid,)]))
+        await until(lambda: leader(metrics) == 1 and status(metrics, "indexes")[0] == 1)
         assert len(execute(fresh_database, ADVISORY_LOCKS)) == 1
     finally:
         await runner.stop()
@@ -826,7 +826,7 @@ async def test_with_election_off_every_exporter_runs_everything(fresh_database: 
     for runner, _ in replicas:
         await runner.start()
     try:
-        await wait_until(lambda: all(status(m, "indexes")[0] == 1 for _, m in replicas))
+        await until(lambda: all(status(m, "indexes")[0] == 1 for _, m in replicas))
         for _, metrics in replicas:
             assert leader(metrics) == 1
             assert index_series(metrics) == ["t_pkey"]

@@ -5,11 +5,13 @@ keeps for histograms and summaries; `compatibility: postgres_exporter` uses that
 database of the server and each of the nine table-level lock modes (lower case,
 `accesssharelock` ... `sireadlock`), 0 when none, so a rate or a threshold never sees a gap.
 Locks not tied to a database (a transaction ID, a relation of a shared catalog) are not
-counted.
+counted. At most `max_databases` databases keep their own `datname` (the connected one, then
+those holding the most locks, by name on ties); the others are summed under `datname="other"`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
@@ -18,11 +20,13 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exporter.collectors.base import Collector, number
-from exporter.settings import CollectorSettings
+from exporter.collectors.base import Collector
+from exporter.collectors.kept_databases import OTHER, kept_databases
+from exporter.settings import ServerDatabasesCollectorSettings
 
 LOCKS_SQL = """
-SELECT d.datname, m.mode, coalesce(l.count, 0) AS count
+SELECT d.datname, d.datname = current_database() AS connected, m.mode,
+       coalesce(l.count, 0) AS locks
 FROM (VALUES ('accesssharelock'), ('rowsharelock'), ('rowexclusivelock'),
              ('shareupdateexclusivelock'), ('sharelock'), ('sharerowexclusivelock'),
              ('exclusivelock'), ('accessexclusivelock'), ('sireadlock')) AS m(mode)
@@ -31,11 +35,10 @@ LEFT JOIN (SELECT database, lower(mode) AS mode, count(*) AS count
            FROM pg_locks WHERE database IS NOT NULL
            GROUP BY database, lower(mode)) l
   ON l.mode = m.mode AND l.database = d.oid
-ORDER BY d.datname, m.mode
 """
 
 
-class LocksCollector(Collector[CollectorSettings]):
+class LocksCollector(Collector[ServerDatabasesCollectorSettings]):
     name = "locks"
     database_wide = True
     server_wide = True
@@ -43,11 +46,16 @@ class LocksCollector(Collector[CollectorSettings]):
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         rows = (await conn.execute(text(LOCKS_SQL))).all()
+        kept = kept_databases(rows, lambda r: r.locks, self.settings.max_databases)
+        counts: Counter[tuple[str, str]] = Counter()
+        for row in rows:
+            counts[(row.datname if row.datname in kept else OTHER, row.mode)] += row.locks
         family = GaugeMetricFamily(
             "pg_locks",
-            "Locks held or awaited, per database of the server and lock mode.",
+            "Locks held or awaited, per database of the server and lock mode (at most "
+            "max_databases databases, the rest as other).",
             labels=["datname", "mode"],
         )
-        for row in rows:
-            family.add_metric([row.datname, row.mode], number(row.count))
+        for (datname, mode), count in sorted(counts.items()):
+            family.add_metric([datname, mode], count)
         return [family]

@@ -35,6 +35,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporter.collectors.base import Collector, Shape, number
+from exporter.collectors.kept_databases import OTHER, kept_databases
 from exporter.collectors.privileges import require_role
 from exporter.settings import ServerDatabasesCollectorSettings
 
@@ -67,7 +68,6 @@ STATES = (
     "fastpath function call",
     "disabled",
 )
-OTHER = "other"
 
 
 class ServerActivityCollector(Collector[ServerDatabasesCollectorSettings]):
@@ -95,21 +95,9 @@ class ServerActivityCollector(Collector[ServerDatabasesCollectorSettings]):
         rows = (await conn.execute(text(SERVER_ACTIVITY_SQL))).all()
         return self.families(rows)
 
-    def kept_databases(self, rows: Sequence[Any]) -> set[str]:
-        """The databases that keep their own `datname`: the connected one, then the most
-        connected."""
-        per_database: Counter[str] = Counter()
-        kept: set[str] = set()
-        for r in rows:
-            per_database[r.datname] += r.connections or 0
-            if r.connected:
-                kept.add(r.datname)
-        others = sorted(set(per_database) - kept, key=lambda d: (-per_database[d], d))
-        kept.update(others[: self.settings.max_databases - len(kept)])
-        return kept
-
     def families(self, rows: Sequence[Any]) -> list[Metric]:
-        kept = self.kept_databases(rows)
+        # The connected database, then the most connected.
+        kept = kept_databases(rows, lambda r: r.connections or 0, self.settings.max_databases)
         folded = any(r.datname not in kept for r in rows)
         counts: Counter[tuple[str, str, str]] = Counter()
         ages: dict[tuple[str, str], float] = {}
