@@ -216,6 +216,29 @@ async def test_the_next_entry_of_the_server_takes_over_and_hands_back(
             assert last == "INFO database b: server-wide collectors run by database a (same server)"
 
 
+async def test_when_every_entry_of_a_server_is_down_the_first_reports_the_failure(
+    fresh_database: URL,
+) -> None:
+    """The order the entries notice an outage in does not matter: the first entry ends up
+    reporting `success 0`, also after it had handed its jobs to the second."""
+    with private_cluster() as cluster:
+        for name in ("a", "b"):
+            cluster.query(f"CREATE DATABASE {name}")
+        server = make_url(cluster.url)
+        databases = [entry("a", server.set(database="a")), entry("b", server.set(database="b"))]
+        async with running(databases) as runner:
+            await until(lambda: reporting(runner, "postmaster") == {"a"})
+            allow_connections(cluster, "a", False)  # a first: b takes over
+            await until(lambda: runner_metrics(runner, "postmaster") == {"b": 1})
+            allow_connections(cluster, "b", False)  # then b: back to a, still down
+            await until(lambda: up(runner, "b") == 0)
+            await until(lambda: runner_metrics(runner, "postmaster") == {"a": 0})
+            await some_checks()
+            assert runner_metrics(runner, "postmaster") == {"a": 0}
+            assert runner_metrics(runner, "locks") == {"a": 0}
+            assert reporting(runner, "postmaster") == set()
+
+
 async def test_a_primary_and_its_replica_are_two_servers(
     replication_pair: Pair, caplog: pytest.LogCaptureFixture
 ) -> None:

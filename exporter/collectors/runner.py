@@ -289,6 +289,9 @@ class DatabaseWorker:
         # which frees the lock); with election off this exporter always leads.
         self._election = settings.election
         self.leader: bool | None = None if settings.election.enabled else True
+        # The last election's result, kept through an outage: a database-wide job handed to
+        # this entry while its database is down starts as that result says (see `_wanted`).
+        self._last_leader = self.leader
         self._leader = metrics.collector_leader.labels(settings.name)
         self._leader.set(0 if settings.election.enabled else 1)
         self.jobs: list[_Job] = []
@@ -417,6 +420,7 @@ class DatabaseWorker:
                     self.name,
                 )
         self.leader = leader
+        self._last_leader = leader
         self._leader.set(1 if leader else 0)
 
     def _owner(self, job: _Job) -> str | None:
@@ -435,6 +439,11 @@ class DatabaseWorker:
         if owner != self.name:
             return None if owner is None else False
         if job.collector.database_wide and self._election.enabled and not self.leader:
+            if self.leader is None and self.state.ok is False and self._last_leader is not None:
+                # Down, so the election is not settled; the last one decides, so that the
+                # entry left owning a server-wide job reports its failure whichever order the
+                # server's entries noticed the outage in (it may have handed the job over).
+                return self._last_leader
             return None if self.leader is None else False
         return True
 
