@@ -1,21 +1,25 @@
 """The exporter's endpoints served two ways, for tests that hold for both: the sidecar
 (`Exporter`, aiohttp, its own port) and `ExporterEndpoints` mounted at `PREFIX` in a FastAPI
-application served by uvicorn. Both are real servers on real sockets, started and stopped
-alike, with `url` the base every endpoint's path is appended to."""
+application. `exporter_on()`: both on real sockets (the mount served by uvicorn in a thread),
+started and stopped alike, with `url` the base every endpoint's path is appended to.
+`raw_client()`: both in the test's own loop (the mount over httpx's ASGI transport), so a test
+can drive their collectors, with bodies read as sent (not decompressed)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import uvicorn
+from aiohttp import ClientSession
 from fastapi import FastAPI
 
-from exporter import Exporter
+from exporter import Exporter, create_app
 from exporter.collectors.runner import CollectorRunner
 from exporter.integrations.asgi_endpoints import ExporterEndpoints, exporter_lifespan
 from exporter.server import RUNNER
@@ -102,3 +106,38 @@ async def serving_on(side: str, **options: Any) -> AsyncIterator[Exporter | Moun
         yield served
     finally:
         await served.stop()
+
+
+# GET path with headers -> status, headers, body as sent
+Fetch = Callable[[str, Mapping[str, str]], Awaitable[tuple[int, Mapping[str, str], bytes]]]
+
+
+@asynccontextmanager
+async def raw_client(
+    side: str, aiohttp_client: Any, **options: Any
+) -> AsyncIterator[tuple[Fetch, CollectorRunner]]:
+    """A started exporter with `options` in this loop: how to GET from it, and its runner."""
+    if side == "mount":
+        endpoints = ExporterEndpoints(**options)
+        app = mounted_app(endpoints)
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url=f"http://app{PREFIX}") as http,
+        ):
+
+            async def from_mount(path: str, headers: Mapping[str, str]) -> Any:
+                async with http.stream("GET", path, headers=dict(headers)) as answer:
+                    body = b"".join([part async for part in answer.aiter_raw()])
+                    return answer.status_code, answer.headers, body
+
+            yield from_mount, endpoints.runner
+        return
+    client = await aiohttp_client(create_app(**options))
+    async with ClientSession(auto_decompress=False) as session:
+
+        async def from_sidecar(path: str, headers: Mapping[str, str]) -> Any:
+            async with session.get(client.make_url(path), headers=headers) as answer:
+                return answer.status, answer.headers, await answer.read()
+
+        yield from_sidecar, client.app[RUNNER]
