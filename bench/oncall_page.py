@@ -104,7 +104,7 @@ async def measure(records: int, fingerprints: int, requests: int) -> None:
         baseline = await timed_gets(f"{exporter.url}/slow-queries?limit=100", requests)
     finally:
         await exporter.stop()
-    from exporter.oncall.page import ONCALL_PAGE
+    from exporter.oncall.web import ONCALL_PAGE
 
     renderer = exporter._app[ONCALL_PAGE]
     cpu_times = []

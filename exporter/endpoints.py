@@ -1,18 +1,21 @@
-"""What `/metrics`, `/readyz` and `/slow-queries` answer, without a web framework: the aiohttp
-server (`exporter.server`) and the ASGI app mounted inside an application
+"""What `/metrics`, `/probe`, `/readyz` and `/slow-queries` answer, without a web framework: the
+aiohttp server (`exporter.server`) and the ASGI app mounted inside an application
 (`exporter.integrations.asgi_endpoints`) both serve these."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter.collectors.exposition import SnapshotStore, prerendered, render
+from exporter.collectors.runner import CollectorRunner
 from exporter.gzip_parts import EMPTY, deflate, gzip_member
 from exporter.metrics import Metrics
 from exporter.multiprocess import FoldingCollector
@@ -21,6 +24,24 @@ from exporter.slowlog import params
 from exporter.slowlog.log import SlowQueryLog
 
 MAX_LIMIT = 1000  # records and aggregates in one /slow-queries answer
+TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What an endpoint answers, for a web framework to send as it is."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def compressed(self) -> bool:
+        return "Content-Encoding" in self.headers
+
+
+def text_answer(status: int, line: str) -> Answer:
+    return Answer(status, line.encode(), {"Content-Type": TEXT})
 
 
 def scraped_registry(metrics: Metrics) -> CollectorRegistry:
@@ -68,6 +89,28 @@ def metrics_gzip(
     return gzip_member([deflate(head), rendered, _DEFLATED_EOF if tail else EMPTY]), content_type
 
 
+def wants_gzip(accept_encoding: str) -> bool:
+    """Whether a request's `Accept-Encoding` asks for gzip, matched as aiohttp matches it (a
+    substring), so the sidecar and the mounted endpoints agree on every header."""
+    return "gzip" in accept_encoding.lower()
+
+
+def metrics_answer(
+    registry: CollectorRegistry,
+    snapshot: SnapshotStore | None,
+    accept: str,
+    accept_encoding: str,
+    names: Sequence[str] | None = None,
+) -> Answer:
+    """`/metrics`: gzipped when the request accepts it (Prometheus always does), from the
+    snapshot's parts deflated when its collectors ran; otherwise plain."""
+    if wants_gzip(accept_encoding):
+        body, content_type = metrics_gzip(registry, snapshot, accept, names)
+        return Answer(200, body, {"Content-Type": content_type, "Content-Encoding": "gzip"})
+    body, content_type = metrics_body(registry, snapshot, accept, names)
+    return Answer(200, body, {"Content-Type": content_type})
+
+
 _EOF = b"# EOF\n"
 _DEFLATED_EOF = deflate(_EOF)
 
@@ -87,6 +130,34 @@ def _before_eof(body: bytes, more: bool) -> tuple[bytes, bytes]:
     if more and body.endswith(_EOF):
         return body[: -len(_EOF)], _EOF
     return body, b""
+
+
+NOT_ONE_TARGET = "give exactly one target: /probe?target=<name>\n"
+UNKNOWN_TARGET = "unknown target: name a configured or discovered database (see /readyz)\n"
+
+
+async def probe_answer(
+    metrics: Metrics,
+    runner: CollectorRunner,
+    targets: Sequence[str],
+    accept: str,
+    accept_encoding: str,
+) -> Answer:
+    """`/probe?target=<name>`, postgres_exporter's multi-target pattern: the metrics of one
+    configured (or discovered) database. Never a DSN from the request, never a connection:
+    the answer is that database's last snapshot. A bad target is a 400 with one line that
+    does not echo it (it may be a mistyped DSN). Gzipped when asked, in a worker thread (a
+    database with a thousand indexes is a megabyte: milliseconds of CPU off the loop)."""
+    if len(targets) != 1:
+        return text_answer(400, NOT_ONE_TARGET)
+    worker = runner.worker(targets[0])
+    if worker is None:
+        return text_answer(400, UNKNOWN_TARGET)
+    body, content_type = probe_body(metrics, runner.store, worker.name, accept)
+    if not wants_gzip(accept_encoding):
+        return Answer(200, body, {"Content-Type": content_type})
+    gzipped = await asyncio.to_thread(lambda: gzip_member([deflate(body)]))
+    return Answer(200, gzipped, {"Content-Type": content_type, "Content-Encoding": "gzip"})
 
 
 def probe_body(

@@ -18,16 +18,16 @@ from prometheus_client import CollectorRegistry
 
 from exporter.collectors.runner import CollectorRunner
 from exporter.endpoints import (
-    metrics_body,
-    metrics_gzip,
-    probe_body,
+    Answer,
+    metrics_answer,
+    probe_answer,
     readiness,
     scraped_registry,
 )
 from exporter.errors import UserError
 from exporter.metrics import Metrics, default_metrics
 from exporter.oncall.page import OnCallPage
-from exporter.oncall.page import add_routes as add_page_routes
+from exporter.oncall.web import add_routes as add_page_routes
 from exporter.settings import (
     DEFAULT_LISTEN,
     Compatibility,
@@ -80,42 +80,27 @@ async def _runner_ctx(app: web.Application) -> AsyncIterator[None]:
     await runner.stop()
 
 
+def _response(answer: Answer) -> web.Response:
+    response = web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+    if answer.status == 200 and not answer.compressed:
+        response.enable_compression()  # deflate for a client that asks for it alone
+    return response
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
     accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
     names = request.query.getall("name[]", [])  # `?name[]=...` filters by name
+    encoding = request.headers.get(hdrs.ACCEPT_ENCODING, "")
     scraped, store = request.app[SCRAPED], request.app[RUNNER].store
-    # Prometheus asks for gzip: the collectors' part is compressed already. Matched as
-    # aiohttp matches it (a substring), which serves anything else (deflate) as before.
-    if "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "").lower():
-        body, content_type = metrics_gzip(scraped, store, accept, names)
-        headers = {hdrs.CONTENT_TYPE: content_type, hdrs.CONTENT_ENCODING: "gzip"}
-        return web.Response(body=body, headers=headers)
-    body, content_type = metrics_body(scraped, store, accept, names)
-    response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
-    response.enable_compression()
-    return response
+    return _response(metrics_answer(scraped, store, accept, encoding, names))
 
 
 async def probe(request: web.Request) -> web.Response:
-    """postgres_exporter's multi-target pattern: the metrics of one configured (or discovered)
-    database, named by `target`. Never a DSN from the request, never a connection: the answer
-    is that database's last snapshot. The target is not echoed (it may be a mistyped DSN)."""
-    targets = request.query.getall("target", [])
-    if len(targets) != 1:
-        return web.Response(status=400, text="give exactly one target: /probe?target=<name>\n")
-    worker = request.app[RUNNER].worker(targets[0])
-    if worker is None:
-        return web.Response(
-            status=400,
-            text="unknown target: name a configured or discovered database (see /readyz)\n",
-        )
     accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
-    body, content_type = probe_body(
-        request.app[METRICS], request.app[RUNNER].store, worker.name, accept
-    )
-    response = web.Response(body=body, headers={"Content-Type": content_type})
-    response.enable_compression()
-    return response
+    encoding = request.headers.get(hdrs.ACCEPT_ENCODING, "")
+    targets = request.query.getall("target", [])
+    runner, metrics = request.app[RUNNER], request.app[METRICS]
+    return _response(await probe_answer(metrics, runner, targets, accept, encoding))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -7,19 +7,19 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+from mounted import MountedExporter, serving_on
 
 from exporter import Exporter
 from exporter.slowlog import SlowQueryLog
 
 
 @asynccontextmanager
-async def serving(log: SlowQueryLog | None = None, **options: Any) -> AsyncIterator[Exporter]:
-    exporter = Exporter(listen="127.0.0.1:0", slow_log=log, **options)
-    await exporter.start()
-    try:
+async def serving(
+    log: SlowQueryLog | None = None, side: str = "sidecar", **options: Any
+) -> AsyncIterator[Exporter | MountedExporter]:
+    """An exporter serving `log` (mounted.SIDES: the sidecar or the mounted endpoints)."""
+    async with serving_on(side, slow_log=log, **options) as exporter:
         yield exporter
-    finally:
-        await exporter.stop()
 
 
 async def get(url: str, **options: Any) -> tuple[int, str]:

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import litestar
 import pytest
-from collector_helpers import by_label
+from browser import visible_text
+from collector_helpers import by_label, gunzip_one_member
 from fastapi import BackgroundTasks, FastAPI
 from fastapi.responses import StreamingResponse
 from litestar.types import Receive as LitestarReceive
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, selectinload
 from starlette.applications import Starlette
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -527,6 +529,65 @@ async def test_endpoints_served_on_their_own_answer_the_lifespan_events(
     await events.put({"type": "lifespan.shutdown"})
     await asyncio.wait_for(lifespan, 10)
     assert answers == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+SECRET = "S3cret-Passw0rd"
+
+
+async def test_mounted_page_and_answers_leak_no_secret_and_gzip_passes_the_apps_middleware(
+    metrics: Metrics, slow_log: SlowQueryLog, fresh_database: Any
+) -> None:
+    """Mounted, the page shares the application's origin and, unless the application guards
+    the prefix, its audience: no DSN password on any answer (a reachable database whose DSN
+    carries one, an unreachable one whose error could quote it), no script may run on the
+    page. An application that gzips its own answers (Starlette's GZipMiddleware) sends the
+    exporter's gzip as it is, one gzip member, not gzipped twice."""
+    with_secret = fresh_database.set(password=SECRET)
+    databases = [
+        database("main", with_secret),
+        database("gone", f"postgresql://postgres:{SECRET}@127.0.0.1:1/x"),
+    ]
+    endpoints = ExporterEndpoints(databases=databases, metrics=metrics, slow_log=slow_log)
+    app = FastAPI(lifespan=exporter_lifespan(endpoints))
+    app.add_middleware(GZipMiddleware, minimum_size=100)
+    app.mount("/db-exporter", endpoints)
+    async with app.router.lifespan_context(app), client(app) as http:
+        for _ in range(100):
+            states = endpoints.runner.states()
+            if states["main"].ok and states["gone"].ok is False:
+                break
+            await asyncio.sleep(0.05)
+        answers = {
+            path: await http.get(f"/db-exporter{path}")
+            for path in ("/", "/?window=all", "/readyz", "/metrics", "/probe?target=gone",
+                         "/probe?target=main", "/slow-queries")
+        }  # fmt: skip
+        async with http.stream(
+            "GET", "/db-exporter/metrics", headers={"Accept-Encoding": "gzip"}
+        ) as scrape:
+            gzipped = b"".join([part async for part in scrape.aiter_raw()])
+    for path, answer in answers.items():
+        assert answer.status_code == (503 if path == "/readyz" else 200), path
+        assert SECRET not in answer.text, path
+    assert "ConnectionRefusedError" in answers["/readyz"].text
+    page = answers["/"]
+    assert "main database up" in visible_text(page.text)
+    assert "gone database down" in visible_text(page.text)
+    assert "script-src" not in page.headers["content-security-policy"]
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert scrape.headers["content-encoding"] == "gzip"
+    assert b'db_up{database="main"} 1.0' in gunzip_one_member(gzipped)
+
+
+async def test_the_mount_itself_leads_to_the_page_below_it(metrics: Metrics) -> None:
+    """Served as a raw ASGI app below a prefix (no framework to add the slash), the prefix
+    alone redirects to the page at `prefix/`, query kept, where the page's relative links
+    resolve below the prefix."""
+    endpoints = ExporterEndpoints(metrics=metrics)
+    async with client(endpoints, root_path="/ops/db") as http:
+        answer = await http.get("/ops/db?window=15m")
+        assert (answer.status_code, answer.headers["location"]) == (308, "/ops/db/?window=15m")
+        assert (await http.get("/ops/db/?window=15m")).status_code == 200
 
 
 def test_mounted_endpoints_load_no_web_server() -> None:

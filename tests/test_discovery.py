@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from collector_helpers import dsn, execute, until
+from collector_helpers import dsn, execute, gunzip_one_member, until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mounted import SIDES, exporter_on
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from sockets import connections_to
@@ -30,7 +31,6 @@ from exporter.collectors.discovery import chosen
 from exporter.collectors.postmaster import PostmasterCollector
 from exporter.collectors.runner import CollectorRunner
 from exporter.collectors.runner import _lock_parts as lock_parts
-from exporter.server import Exporter
 from exporter.settings import (
     ConfigError,
     DatabaseSettings,
@@ -354,14 +354,17 @@ def get(base: str, query: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-@pytest.fixture
-def probed(database_url: URL, registry: CollectorRegistry, prefix: str) -> Iterator[str]:
-    """A running exporter (in its own thread) discovering `<prefix>a`: its base URL, once both
-    databases have their series."""
+@pytest.fixture(params=SIDES)
+def probed(
+    request: pytest.FixtureRequest, database_url: URL, registry: CollectorRegistry, prefix: str
+) -> Iterator[str]:
+    """A running exporter (in its own thread; the sidecar, or the endpoints mounted in an
+    application) discovering `<prefix>a`: its base URL, once both databases have their
+    series."""
     execute(database_url, f'CREATE DATABASE "{prefix}a"')
     metrics = Metrics(registry)
-    exporter = Exporter(
-        listen="127.0.0.1:0",
+    exporter = exporter_on(
+        request.param,
         databases=[entry(database_url, include=[f"{prefix}*"])],
         metrics=metrics,
     )
@@ -390,6 +393,15 @@ def test_probe_serves_one_configured_or_discovered_target(probed: str, prefix: s
     families = {f.name: f for f in text_string_to_metric_families(body)}
     assert status == 200
     assert families[SERVER_WIDE].samples[0].labels["database"] == "main"
+
+    # Gzipped when asked, as one gzip member (Prometheus asks).
+    query = "?" + urllib.parse.urlencode({"target": a})
+    request = urllib.request.Request(f"{probed}/probe{query}", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        gunzipped = gunzip_one_member(response.read()).decode()
+    families = {f.name: f for f in text_string_to_metric_families(gunzipped)}
+    assert [(s.labels, s.value) for s in families["db_up"].samples] == [({"database": a}, 1)]
 
 
 @pytest.mark.parametrize(

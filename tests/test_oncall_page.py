@@ -4,14 +4,16 @@ a real PostgreSQL; bad records, bad parameters, basic auth and TLS over real HTT
 from __future__ import annotations
 
 import asyncio
+import html
 import http.client
 import re
 import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin, urlsplit
 
+import aiohttp
 import pytest
 import source_lines
 from alembic.script import ScriptDirectory
@@ -21,6 +23,7 @@ from certs import Certs
 from collector_helpers import dsn, execute, run_collector, until
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mounted import SIDES, exporter_on, runner_of
 from pg_cluster import PrivateCluster
 from prometheus_client import CollectorRegistry
 from served_pages import get, serving
@@ -29,7 +32,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from test_webconfig import _client_context, _tls_block
 
-from exporter import Exporter, Metrics, instrument, uninstrument
+from exporter import Metrics, instrument, uninstrument
 from exporter.collectors import COLLECTORS
 from exporter.collectors.exposition import SnapshotStore
 from exporter.collectors.indexes import IndexesCollector
@@ -39,7 +42,6 @@ from exporter.oncall.indexes import IndexesToFix
 from exporter.oncall.markup import ms
 from exporter.oncall.recent import EVERY_SECONDS, KEPT, WINDOW_SECONDS, PoolHistory, PoolTotals
 from exporter.oncall.records import Reader, Window
-from exporter.server import RUNNER
 from exporter.settings import (
     CollectorsSettings,
     CustomQuerySettings,
@@ -66,9 +68,9 @@ def slow_log(**settings: Any) -> SlowQueryLog:
     return SlowQueryLog(SlowQuerySettings(**settings), Metrics(CollectorRegistry()))
 
 
-async def answer(log: SlowQueryLog, query: str = "") -> tuple[int, str]:
+async def answer(log: SlowQueryLog, query: str = "", side: str = "sidecar") -> tuple[int, str]:
     """`GET /?query` from an exporter serving `log`."""
-    async with serving(log) as exporter:
+    async with serving(log, side) as exporter:
         return await get(f"{exporter.url}/?{query}")
 
 
@@ -111,7 +113,8 @@ def _invalid_index(url: URL) -> None:
 
 
 @needs_chromium
-async def test_the_page_from_health_to_the_index_to_fix(fresh_database: URL) -> None:
+@pytest.mark.parametrize("side", SIDES)
+async def test_the_page_from_health_to_the_index_to_fix(fresh_database: URL, side: str) -> None:
     execute(fresh_database, *SETUP)
     _invalid_index(fresh_database)
     log = slow_log(threshold_ms=100)
@@ -125,7 +128,8 @@ async def test_the_page_from_health_to_the_index_to_fix(fresh_database: URL) -> 
         DatabaseSettings(name="gone", dsn="postgresql://postgres@127.0.0.1:1/x"),
     ]
     page_settings = PageSettings(grafana_url=GRAFANA)
-    async with serving(log, metrics=metrics, databases=databases, page=page_settings) as exporter:
+    served = serving(log, side, metrics=metrics, databases=databases, page=page_settings)
+    async with served as exporter:
         try:
             with engine.connect() as conn, context(route=QUOTED_ROUTE):
                 conn.execute(text(f'SELECT pg_sleep(0.12), count(*) AS "{SCRIPT}" FROM accounts'))
@@ -133,7 +137,7 @@ async def test_the_page_from_health_to_the_index_to_fix(fresh_database: URL) -> 
                 for i in range(10):
                     conn.execute(text("SELECT owner FROM accounts WHERE id = :id"), {"id": i})
             log.flush()
-            runner = exporter._app[RUNNER]
+            runner = runner_of(exporter)
             enabled = [name for name in COLLECTORS if getattr(collectors, name).enabled]
             await until(
                 lambda: all(runner.store.runs(name) for name in enabled), "every collector ran"
@@ -141,9 +145,9 @@ async def test_the_page_from_health_to_the_index_to_fix(fresh_database: URL) -> 
             await until(lambda: runner.states()["gone"].ok is False, "the check of 'gone' failed")
             dom = await asyncio.to_thread(rendered_dom, f"{exporter.url}/?window=15m")
             _, served = await get(f"{exporter.url}/?window=15m")
-            artifact("oncall-page.html").write_text(served)  # to look at again, offline
+            artifact(f"oncall-page-{side}.html").write_text(served)  # to look at offline
             for width in (1400, 390):
-                name = f"oncall-page-{width}.png"
+                name = f"oncall-page-{side}-{width}.png"
                 await asyncio.to_thread(screenshot, f"{exporter.url}/?window=15m", name, width)
         finally:
             uninstrument(engine)
@@ -200,10 +204,39 @@ async def test_the_page_from_health_to_the_index_to_fix(fresh_database: URL) -> 
     assert "pg_stat_statements is not readable yet." in page
 
 
+@needs_chromium
+@pytest.mark.parametrize("side", SIDES)
+async def test_every_link_of_the_page_leads_below_where_it_is_served(side: str) -> None:
+    """The page's links to the exporter's own endpoints, and its form, resolve (as Chromium
+    resolves them) below the prefix the page is served at and answer there; its anchors name
+    elements of the page."""
+    log = slow_log()
+    keep(log, record(), record(kind="n_plus_one", repeats=10))
+    log.aggregates.add(record(), 1000)
+    async with serving(log, side) as exporter:
+        page = f"{exporter.url}/"
+        dom = await asyncio.to_thread(rendered_dom, page)
+        links = [html.unescape(link) for link in re.findall(r'(?:href|src|action)="([^"]*)"', dom)]
+        own = [urljoin(page, link) for link in links if not link.startswith(("#", "https://"))]
+        assert sorted(own) == sorted(f"{exporter.url}/{path}" for path in OWN_LINKS), links
+        for url in own:
+            status, _ = await get(url)
+            assert status == 200, url
+        for anchor in (link[1:] for link in links if link.startswith("#")):
+            assert f'id="{anchor}"' in dom, anchor
+        # The prefix without its slash leads to the page, where the relative links work.
+        async with aiohttp.ClientSession() as session, session.get(exporter.url) as response:
+            assert (response.status, response.url.path) == (200, urlsplit(page).path)
+
+
+OWN_LINKS = ["", "metrics", "slow-queries", "readyz"]  # the form's action, then the nav
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 
-async def test_records_of_any_shape_are_shown_never_a_500() -> None:
+@pytest.mark.parametrize("side", SIDES)
+async def test_records_of_any_shape_are_shown_never_a_500(side: str) -> None:
     log = slow_log(ring_buffer_max_bytes=64 * 1024 * 1024)
     huge = "SELECT " + "x, " * (10 * 1024 * 1024 // 3) + "1"  # 10 MB of SQL
     markup = "<img src=x onerror=alert(1)>"
@@ -229,7 +262,7 @@ async def test_records_of_any_shape_are_shown_never_a_500() -> None:
     )  # fmt: skip
     metrics = Metrics(CollectorRegistry())
     metrics.pool_timeouts.labels(markup).inc()  # an application's database named so
-    async with serving(log, metrics=metrics) as exporter:
+    async with serving(log, side, metrics=metrics) as exporter:
         status, page = await get(f"{exporter.url}/?window=all")
     assert status == 200
     assert "<h3>&lt;img src=x onerror=alert(1)&gt;</h3>" in page  # its health card
@@ -282,19 +315,21 @@ async def test_an_empty_log_and_no_database() -> None:
         ("refresh=-5", "refresh must be a whole number from 5 to 3600"),
     ],
 )
-async def test_bad_parameters_are_a_400_naming_them(query: str, message: str) -> None:
-    status, body = await answer(slow_log(), query)
+@pytest.mark.parametrize("side", SIDES)
+async def test_bad_parameters_are_a_400_naming_them(query: str, message: str, side: str) -> None:
+    status, body = await answer(slow_log(), query, side)
     assert (status, body.count("\n")) == (400, 1)
     assert body.startswith(message)
 
 
-async def test_refresh_and_window_are_kept_in_the_page() -> None:
-    status, page = await answer(slow_log(), "window=90m&refresh=30")
+@pytest.mark.parametrize("side", SIDES)
+async def test_refresh_and_window_are_kept_in_the_page(side: str) -> None:
+    status, page = await answer(slow_log(), "window=90m&refresh=30", side)
     assert status == 200
     assert '<meta http-equiv="refresh" content="30">' in page
     assert '<option value="90m" selected>' in page
     assert "last 90m" in page
-    status, page = await answer(slow_log(), "refresh=")
+    status, page = await answer(slow_log(), "refresh=", side)
     assert (status, "http-equiv" in page) == (200, False)
 
 
@@ -320,11 +355,13 @@ async def test_the_page_behind_basic_auth_and_tls(tmp_path: Path, certs: Certs) 
     assert "0123456789abcdef" in page
 
 
-def test_fuzzed_query_parameters_never_a_500() -> None:
+@pytest.mark.parametrize("side", SIDES)
+def test_fuzzed_query_parameters_never_a_500(side: str) -> None:
     log = slow_log()
     keep(log, record(), record(kind="n_plus_one", repeats=10))
-    exporter = Exporter(listen="127.0.0.1:0", slow_log=log)
+    exporter = exporter_on(side, slow_log=log)
     exporter.start_in_thread()
+    page = urlsplit(exporter.url).path + "/"
     names = st.sampled_from(["window", "refresh", "window[]", "", "x"])
     values = st.one_of(
         st.text(max_size=40),
@@ -337,7 +374,7 @@ def test_fuzzed_query_parameters_never_a_500() -> None:
     def check(pairs: list[tuple[str, str]]) -> None:
         connection = http.client.HTTPConnection(exporter.host, exporter.port, timeout=30)
         try:
-            connection.request("GET", "/?" + urlencode(pairs))
+            connection.request("GET", page + "?" + urlencode(pairs))
             response = connection.getresponse()
             body = response.read().decode()
         finally:
@@ -375,7 +412,7 @@ async def test_health_shows_a_saturated_pool_its_timeouts_a_failing_collector_an
         election=ElectionSettings(enabled=False),
     )
     async with serving(slow_log(), metrics=metrics, databases=[database]) as exporter:
-        runner = exporter._app[RUNNER]
+        runner = runner_of(exporter)
         await until(lambda: bool(runner.store.runs("migrations")), "the migrations collector ran")
         await until(
             lambda: any(j.failure for w in runner.workers for j in w.jobs),
@@ -476,7 +513,7 @@ async def test_a_statement_two_roles_run_is_one_top_row_naming_both(
     collectors = CollectorsSettings(statements=StatementsCollectorSettings())
     settings = DatabaseSettings(name="main", dsn=dsn(url), collectors=collectors)
     async with serving(metrics=Metrics(CollectorRegistry()), databases=[settings]) as exporter:
-        runner = exporter._app[RUNNER]
+        runner = runner_of(exporter)
         await until(lambda: bool(runner.store.runs("statements")), "the statements collector ran")
         _, page = await get(f"{exporter.url}/")
     opening = f'<tr id="queryid-{queryid}">'

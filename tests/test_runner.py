@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 import pytest
-from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient
 from collector_helpers import (
     dsn,
@@ -22,6 +21,7 @@ from collector_helpers import (
     until,
     wait_for,
 )
+from mounted import SIDES, raw_client
 from pg_cluster import private_cluster
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -47,7 +47,6 @@ from exporter.collectors.runner import (
 )
 from exporter.dsn import async_url
 from exporter.gzip_parts import Deflated
-from exporter.server import RUNNER
 from exporter.settings import (
     CollectorSettings,
     CollectorsSettings,
@@ -338,59 +337,62 @@ async def test_metrics_serves_collector_series_for_several_databases(
     assert "db_up" not in filtered
 
 
+@pytest.mark.parametrize("side", SIDES)
 async def test_every_format_and_encoding_is_the_uncached_rendering_before_and_after_a_run(
-    aiohttp_client: Client, registry: CollectorRegistry, fresh_database: URL
+    aiohttp_client: Client, registry: CollectorRegistry, fresh_database: URL, side: str
 ) -> None:
     """What prometheus_client renders of the whole registry (the store's families included,
     nothing pre-rendered or cached) is what `/metrics` serves, plain and gzipped, in both
-    formats; and a collector run shows in the very next scrape."""
+    formats, from the sidecar and from the endpoints mounted in an application; and a
+    collector run shows in the very next scrape."""
     execute(fresh_database, "CREATE TABLE t (id int PRIMARY KEY)")
     metrics = Metrics(registry)
     hourly = {"indexes": {"interval_seconds": 3600}}
     only_indexes = {name: {"enabled": False} for name in COLLECTORS if name != "indexes"}
     db = database("main", fresh_database, collectors={**only_indexes, **hourly})
-    client = await aiohttp_client(create_app(metrics, [db]))
-    await until(lambda: status(metrics, "indexes")[0] == 1)
-    openmetrics_accept = "application/openmetrics-text; version=1.0.0"
     variants = [
         (accept, encoding)
-        for accept in ("", openmetrics_accept)
+        for accept in ("", "application/openmetrics-text; version=1.0.0")
         for encoding in ("identity", "gzip")
     ]
+    async with raw_client(side, aiohttp_client, metrics=metrics, databases=[db]) as (get, runner):
+        await until(lambda: status(metrics, "indexes")[0] == 1)
 
-    async def scrape_all() -> list[bytes]:
-        bodies = []
-        async with ClientSession(auto_decompress=False) as session:
+        async def scrape_all() -> list[bytes]:
+            bodies = []
             for accept, encoding in variants:
-                headers = {"Accept": accept, "Accept-Encoding": encoding}
-                async with session.get(client.make_url("/metrics"), headers=headers) as answer:
-                    body = await answer.read()
-                    if encoding == "gzip":
-                        assert answer.headers["Content-Encoding"] == "gzip"
-                        body = gunzip_one_member(body)
-                    else:
-                        assert "Content-Encoding" not in answer.headers
-                    bodies.append(body)
-        uncached = [generate_latest(registry), generate_openmetrics(registry)]
-        assert bodies == [uncached[0], uncached[0], uncached[1], uncached[1]]
-        return bodies
+                _, headers, body = await get(
+                    "/metrics", {"Accept": accept, "Accept-Encoding": encoding}
+                )
+                if encoding == "gzip":
+                    assert headers["Content-Encoding"] == "gzip"
+                    body = gunzip_one_member(body)
+                else:
+                    assert "Content-Encoding" not in headers
+                bodies.append(body)
+            uncached = [generate_latest(registry), generate_openmetrics(registry)]
+            assert bodies == [uncached[0], uncached[0], uncached[1], uncached[1]]
+            return bodies
 
-    before = await scrape_all()
-    assert all(b'indexrelname="t_pkey"' in body for body in before)
-    assert not any(b"t_later" in body for body in before)
+        before = await scrape_all()
+        assert all(b'indexrelname="t_pkey"' in body for body in before)
+        assert not any(b"t_later" in body for body in before)
 
-    execute(fresh_database, "CREATE INDEX t_later ON t (id)")
-    worker = client.app[RUNNER].workers[0]
-    assert await worker.run_collector(worker.jobs[0])
-    after = await scrape_all()
-    assert all(b'indexrelname="t_later"' in body for body in after)
+        execute(fresh_database, "CREATE INDEX t_later ON t (id)")
+        worker = runner.workers[0]
+        assert await worker.run_collector(worker.jobs[0])
+        after = await scrape_all()
+        assert all(b'indexrelname="t_later"' in body for body in after)
 
-    # A client asking for deflate alone still gets it, from aiohttp, as before.
-    async with ClientSession(auto_decompress=False) as session:
-        headers = {"Accept-Encoding": "deflate"}
-        async with session.get(client.make_url("/metrics"), headers=headers) as answer:
-            assert answer.headers["Content-Encoding"] == "deflate"
-            assert zlib.decompress(await answer.read()) == after[0]
+        # A client asking for deflate alone: the sidecar's aiohttp deflates, as before; the
+        # mount leaves compression to the application.
+        _, headers, body = await get("/metrics", {"Accept-Encoding": "deflate"})
+        if side == "sidecar":
+            assert headers["Content-Encoding"] == "deflate"
+            body = zlib.decompress(body)
+        else:
+            assert "Content-Encoding" not in headers
+        assert body == after[0]
 
 
 async def test_disabled_collector_does_not_run(

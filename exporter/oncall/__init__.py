@@ -6,6 +6,6 @@ latency chart as inline SVG), `recent` (pool counters over the last minutes), `h
 strip: databases, pools, collectors, migrations), `indexes` (indexes to fix, from the
 collectors' snapshot), `top` (pg_stat_statements' top statements); their HTML in `markup`
 (escaping, tables, links), `health_html`, `statements_html`, `tables_html`, `style` and
-`render` (the page around them); `page`, the aiohttp handler. Everything is read from
-memory; nothing here talks to a database.
+`render` (the page around them); `page`, the answer to a request for any web framework, and
+`web`, its aiohttp route. Everything is read from memory; nothing here talks to a database.
 """

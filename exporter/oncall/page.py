@@ -1,16 +1,17 @@
 """`GET /`: the on-call page, gathered from memory and rendered in a worker thread, so a large
-log never holds up the event loop (in an application's own loop, the host's requests)."""
+log never holds up the event loop (in an application's own loop, the host's requests). No web
+framework here: the sidecar (`exporter.oncall.web`, aiohttp) and the endpoints mounted in an
+application (`exporter.integrations.asgi_endpoints`) send what `answer()` gives."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import suppress
-
-from aiohttp import web
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
 
 from exporter.collectors.runner import CollectorRunner
+from exporter.endpoints import Answer, text_answer
 from exporter.metrics import Metrics
 from exporter.oncall import health, records, render, top
 from exporter.oncall.health_html import collectors_section, health_section
@@ -81,36 +82,42 @@ class OnCallPage:
         ]
         return render.page(query, sections, now)
 
+    async def answer(self, query: Mapping[str, str]) -> Answer:
+        """The page for the request's query, or a 400 with one line naming a bad parameter.
+        Its links are relative, so they work below any prefix the page is served at."""
+        try:
+            parsed = page_query(query)
+        except BadParameter as exc:
+            return text_answer(400, f"{exc}\n")
+        html = await asyncio.to_thread(self.render, parsed)
+        return Answer(200, html.encode(), {"Content-Type": HTML, **PAGE_HEADERS})
 
-ONCALL_PAGE = web.AppKey("oncall_page", OnCallPage)
+    @asynccontextmanager
+    async def sampling(self) -> AsyncIterator[None]:
+        """The pool counters' history (the health strip's recent checkouts), sampled while
+        inside."""
+
+        async def sample_forever() -> None:
+            while True:
+                self.history.sample()
+                await asyncio.sleep(EVERY_SECONDS)
+
+        task = asyncio.create_task(sample_forever(), name="db-exporter:pool-history")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
 
 
-async def index_page(request: web.Request) -> web.Response:
-    try:
-        query = page_query(request.query)
-    except BadParameter as exc:
-        raise web.HTTPBadRequest(text=f"{exc}\n") from None
-    html = await asyncio.to_thread(request.app[ONCALL_PAGE].render, query)
-    return web.Response(text=html, content_type="text/html")
-
-
-async def _sample_pools(app: web.Application) -> AsyncIterator[None]:
-    """The pool counters' history, sampled for the app's lifetime."""
-    history = app[ONCALL_PAGE].history
-
-    async def sample_forever() -> None:
-        while True:
-            history.sample()
-            await asyncio.sleep(EVERY_SECONDS)
-
-    task = asyncio.create_task(sample_forever(), name="db-exporter:pool-history")
-    yield
-    task.cancel()
-    with suppress(asyncio.CancelledError):
-        await task
-
-
-def add_routes(app: web.Application, page: OnCallPage) -> None:
-    app[ONCALL_PAGE] = page
-    app.cleanup_ctx.append(_sample_pools)
-    app.router.add_get("/", index_page)
+HTML = "text/html; charset=utf-8"
+# Served from an application's own origin (mounted), a page that ran a script would run it
+# beside the application's cookies: the page has no script, so none may run, and nothing is
+# loaded from elsewhere. Its style is inline; its form submits to itself.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+}

@@ -30,21 +30,23 @@ def _form(query: PageQuery) -> str:
     if query.refresh is not None and query.refresh not in REFRESH_CHOICES:
         refresh += f'<option value="{query.refresh}" selected>{query.refresh} s</option>'
     return (
-        '<form method="get" action="/"><label>Window <select name="window">'
+        '<form method="get" action="./"><label>Window <select name="window">'
         f'{windows}</select></label> <label>Refresh <select name="refresh">{refresh}'
         "</select></label> <button>Show</button></form>"
     )
 
 
 def page(query: PageQuery, sections: list[str], now: float) -> str:
+    """Every link to the exporter's own endpoints is relative: the same page works at `/` of
+    the sidecar and below the prefix an application mounts the endpoints at."""
     refresh = f'<meta http-equiv="refresh" content="{query.refresh}">' if query.refresh else ""
     nav = " &middot; ".join(
         f'<a href="{href}">{label}</a>'
         for href, label in (
             ("#health", "Health"), ("#slow-statements", "Slow statements"),
             ("#n-plus-one", "N+1"), ("#indexes", "Indexes"),
-            ("#top-statements", "Top statements"), ("/metrics", "/metrics"),
-            ("/slow-queries", "/slow-queries"), ("/readyz", "/readyz"),
+            ("#top-statements", "Top statements"), ("metrics", "/metrics"),
+            ("slow-queries", "/slow-queries"), ("readyz", "/readyz"),
         )
     )  # fmt: skip
     return (
