@@ -46,7 +46,7 @@ log = logging.getLogger("exporter.slowlog")
 _STOP = object()
 # The settings that decide where records are written: when one changes, the sinks are remade.
 _SINK_FIELDS = ("stdout", "file", "file_max_bytes", "file_backups")
-# How long fork() waits for apply() and the writer to finish what they are doing (a line to a
+# How long fork() waits for apply() and the writers to finish what they are doing (a line to a
 # sink, usually microseconds); past it (a sink blocked: stdout's reader stopped) it forks anyway.
 FORK_WAIT_SECONDS = 1.0
 
@@ -276,10 +276,10 @@ class SlowQueryLog:
 
     # -- fork() (the hooks are `_watch_forks`'s) ------------------------------------------
 
-    def _before_fork(self) -> None:
-        """Wait until apply() and the writer are between two operations, so that the sinks,
-        the hand-over writer and the settings, which the child keeps, are whole."""
-        deadline = time.monotonic() + FORK_WAIT_SECONDS
+    def _before_fork(self, deadline: float) -> None:
+        """Wait (until `deadline`, a monotonic() reading) for apply() and the writer to be
+        between two operations, so that the sinks, the hand-over writer and the settings,
+        which the child keeps, are whole."""
         for lock in (self._apply_lock, self._sinks_lock):  # apply() takes them in this order
             if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 self._held_for_fork.append(lock)
@@ -395,8 +395,9 @@ def _watch_forks(slow_log: SlowQueryLog) -> None:
 
 def _before_fork() -> None:
     _logs_lock.acquire()  # released by both sides after the fork
+    deadline = time.monotonic() + FORK_WAIT_SECONDS  # one wait for them all
     for each in _logs:
-        each._before_fork()
+        each._before_fork(deadline)
 
 
 def _after_fork_in_parent() -> None:
