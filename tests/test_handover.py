@@ -77,9 +77,14 @@ class Deployment:
     """gunicorn with `workers` workers running APP, and the sidecar, as the README sets them up:
     PROMETHEUS_MULTIPROC_DIR in the environment of both."""
 
-    def __init__(self, tmp_path: Path, database_url: URL, workers: int) -> None:
+    def __init__(
+        self, tmp_path: Path, database_url: URL, workers: int, app: str = APP, preload: bool = False
+    ) -> None:
         self.cwd = tmp_path
-        (tmp_path / "app.py").write_text(APP)
+        (tmp_path / "app.py").write_text(app)
+        self.preload = preload
+        if preload:  # the master imports the application, then forks the workers
+            (tmp_path / "gunicorn.conf.py").write_text("preload_app = True\n")
         self.directory = tmp_path / "multiproc"
         self.directory.mkdir()
         dsn = sync_url(database_url).render_as_string(hide_password=False)
@@ -95,8 +100,9 @@ class Deployment:
         self.sidecar_port = free_port()
 
     def start_app(self) -> None:
+        config = ("-c", "gunicorn.conf.py") if self.preload else ()
         self.app = Running(
-            "-w", str(self.workers), "-b", f"127.0.0.1:{self.app_port}", "app:app",
+            *config, "-w", str(self.workers), "-b", f"127.0.0.1:{self.app_port}", "app:app",
             env=self.environment, cwd=self.cwd,
             command=(sys.executable, "-m", "gunicorn"),
         )  # fmt: skip
@@ -215,14 +221,19 @@ def test_slow_statements_and_n_plus_one_of_every_worker_reach_the_sidecar(
     assert f"app.py:{SLOW_LINE}" in page
 
 
-def handed_over(directory: Path) -> set[str]:
-    """The request ids of the records in the hand-over files."""
-    found = set()
+def handed_over_records(directory: Path) -> list[dict[str, Any]]:
+    """The records in the hand-over files."""
+    found = []
     for segment in segments(str(directory)):
         for line in (directory / segment.name).read_bytes().splitlines():
             with suppress(ValueError, KeyError):  # a line being written; a skipped line
-                found.add(json.loads(line)["record"]["context"].get("request_id"))
+                found.append(json.loads(line)["record"])
     return found
+
+
+def handed_over(directory: Path) -> set[str]:
+    """The request ids of the records in the hand-over files."""
+    return {r["context"].get("request_id") for r in handed_over_records(directory)}
 
 
 def test_killed_workers_and_a_restarted_sidecar_lose_nothing_handed_over(
@@ -251,6 +262,156 @@ def test_killed_workers_and_a_restarted_sidecar_lose_nothing_handed_over(
     again = by_request(deployment.wait_for_sidecar("records merged again", complete))
     for request_id, pid in everything.items():
         assert first[request_id]["pid"] == again[request_id]["pid"] == pid
+
+
+# gunicorn's `preload_app`: the master imports the application and runs a slow statement (the
+# warm-up) before it forks the workers, so its slow-query writer thread exists at fork time.
+PRELOADED_APP = (
+    APP
+    + """
+with engine.connect() as conn:
+    conn.execute(text("SELECT pg_sleep(0.15) AS warm_up"))
+engine.dispose()  # the workers open connections of their own (SQLAlchemy's advice for fork)
+"""
+)
+
+
+def test_with_preload_app_every_worker_hands_its_own_records_over(
+    tmp_path: Path, database_url: URL
+) -> None:
+    deployment = Deployment(tmp_path, database_url, workers=3, app=PRELOADED_APP, preload=True)
+    try:
+        deployment.start_app()
+        deployment.start_sidecar()
+        assert deployment.app is not None
+        master = deployment.app.process.pid
+        served = deployment.requests_until_every_worker_served("/slow")
+        assert master not in served.values()
+
+        def complete(answer: dict[str, Any]) -> bool:
+            return set(served) <= set(by_request(answer))
+
+        answer = deployment.wait_for_sidecar("every worker's records merged", complete)
+        found = by_request(answer)
+        for request_id, pid in served.items():
+            assert found[request_id]["pid"] == pid
+            assert found[request_id]["call_site"]["line"] == SLOW_LINE
+        # The master's record, once, as the master's: no worker wrote it again.
+        warm_ups = [r for r in answer["records"] if r["sql"] == "SELECT pg_sleep($1) AS warm_up"]
+        assert [r["pid"] for r in warm_ups] == [master]
+        # Each worker's segments are its own, under its own pid.
+        assert {s.pid for s in segments(str(deployment.directory / "slow-queries"))} == {
+            master,
+            *served.values(),
+        }
+    finally:
+        deployment.close()
+
+
+# Logs 400 slow statements with stdout a pipe of its own that nobody reads yet, so that the
+# writer blocks on it holding its lock, the rest queued; then forks. The child sends its records
+# elsewhere (apply(), which needs the writer's lock), runs its own slow statement and waits
+# for it to be written; the parent then drains the pipe ("writing": from just before the fork,
+# so the writer is busy as it forks; "stuck": only once the child has ended) and reports.
+FORKED = """
+import dataclasses, json, os, sys, threading, time
+from prometheus_client import CollectorRegistry
+from sqlalchemy import create_engine, text
+from exporter import Metrics, instrument
+from exporter.settings import SlowQuerySettings
+from exporter.slowlog import SlowQueryLog
+
+directory, dsn, mode = sys.argv[1:]
+read_end, write_end = os.pipe()
+os.dup2(write_end, 1)
+os.close(write_end)
+drained = []
+
+def drain():
+    with os.fdopen(read_end, "rb") as pipe:
+        drained.extend(pipe)
+
+drainer = threading.Thread(target=drain, daemon=True)
+at_fork = {}  # runs after the slow-query log's own hook (registered later, run earlier)
+os.register_at_fork(before=lambda: at_fork.update(
+    queued=log._queue.qsize(), locks_taken=len(log._held_for_fork)))
+
+settings = SlowQuerySettings(
+    stdout=True, handover_dir=directory, threshold_ms=0, records_per_second=0, queue_size=1000
+)
+metrics = Metrics(CollectorRegistry())
+log = SlowQueryLog(settings, metrics)
+engine = create_engine(dsn)
+instrument(engine, metrics=metrics, slow_log=log)
+with engine.connect() as conn:
+    for _ in range(400):
+        conn.execute(text("SELECT 1 AS parent"))
+engine.dispose()
+deadline = time.monotonic() + 60
+while True:  # until the writer is blocked on the full pipe: its queue stops shrinking
+    queued = log._queue.qsize()
+    time.sleep(0.2)
+    if queued and queued == log._queue.qsize():
+        break
+    assert time.monotonic() < deadline, "the writer never blocked"
+
+def within(seconds, work):
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive()
+
+def own_statement():
+    log.apply(dataclasses.replace(settings, stdout=False))  # the pipe is the parent's
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 2 AS child"))
+    log.flush()
+
+if mode == "writing":
+    drainer.start()
+child = os.fork()
+if child == 0:
+    os._exit(0 if within(30, own_statement) else 3)
+status = os.waitpid(child, 0)[1]
+if mode == "stuck":
+    drainer.start()
+flushed = within(30, log.flush)
+sys.stdout.flush()
+os.close(1)
+drainer.join(30)
+report = {"parent": os.getpid(), "child": child, "child_exit": os.waitstatus_to_exitcode(status),
+          "flushed": flushed, "lines": len(drained), "records": len(log.records(limit=10_000))}
+print(json.dumps(report | at_fork), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("writer", ["writing", "stuck"])
+def test_a_child_forked_while_the_writer_is_busy_writes_its_own_records_only(
+    database_url: URL, directory: Path, writer: str
+) -> None:
+    dsn = sync_url(database_url).render_as_string(hide_password=False)
+    forker = subprocess.run(
+        [sys.executable, "-c", FORKED, str(directory), dsn, writer],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert forker.returncode == 0, forker.stderr
+    report = json.loads(forker.stderr.splitlines()[-1])
+    assert report["child_exit"] == 0, "the child hung on the lock its parent's writer held"
+    assert report["queued"] > 0  # records were waiting for the parent's writer at fork time
+    # "writing": the fork waited for the writer to finish its line; "stuck": not beyond its
+    # wait, and the child did not need it to.
+    assert report["locks_taken"] == (2 if writer == "writing" else 1)
+    assert report["flushed"]
+    records = handed_over_records(directory)
+    mine = [r["sql"] for r in records if r["pid"] == report["child"]]
+    theirs = [r["sql"] for r in records if r["pid"] == report["parent"]]
+    assert {r["pid"] for r in records} == {report["parent"], report["child"]}
+    assert mine.count("SELECT $1 AS child") == 1
+    assert "SELECT $1 AS parent" not in mine  # the parent's queued records are not the child's
+    assert theirs.count("SELECT $1 AS parent") == 400  # each written once, by the parent
+    assert len(theirs) == report["records"] == report["lines"]
 
 
 def test_an_unwritable_hand_over_directory_leaves_the_application_unaffected(

@@ -237,6 +237,11 @@ class HandoverWriter:
         self._written = self._previous_written = 0
         self._warned = False
 
+    def forked(self) -> None:
+        """In a forked child, at once: closing our copies of the parent's segments now keeps a
+        child that never writes from holding them (their lock) after the parent ends."""
+        self._start()
+
     def _name(self, seq: int) -> str:
         return os.path.join(self.directory, f"worker-{self._pid}-{self._token}-{seq:08d}.jsonl")
 

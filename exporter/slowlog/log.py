@@ -9,12 +9,16 @@ all (exporter.slowlog.rate).
 With several worker processes the writer also hands each record over to the sidecar
 (exporter.slowlog.handover), which merges them (`merge`) into its own ring, aggregates and N+1
 findings, and plans them there: a log that hands over takes no plans itself.
+
+A forked child (gunicorn's `preload_app`, uWSGI, celery's prefork pool: the application is
+instrumented in a master that then forks its workers) starts a log of its own; see `_watch_forks`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import sys
 import threading
@@ -42,6 +46,9 @@ log = logging.getLogger("exporter.slowlog")
 _STOP = object()
 # The settings that decide where records are written: when one changes, the sinks are remade.
 _SINK_FIELDS = ("stdout", "file", "file_max_bytes", "file_backups")
+# How long fork() waits for apply() and the writers to finish what they are doing (a line to a
+# sink, usually microseconds); past it (a sink blocked: stdout's reader stopped) it forks anyway.
+FORK_WAIT_SECONDS = 1.0
 
 
 class SettingsWatcher(Protocol):
@@ -109,6 +116,8 @@ class SlowQueryLog:
         self._failed_sinks: set[str] = set()
         self._watchers: weakref.WeakSet[SettingsWatcher] = weakref.WeakSet()
         self._apply_lock = threading.Lock()
+        self._held_for_fork: list[threading.Lock] = []
+        _watch_forks(self)
 
     def threshold_seconds(self, database: str) -> float:
         return self.settings.threshold_seconds(database)
@@ -265,6 +274,43 @@ class SlowQueryLog:
         else:
             self.n_plus_one.add(data)
 
+    # -- fork() (the hooks are `_watch_forks`'s) ------------------------------------------
+
+    def _before_fork(self, deadline: float) -> None:
+        """Wait (until `deadline`, a monotonic() reading) for apply() and the writer to be
+        between two operations, so that the sinks, the hand-over writer and the settings,
+        which the child keeps, are whole."""
+        for lock in (self._apply_lock, self._sinks_lock):  # apply() takes them in this order
+            if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                self._held_for_fork.append(lock)
+
+    def _after_fork_in_parent(self) -> None:
+        for lock in self._held_for_fork:
+            lock.release()
+        self._held_for_fork.clear()
+
+    def _after_fork_in_child(self) -> None:
+        """The child's own log: the parent's threads are not here, and whatever they were
+        changing (queue, record rate, ring, aggregates, plans) may be half changed and its
+        lock held for ever; so all of it starts again empty, with new locks. The records the
+        parent had queued are the parent's to write. The writer (and the plan thread) start
+        on the child's first record; its hand-over segments, named by its pid, then too."""
+        self._held_for_fork.clear()
+        settings = self.settings
+        self._apply_lock, self._sinks_lock = threading.Lock(), threading.Lock()
+        self._start_lock = threading.Lock()
+        self._thread = None
+        self._queue = _RecordQueue(settings.queue_size, settings.queue_max_bytes)
+        self.rate = RecordRate(settings.records_per_second)
+        self.aggregates = Aggregates(settings.max_fingerprints, settings.fingerprints_max_bytes)
+        self.ring = RingBuffer(settings.ring_buffer_size, settings.ring_buffer_max_bytes)
+        self.n_plus_one = NPlusOneFindings(
+            settings.max_fingerprints, settings.fingerprints_max_bytes
+        )
+        self.plans = self.plans.forked(self.aggregates)
+        if self._handover is not None:
+            self._handover.forked()
+
     # -- records handed over by workers (the sidecar: exporter/slowlog/handover_reader.py) --
 
     def merge(self, data: dict[str, Any], plan: bool) -> None:
@@ -320,3 +366,51 @@ class SlowQueryLog:
                 sink.close()
             if self._handover is not None:
                 self._handover.close()
+
+
+# Every log of this process, for the fork hooks (registered once, with the first log: importing
+# this module starts and registers nothing).
+_logs: weakref.WeakSet[SlowQueryLog] = weakref.WeakSet()
+_logs_lock = threading.Lock()
+_forks_watched = False
+
+
+def _watch_forks(slow_log: SlowQueryLog) -> None:
+    """Threads do not survive fork(). Without these hooks a pre-fork server's worker (the
+    application instrumented, and slow statements logged, in the master) keeps the master's
+    writer thread object, so its records wait in the queue for a writer that never runs, and a
+    lock the master's writer held at fork time (a line being written) stays held in the worker
+    for ever: its apply(), flush() and close() hang."""
+    global _forks_watched
+    with _logs_lock:
+        _logs.add(slow_log)
+        if not _forks_watched:  # children inherit the hooks
+            os.register_at_fork(
+                before=_before_fork,
+                after_in_parent=_after_fork_in_parent,
+                after_in_child=_after_fork_in_child,
+            )
+            _forks_watched = True
+
+
+def _before_fork() -> None:
+    _logs_lock.acquire()  # released by both sides after the fork
+    deadline = time.monotonic() + FORK_WAIT_SECONDS  # one wait for them all
+    for each in _logs:
+        each._before_fork(deadline)
+
+
+def _after_fork_in_parent() -> None:
+    try:
+        for each in _logs:
+            each._after_fork_in_parent()
+    finally:
+        _logs_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    try:
+        for each in _logs:
+            each._after_fork_in_child()
+    finally:
+        _logs_lock.release()

@@ -165,6 +165,13 @@ class PlanCapture:
         summary = summarize(plan, generic=parameters > 0)
         self._aggregates.set_plan(job.database, job.fingerprint, plan.raw, summary, sizes)
 
+    def forked(self, aggregates: Aggregates) -> PlanCapture:
+        """This capture as a forked child starts it, planning into `aggregates`: the parent's
+        thread and queued statements are not the child's; the databases registered are."""
+        child = PlanCapture(self.settings, aggregates)
+        child._urls = dict(self._urls)
+        return child
+
     def flush(self) -> None:
         """Wait until every queued plan has been taken (tests)."""
         if self._thread is not None:
