@@ -240,6 +240,9 @@ def test_store_merges_databases_under_one_header_and_withdraws_them() -> None:
     store.drop("a")
     assert registry.get_sample_value("test_level", {"database": "a", "datname": "real_a"}) is None
     assert 'database="a"' not in store.exposition(openmetrics=False).decode()
+    assert store.ran("levels")
+    store.drop("b")
+    assert not store.ran("levels")
 
 
 def test_store_keeps_a_database_label_the_collector_set() -> None:

@@ -240,6 +240,11 @@ class SnapshotStore(Collector):
         """Changes whenever a run is stored or dropped (readers cache what they derive)."""
         return self._generation
 
+    def ran(self, collector: str) -> bool:
+        """Whether `collector` has a successful run stored (without building its families)."""
+        with self._lock:
+            return any(key[1] == collector for key in self._runs)
+
     def runs(self, collector: str) -> list[tuple[str, tuple[Metric, ...]]]:
         """(database, families) of `collector`'s last successful run in each database (the
         families built afresh)."""
