@@ -1,6 +1,7 @@
 """Benchmark: `/metrics` with every per-index series of 1,200 indexes, beside postgres_exporter.
 
-    .venv/bin/python bench/collectors_scrape.py [--url URL] [--scrapes N] [--pg-stat-statements]
+    .venv/bin/python bench/collectors_scrape.py [--url URL] [--scrapes N] [--runs N]
+        [--pg-stat-statements]
 
 Loads `../shared/bench/many-indexes.sql` (200 tables, 1,200 indexes; resolved from the repository
 root) into a scratch database and serves db-exporter's app on it twice: first with the indexes
@@ -10,12 +11,16 @@ locks, migrations over this repository's Alembic scripts, backups over an empty 
 table kept too. Each is scraped N times per format from a separate process (as Prometheus
 would: the text format, OpenMetrics as Prometheus's `Accept` asks, each plain and gzipped)
 while a 1 ms ticker in the exporter's event loop records how late it wakes up: the longest
-lateness is the longest event-loop stall the scrapes caused. It also times one run of the
-collectors and the stall it causes. Collector intervals are an hour, so no scheduled run falls
-inside the timed scrapes. `pg_stat_statements` gives the statements collector series only when
-the server preloads it; the script says which (with it, 200 distinct statements fill the top).
-`--pg-stat-statements` runs everything on a private cluster that preloads it (the helper the
-tests use, `tests/pg_cluster.py`: PostgreSQL binaries in /usr/lib/postgresql/*/bin).
+lateness is the longest event-loop stall the scrapes caused. It also times `--runs` rounds
+of the collectors (each one after the other, as the worker runs them): the longest stall, and
+from `gc.callbacks` the full (generation-2) garbage collections they set off and the longest
+collection; first with nothing frozen (as in a host application), then after `gc.freeze()`
+(as `db-exporter serve` does once started, exporter/sidecar_gc.py). Collector intervals are
+an hour, so no scheduled run falls inside the timed scrapes. `pg_stat_statements` gives the
+statements collector series only when the server preloads it; the script says which (with
+it, 200 distinct statements fill the top). `--pg-stat-statements` runs everything on a private
+cluster that preloads it (the helper the tests use, `tests/pg_cluster.py`: PostgreSQL
+binaries in /usr/lib/postgresql/*/bin).
 
 When Debian's `prometheus-postgres-exporter` is installed, it is started on a loopback port in
 the same run, with the per-index query file and then with its default config (all its default
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import socket
@@ -51,6 +57,7 @@ from sqlalchemy.engine import URL
 
 from exporter.collectors import COLLECTORS
 from exporter.collectors.exposition import SnapshotStore, prerendered
+from exporter.collectors.runner import DatabaseWorker
 from exporter.dsn import parse_dsn, sync_url
 from exporter.endpoints import metrics_body, metrics_gzip
 from exporter.metrics import Metrics
@@ -129,6 +136,35 @@ class StallMeter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         return self.worst
+
+
+class GcPauses:
+    """Every garbage collection while active, from `gc.callbacks`: (generation, seconds)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def full(self) -> list[float]:
+        return [seconds for generation, seconds in self.pauses if generation == 2]
+
+
+def load() -> str:
+    """The load average (the machine may be shared), as `uptime` prints it."""
+    return ", ".join(f"{n:.2f}" for n in os.getloadavg())
 
 
 def free_port() -> int:
@@ -227,7 +263,7 @@ def row(name: str, result: dict[str, Any], stall: float | None) -> str:
     )
 
 
-async def run(url: URL, scrapes: int) -> None:
+async def run(url: URL, scrapes: int, rounds: int) -> None:
     scratch = f"dbx_bench_{uuid.uuid4().hex[:8]}"
     admin(url, f'CREATE DATABASE "{scratch}"')
     target = url.set(database=scratch)
@@ -236,7 +272,7 @@ async def run(url: URL, scrapes: int) -> None:
         load_schema(target)
         print(f"loaded {SCHEMA_SQL.name} into {scratch} in {time.perf_counter() - started:.1f} s")
         statements = fill_statements(target)
-        await measure(target, scrapes, statements)
+        await measure(target, scrapes, rounds, statements)
     finally:
         admin(url, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
 
@@ -283,7 +319,7 @@ def indexes_only() -> dict[str, dict[str, Any]]:
     }
 
 
-async def measure(target: URL, scrapes: int, statements: bool) -> None:
+async def measure(target: URL, scrapes: int, rounds: int, statements: bool) -> None:
     results: dict[tuple[str, str], dict[str, Any]] = {}
     lines: list[str] = []
     runs: list[str] = []
@@ -293,8 +329,10 @@ async def measure(target: URL, scrapes: int, statements: bool) -> None:
             ("every collector", every_collector(backups)),
         ):
             lines.append(f"db-exporter, {config}:")
-            run_line = await serve_and_scrape(target, scrapes, collectors, results, lines, config)
-            runs.append(f"{config}: {run_line}")
+            run_lines = await serve_and_scrape(
+                target, scrapes, rounds, collectors, results, lines, config
+            )
+            runs.extend(f"{config}, {line}" for line in run_lines)
 
     lines.extend(await postgres_exporter(target, scrapes, results))
     print(f"\n/metrics, {scrapes} scrapes each after one warm-up, one client process")
@@ -302,7 +340,7 @@ async def measure(target: URL, scrapes: int, statements: bool) -> None:
         f"{'exporter':<56} {'median ms':>9} {'p95 ms':>9} {'stall ms':>9} {'series':>8} {'KiB':>8}"
     )
     print("\n".join(lines))
-    print("\none run of the collectors (query + families + rendering), the longest stall:")
+    print(f"\n{rounds} rounds of the collectors (query + families + rendering); load {load()}:")
     print("\n".join(f"  {line}" for line in runs))
     print(
         "pg_stat_statements: "
@@ -325,13 +363,15 @@ async def measure(target: URL, scrapes: int, statements: bool) -> None:
 async def serve_and_scrape(
     target: URL,
     scrapes: int,
+    runs: int,
     collectors: dict[str, dict[str, Any]],
     results: dict[tuple[str, str], dict[str, Any]],
     lines: list[str],
     config: str,
-) -> str:
-    """Serve the app with `collectors`, wait for each to succeed once, time one more run of
-    each under the stall meter, then scrape in every format. Returns the run's line."""
+) -> list[str]:
+    """Serve the app with `collectors`, wait for each to succeed once, time `runs` more rounds
+    (`collector_rounds()`, nothing frozen then start-up frozen), then scrape in every format.
+    Returns the rounds' lines."""
     database = DatabaseSettings(
         name="bench", dsn=target.render_as_string(hide_password=False), collectors=collectors
     )
@@ -361,13 +401,14 @@ async def serve_and_scrape(
                 raise RuntimeError(f"collectors never succeeded: {', '.join(failing)}")
             await asyncio.sleep(0.1)
 
-        # One run of every collector, one after the other as the worker runs them.
-        meter.start()
-        started = time.perf_counter()
-        for job in worker.jobs:
-            assert await worker.run_collector(job)
-        seconds = time.perf_counter() - started
-        collector_stall = await meter.stop()
+        run_lines: list[str] = []
+        # As in a host application (nothing frozen), then as `db-exporter serve` runs them.
+        for frozen in (False, True):
+            gc.collect()  # both start from the same point
+            if frozen:
+                gc.freeze()  # what exporter/sidecar_gc.py does once the sidecar has started
+            run_lines.append(await collector_rounds(worker, runs, meter, frozen))
+            gc.unfreeze()
 
         for name, accept, use_gzip in FORMATS:
             result, stall = await scrape(port, scrapes, accept, use_gzip, meter)
@@ -376,9 +417,29 @@ async def serve_and_scrape(
         lines.append(handler_share(metrics.registry, app[RUNNER].store, scrapes))
     finally:
         await runner.cleanup()
+    return run_lines
+
+
+async def collector_rounds(
+    worker: DatabaseWorker, rounds: int, meter: StallMeter, frozen: bool
+) -> str:
+    """`rounds` runs of every collector, one after the other as the worker runs them: the
+    time of a round, the longest event-loop stall, the full garbage collections and the
+    longest collection of any generation."""
+    with GcPauses() as pauses:
+        meter.start()
+        started = time.perf_counter()
+        for _ in range(rounds):
+            for job in worker.jobs:
+                assert await worker.run_collector(job)
+        seconds = (time.perf_counter() - started) / rounds
+        stall = await meter.stop()
+    longest = max((p for _, p in pauses.pauses), default=0.0)
+    state = f"start-up frozen ({gc.get_freeze_count():,} objects)" if frozen else "nothing frozen"
     return (
-        f"{len(names)} collectors in {seconds * 1000:.1f} ms, "
-        f"longest event-loop stall {collector_stall * 1000:.2f} ms"
+        f"{state}: {len(worker.jobs)} collectors in {seconds * 1000:.0f} ms a round; "
+        f"longest stall {stall * 1000:.1f} ms; {len(pauses.full())} full collections, "
+        f"longest collection {longest * 1000:.1f} ms"
     )
 
 
@@ -449,6 +510,7 @@ def main() -> None:
     )
     parser.add_argument("--url", default=default, help="a database on the server to use")
     parser.add_argument("--scrapes", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=5, help="rounds of the collectors timed")
     parser.add_argument(
         "--pg-stat-statements",
         action="store_true",
@@ -459,14 +521,16 @@ def main() -> None:
     if not SCHEMA_SQL.exists():
         sys.exit(f"bench: {SCHEMA_SQL} not found (the shared bench folder beside the repository)")
     if not args.pg_stat_statements:
-        asyncio.run(run(parse_dsn(args.url).set(drivername="postgresql"), args.scrapes))
+        asyncio.run(run(parse_dsn(args.url).set(drivername="postgresql"), args.scrapes, args.runs))
         return
     sys.path.insert(0, str(REPO / "tests"))
     from pg_cluster import private_cluster
 
     with private_cluster("shared_preload_libraries = 'pg_stat_statements'") as cluster:
         print(f"private PostgreSQL {cluster.version} cluster with pg_stat_statements preloaded")
-        asyncio.run(run(parse_dsn(cluster.url).set(drivername="postgresql"), args.scrapes))
+        asyncio.run(
+            run(parse_dsn(cluster.url).set(drivername="postgresql"), args.scrapes, args.runs)
+        )
 
 
 if __name__ == "__main__":

@@ -340,6 +340,7 @@ async def _serve(settings: Settings) -> None:
 
     from exporter.metrics import default_metrics
     from exporter.server import Exporter
+    from exporter.sidecar_gc import freeze_start_up
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -347,6 +348,7 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     exporter = Exporter.sidecar(settings, default_metrics())
     await exporter.start()
+    freeze_start_up()  # a process of its own: full garbage collections never scan start-up
     try:
         log.info("serving %s/metrics", exporter.url)
         await stop.wait()

@@ -13,6 +13,11 @@ slot's database, keeps its own), so server-side series join application-side one
 `SnapshotStore` is also a registry `Collector`, so `registry.get_sample_value()` and any other
 exposition of the registry still see every family; the `/metrics` handler switches that off
 with `prerendered()` while it renders the rest of the registry, then appends the stored text.
+It keeps no `Sample` between runs (`StoredFamily`): a Sample is a namedtuple, which CPython's
+garbage collector tracks for good (it stops tracking only plain tuples), so 12,000 stored
+series were 12,000 more objects for every full collection to scan, on the loop, and each run's
+labelled copies brought the next one closer. It builds the families again only when something
+other than `/metrics` asks.
 
 Each family is also deflated when it is rendered (`exporter.gzip_parts`): gzipping the whole
 body cost a scrape more than rendering it, and a gzipped scrape now compresses only the rest of
@@ -32,6 +37,7 @@ from typing import Any, TypeVar, cast
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
 from exporter.collectors.slices import Steps, at_once
@@ -89,6 +95,52 @@ def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+@dataclass(frozen=True)
+class StoredFamily:
+    """A family as the store keeps it: the family without its samples, and each sample as
+    `(name, value, label names, label values)`, the names' tuple shared by the samples that
+    have the same. A tuple of str and numbers is left alone by CPython's garbage collector once
+    one collection has seen it (and a tuple of such tuples in the same pass), so a stored
+    series costs the collector nothing."""
+
+    shell: Metric  # the family, `samples` empty
+    samples: tuple[tuple[str, Any, tuple[str, ...], tuple[str, ...]], ...]
+
+    def sample_list(self) -> list[Sample]:
+        # ~1 us a sample: a reader other than /metrics pays for what a collection no longer does.
+        return [Sample(name, dict(zip(k, v, strict=True)), x) for name, x, k, v in self.samples]
+
+    def metric(self) -> Metric:
+        """The family as a prometheus_client `Metric`, built afresh."""
+        family = copy.copy(self.shell)
+        family.samples = self.sample_list()
+        return family
+
+
+def stored_steps(family: Metric, label: str | None = None, value: str = "") -> Steps[StoredFamily]:
+    """`family` as the store keeps it, each sample carrying the label `label` (unless it has
+    it). In steps. Only what is pre-rendered is kept: gauges, counters and untyped, without
+    timestamps or exemplars."""
+    if family.type not in ("gauge", "counter", "unknown"):
+        raise ValueError(f"{family.name}: only gauges, counters and untyped are pre-rendered")
+    samples = []
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for sample in family.samples:
+        if sample.timestamp is not None or sample.exemplar is not None:
+            raise ValueError(f"{family.name}: timestamps and exemplars are not pre-rendered")
+        if sample.native_histogram is not None:
+            raise ValueError(f"{family.name}: native histograms are not pre-rendered")
+        names, values = tuple(sample.labels), tuple(sample.labels.values())
+        if label is not None and label not in sample.labels:
+            names, values = (*names, label), (*values, value)
+        names = shared.setdefault(names, names)
+        samples.append((sample.name, sample.value, names, values))
+        yield
+    shell = copy.copy(family)
+    shell.samples = []
+    return StoredFamily(shell, tuple(samples))
+
+
 def render(family: Metric) -> RenderedFamily:
     """One family's sample lines, exactly as prometheus_client would print them."""
     return at_once(render_steps(family))
@@ -96,21 +148,25 @@ def render(family: Metric) -> RenderedFamily:
 
 def render_steps(family: Metric) -> Steps[RenderedFamily]:
     """`render()` in steps, for `in_slices()`."""
-    if family.type not in ("gauge", "counter", "unknown"):
-        raise ValueError(f"{family.name}: only gauges, counters and untyped are pre-rendered")
+    stored = yield from stored_steps(family)
+    return (yield from rendered_steps(stored))
+
+
+def rendered_steps(stored: StoredFamily) -> Steps[RenderedFamily]:
+    """A stored family's `RenderedFamily`, in steps."""
     lines = []
-    for sample in family.samples:
-        if sample.timestamp is not None or sample.exemplar is not None:
-            raise ValueError(f"{family.name}: timestamps and exemplars are not pre-rendered")
-        value = _float(sample.value)
-        if sample.labels:
-            pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(sample.labels.items()))
-            lines.append(f"{sample.name}{{{pairs}}} {value}\n")
+    for name, number, label_names, label_values in stored.samples:
+        value = _float(number)
+        if label_names:
+            labels = sorted(zip(label_names, label_values, strict=True))
+            pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+            lines.append(f"{name}{{{pairs}}} {value}\n")
         else:
-            lines.append(f"{sample.name} {value}\n")
+            lines.append(f"{name} {value}\n")
         yield
     body = "".join(lines).encode()
     deflated_body = yield from _deflate_steps(body)
+    family = stored.shell
     total = not isinstance(family, BareCounter)
     return RenderedFamily(
         family.name, family.type, family.documentation, family.unit, body, deflated_body, total
@@ -130,19 +186,6 @@ def _deflate_steps(body: bytes) -> Steps[Deflated]:
     return Deflated(b"".join(blocks), zlib.crc32(body), len(body))
 
 
-def labelled(family: Metric, name: str, value: str) -> Steps[Metric]:
-    """A copy of `family` whose samples all carry the label `name` (unless they have it)."""
-    result = copy.copy(family)
-    result.samples = []
-    for sample in family.samples:
-        if name in sample.labels:
-            result.samples.append(sample)
-        else:
-            result.samples.append(sample._replace(labels={**sample.labels, name: value}))
-        yield
-    return result
-
-
 @contextmanager
 def prerendered() -> Iterator[None]:
     """While active (in this context), `SnapshotStore.collect()` yields nothing."""
@@ -155,7 +198,7 @@ def prerendered() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _Run:
-    families: tuple[Metric, ...]
+    families: tuple[StoredFamily, ...]
     rendered: tuple[RenderedFamily, ...]
 
 
@@ -179,9 +222,9 @@ class SnapshotStore(Collector):
         run = []
         rendered = []
         for family in families:
-            family = yield from labelled(family, "database", database)
-            run.append(family)
-            rendered.append((yield from render_steps(family)))
+            stored = yield from stored_steps(family, "database", database)
+            run.append(stored)
+            rendered.append((yield from rendered_steps(stored)))
         with self._lock:
             self._runs[(database, collector)] = _Run(tuple(run), tuple(rendered))
             self._changed()
@@ -198,14 +241,19 @@ class SnapshotStore(Collector):
         """Changes whenever a run is stored or dropped (readers cache what they derive)."""
         return self._generation
 
-    def runs(self, collector: str) -> list[tuple[str, tuple[Metric, ...]]]:
-        """(database, families) of `collector`'s last successful run in each database."""
+    def ran(self, collector: str) -> bool:
+        """Whether `collector` has a successful run stored (without building its families)."""
         with self._lock:
-            return [
-                (key[0], run.families)
-                for key, run in sorted(self._runs.items())
-                if key[1] == collector
+            return any(key[1] == collector for key in self._runs)
+
+    def runs(self, collector: str) -> list[tuple[str, tuple[Metric, ...]]]:
+        """(database, families) of `collector`'s last successful run in each database (the
+        families built afresh)."""
+        with self._lock:
+            found = [
+                (key[0], run) for key, run in sorted(self._runs.items()) if key[1] == collector
             ]
+        return [(database, tuple(f.metric() for f in run.families)) for database, run in found]
 
     def _changed(self) -> None:
         self._generation += 1
@@ -284,16 +332,17 @@ class SnapshotStore(Collector):
     def collect(self) -> Iterator[Metric]:
         if _SKIP.get():
             return
-        merged: dict[str, Metric] = {}
+        by_name: dict[str, list[StoredFamily]] = {}
         for run in self._ordered():
             for family in run.families:
-                into = merged.get(family.name)
-                if into is None:
-                    into = merged[family.name] = copy.copy(family)
-                    into.samples = []
-                into.samples.extend(family.samples)
-        for name in sorted(merged):
-            yield merged[name]
+                by_name.setdefault(family.shell.name, []).append(family)
+        # Each family built as it is asked for: `get_sample_value()` stops at the one it wants.
+        for name in sorted(by_name):
+            first, *others = by_name[name]
+            merged = first.metric()
+            for family in others:
+                merged.samples.extend(family.sample_list())
+            yield merged
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

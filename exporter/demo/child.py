@@ -54,6 +54,7 @@ def _stop_event() -> asyncio.Event:
 async def _sidecar(listen: str, backups: Path) -> int:
     from exporter.metrics import default_metrics
     from exporter.server import Exporter
+    from exporter.sidecar_gc import freeze_start_up
 
     database = demo_database_settings(parse_dsn(os.environ["DATABASE_URL"]), backups)
     settings = Settings(server=ServerSettings(listen=listen), databases=(database,))
@@ -64,6 +65,7 @@ async def _sidecar(listen: str, backups: Path) -> int:
     except UserError as exc:  # the demo reports it, in one line
         print(f"error {exc}", flush=True)
         return 2
+    freeze_start_up()  # a process of its own: full garbage collections never scan start-up
     print(f"ready {exporter.url}", flush=True)
     try:
         await stop.wait()

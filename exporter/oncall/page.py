@@ -52,7 +52,7 @@ class OnCallPage:
             return [], False
         if self._indexes is None:
             self._indexes = IndexesToFix(runner.store)
-        return self._indexes.get(), bool(runner.store.runs("indexes"))
+        return self._indexes.get(), runner.store.ran("indexes")
 
     def _plan(self, statement: records.SlowStatement) -> str:
         held = self.log.aggregates.plan_of(statement.database, statement.fingerprint)
