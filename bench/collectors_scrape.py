@@ -39,12 +39,10 @@ import contextlib
 import gc
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +50,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.exposition import generate_latest
+from scratch import free_port, scratch_database
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
@@ -167,21 +166,6 @@ def load() -> str:
     return ", ".join(f"{n:.2f}" for n in os.getloadavg())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def admin(url: URL, sql: str) -> None:
-    engine = create_engine(sync_url(url), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(sql))
-    finally:
-        engine.dispose()
-
-
 def load_schema(url: URL) -> None:
     """many-indexes.sql without its psql meta-commands (`\\set`, `\\o`, `\\echo`)."""
     script = "\n".join(
@@ -264,17 +248,13 @@ def row(name: str, result: dict[str, Any], stall: float | None) -> str:
 
 
 async def run(url: URL, scrapes: int, rounds: int) -> None:
-    scratch = f"dbx_bench_{uuid.uuid4().hex[:8]}"
-    admin(url, f'CREATE DATABASE "{scratch}"')
-    target = url.set(database=scratch)
-    try:
+    with scratch_database(url, "scrape") as target:
         started = time.perf_counter()
         load_schema(target)
-        print(f"loaded {SCHEMA_SQL.name} into {scratch} in {time.perf_counter() - started:.1f} s")
+        elapsed = time.perf_counter() - started
+        print(f"loaded {SCHEMA_SQL.name} into {target.database} in {elapsed:.1f} s")
         statements = fill_statements(target)
         await measure(target, scrapes, rounds, statements)
-    finally:
-        admin(url, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
 
 
 def fill_statements(target: URL) -> bool:

@@ -20,7 +20,6 @@ import socket
 import tempfile
 import time
 import urllib.request
-import uuid
 from typing import Any
 
 import uvicorn
@@ -28,7 +27,6 @@ from collectors_scrape import (
     FORMATS,
     PROMETHEUS_ACCEPT,
     StallMeter,
-    admin,
     every_collector,
     load_schema,
     median_ms,
@@ -37,6 +35,7 @@ from collectors_scrape import (
     serve_and_scrape,
 )
 from prometheus_client import CollectorRegistry
+from scratch import scratch_database
 from sqlalchemy.engine import URL, make_url
 
 from exporter.integrations.asgi_endpoints import ExporterEndpoints
@@ -95,10 +94,7 @@ async def mounted(
 
 
 async def run(url: URL, scrapes: int) -> None:
-    scratch = f"dbx_bench_{uuid.uuid4().hex[:8]}"
-    admin(url, f'CREATE DATABASE "{scratch}"')
-    target = url.set(database=scratch)
-    try:
+    with scratch_database(url, "mounted") as target:
         load_schema(target)
         with tempfile.TemporaryDirectory(prefix="dbx-bench-backups-") as backups:
             collectors = every_collector(backups)
@@ -106,8 +102,6 @@ async def run(url: URL, scrapes: int) -> None:
             sidecar: dict[tuple[str, str], dict[str, Any]] = {}
             sidecar_lines: list[str] = []
             await serve_and_scrape(target, scrapes, collectors, sidecar, sidecar_lines, "sidecar")
-    finally:
-        admin(url, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
     print(f"\n/metrics, every collector, {scrapes} scrapes each after one warm-up")
     print(f"{'':<56} {'median ms':>9} {'p95 ms':>9} {'stall ms':>9} {'series':>8} {'KiB':>8}")
     print("mounted (ASGI, uvicorn):")
