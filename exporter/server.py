@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -68,6 +69,26 @@ class _MalformedRequests(logging.Filter):
 # servers keep aiohttp's behaviour.
 server_log = logging.getLogger("exporter.server")
 server_log.addFilter(_MalformedRequests())
+# No access log: a scrape every few seconds is no news.
+_HANDLER_ARGS: dict[str, Any] = {"access_log": None, "logger": server_log}
+
+
+class _Connection(web.RequestHandler):
+    """One connection to the exporter's port. A request aiohttp cannot parse is answered by
+    aiohttp itself, with the request line quoted in full in the body (up to 8 KiB, query
+    values and credentials in them included): here the answer names only the kind of
+    problem, in one line, as the log does."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if isinstance(exc, HttpProcessingError) and status < 500:
+            message = f"malformed request ({type(exc).__name__})\n"
+        return super().handle_error(request, status, exc, message)
 
 
 async def _runner_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -247,11 +268,11 @@ class Exporter:
         answers with a "Future exception was never retrieved" on stderr.
         """
         loop = asyncio.get_running_loop()
-        runner = web.AppRunner(self._app, access_log=None, logger=server_log)
+        runner = web.AppRunner(self._app, **_HANDLER_ARGS)
 
         def handler() -> asyncio.BaseProtocol:  # asked for only once serving has started
             assert runner.server is not None
-            return runner.server()
+            return _Connection(runner.server, loop=loop, **_HANDLER_ARGS)
 
         tls = self.web_config.tls if self.web_config is not None else None
         try:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from collector_helpers import dsn, execute
+from mounted import SIDES, raw_client
 from pg_cluster import PrivateCluster, dirs_with_library, private_cluster, server_version
 from postgres_exporter_facts import FACTS, OURS, Fact
 from prom_helpers import needs_promtool, promtool
@@ -21,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 from sqlalchemy.engine import URL, make_url
 
-from exporter import Metrics, create_app
+from exporter import Metrics
 from exporter.collectors import COLLECTORS
 from exporter.collectors.compatibility import postgres_exporter_view
 from exporter.collectors.database import DatabaseCollector
@@ -89,7 +90,11 @@ def _prepared(cluster: PrivateCluster) -> URL:
     return url
 
 
-async def scrape(aiohttp_client: Client, url: URL, compatibility: str) -> str:
+async def scrape(
+    aiohttp_client: Client, url: URL, compatibility: str, side: str = "sidecar"
+) -> str:
+    """`/metrics` once every collector db-exporter shares with postgres_exporter has run, from
+    the sidecar or the endpoints mounted in an application (tests/mounted.py)."""
     ours = {name for name in OURS.values() if name is not None and name != "runner"}
     fast = {"interval_seconds": 0.5}
     settings = DatabaseSettings.model_validate(
@@ -101,26 +106,30 @@ async def scrape(aiohttp_client: Client, url: URL, compatibility: str) -> str:
         }
     )
     metrics = Metrics(CollectorRegistry())
-    client = await aiohttp_client(create_app(metrics, [settings], compatibility=compatibility))
-    deadline = asyncio.get_running_loop().time() + 60
-    while True:
-        states = {
-            name: metrics.registry.get_sample_value(
-                "exporter_collector_success", {"collector": name, "database": "main"}
-            )
-            for name in ours
-        }
-        if all(state == 1 for state in states.values()):
-            break
-        assert asyncio.get_running_loop().time() < deadline, states
-        await asyncio.sleep(0.1)
-    return await (await client.get("/metrics")).text()
+    options = {"metrics": metrics, "databases": [settings], "compatibility": compatibility}
+    async with raw_client(side, aiohttp_client, **options) as (fetch, _):
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            states = {
+                name: metrics.registry.get_sample_value(
+                    "exporter_collector_success", {"collector": name, "database": "main"}
+                )
+                for name in ours
+            }
+            if all(state == 1 for state in states.values()):
+                break
+            assert asyncio.get_running_loop().time() < deadline, states
+            await asyncio.sleep(0.1)
+        status, _, body = await fetch("/metrics", {"Accept-Encoding": "identity"})
+        assert status == 200
+        return body.decode()
 
 
+@pytest.mark.parametrize("side", SIDES)
 async def test_postgres_exporter_names_types_and_labels(
-    aiohttp_client: Client, server: URL
+    aiohttp_client: Client, server: URL, side: str
 ) -> None:
-    found = Scrape.parse(await scrape(aiohttp_client, server, "postgres_exporter"))
+    found = Scrape.parse(await scrape(aiohttp_client, server, "postgres_exporter", side))
     checked: list[Fact] = []
     for group, ours in OURS.items():
         if ours is None:

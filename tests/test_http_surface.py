@@ -1,14 +1,15 @@
 """The HTTP surface under hostile input: every endpoint answers malformed, huge and Unicode
-query strings, headers and credentials with a 4xx and a short body, never a 5xx, and the log
-never gets a traceback. Requests go over real sockets to a real `Exporter` and to the
-endpoints mounted in a real application (tests/mounted.py), which read every query as the
-sidecar does."""
+query strings (raw non-ASCII bytes too), headers and credentials with a 4xx and a short body,
+never a 5xx, and the log never gets a traceback. Requests go over real sockets to a real
+`Exporter` and to the endpoints mounted in a real application (tests/mounted.py), which read
+every query as the sidecar does."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import logging
+import socket
 import string
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -67,19 +68,23 @@ def servers() -> Iterator[dict[str, Served]]:
         exporter.stop_in_thread()
 
 
-def get(served: Served, target: str, headers: dict[str, bytes | str]) -> tuple[int, bytes]:
-    """GET `target` (below the exporter's prefix) sent as it is (no quoting), with `headers`
-    as given."""
-    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
-    try:
-        connection.putrequest("GET", urlsplit(served.url).path + target, skip_accept_encoding=True)
-        for name, value in headers.items():
-            connection.putheader(name, value)
-        connection.endheaders()
-        response = connection.getresponse()
+def get(served: Served, target: str | bytes, headers: dict[str, bytes | str]) -> tuple[int, bytes]:
+    """GET `target` (below the exporter's prefix) and `headers` sent byte for byte over a raw
+    socket, as any client could: no quoting, and none of the checks a client library makes,
+    so raw non-ASCII bytes reach the server as they are."""
+    path = urlsplit(served.url).path.encode() + (
+        target if isinstance(target, bytes) else target.encode()
+    )
+    lines = [b"GET " + path + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
+    for name, value in headers.items():  # str values as http.client sends them
+        lines.append(
+            name.encode() + b": " + (value if isinstance(value, bytes) else value.encode("latin-1"))
+        )
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as connection:
+        connection.sendall(b"\r\n".join([*lines, b"", b""]))
+        response = http.client.HTTPResponse(connection)
+        response.begin()
         return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def assert_refused_cleanly(status: int, body: bytes, caplog: pytest.LogCaptureFixture) -> None:
@@ -112,6 +117,24 @@ _PAIRS = st.lists(
 _RAW = st.text(
     "".join(c for c in string.printable if c not in string.whitespace + "#"), max_size=60
 ) | st.sampled_from(["%", "%ZZ", "limit=%FF", "limit=%C2%B2", "since=%00", "&&==&"])
+# Raw bytes in the query, sent as they are: non-ASCII text as UTF-8, bytes that are not UTF-8
+# (a lone continuation byte, a cut sequence, an encoded surrogate, an overlong `/`), or
+# nothing. `at` places them in the query (`target_of`).
+_NON_ASCII = st.one_of(
+    st.just(b""),
+    st.text(
+        st.characters(min_codepoint=0x80, blacklist_categories=("Cs",)), min_size=1, max_size=4
+    ).map(str.encode),
+    st.binary(min_size=1, max_size=8).map(lambda raw: bytes(byte | 0x80 for byte in raw)),
+    st.sampled_from([b"\x80", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xc0\xaf", b"\xff"]),
+)
+# How each side refuses a request line with raw non-ASCII bytes: its HTTP server does, before
+# any of the exporter's code runs, each in its own words (the mount's is the application's
+# server's, uvicorn here), in one short line that does not quote the request.
+NON_ASCII_REFUSALS = {
+    "sidecar": (400, b"malformed request (InvalidURLError)\n"),
+    "mount": (400, b"Invalid HTTP request received."),
+}
 _HEADER_VALUES = st.one_of(
     st.text(_UNICODE.filter(lambda c: c not in "\r\n"), max_size=60).map(str.encode),
     st.sampled_from(
@@ -128,11 +151,38 @@ def query_of(pairs: list[tuple[str, str]], raw: str) -> str:
     return "&".join(filter(None, [urlencode(pairs, quote_via=quote), raw]))
 
 
+def target_of(
+    path: str, pairs: list[tuple[str, str]], raw: str, non_ascii: bytes = b"", at: int = 0
+) -> bytes:
+    """`path?query`, with the bytes `non_ascii` put in the query where `at` says."""
+    query = query_of(pairs, raw).encode()
+    cut = at % (len(query) + 1)
+    return f"{path}?".encode() + query[:cut] + non_ascii + query[cut:]
+
+
 @pytest.mark.parametrize("side", SIDES)
 @FUZZ
-@given(path=st.sampled_from(ENDPOINTS), pairs=_PAIRS, raw=_RAW, headers=_HEADERS)
-@example(path="/slow-queries", pairs=[("limit", "²")], raw="", headers={})
-@example(path="/slow-queries", pairs=[("limit", "9" * 5000)], raw="", headers={})
+@given(
+    path=st.sampled_from(ENDPOINTS),
+    pairs=_PAIRS,
+    raw=_RAW,
+    non_ascii=_NON_ASCII,
+    at=st.integers(0, 10_000),
+    headers=_HEADERS,
+)
+@example(path="/slow-queries", pairs=[("limit", "²")], raw="", non_ascii=b"", at=0, headers={})
+@example(
+    path="/slow-queries", pairs=[("limit", "9" * 5000)], raw="", non_ascii=b"", at=0, headers={}
+)
+# Not UTF-8 after a long query: the sidecar's refusal quoted the whole request line.
+@example(
+    path="/slow-queries",
+    pairs=[("token", "9" * 5000)],
+    raw="",
+    non_ascii=b"\xff",
+    at=-1,
+    headers={},
+)
 def test_every_endpoint_survives_malformed_queries_and_headers(
     servers: dict[str, Served],
     caplog: pytest.LogCaptureFixture,
@@ -140,25 +190,43 @@ def test_every_endpoint_survives_malformed_queries_and_headers(
     path: str,
     pairs: list[tuple[str, str]],
     raw: str,
+    non_ascii: bytes,
+    at: int,
     headers: dict[str, bytes | str],
 ) -> None:
-    status, body = get(servers[side], f"{path}?{query_of(pairs, raw)}", headers)
+    status, body = get(servers[side], target_of(path, pairs, raw, non_ascii, at), headers)
     assert_refused_cleanly(status, body, caplog)
 
 
 @FUZZ
-@given(path=st.sampled_from(ENDPOINTS), pairs=_PAIRS, raw=_RAW)
-@example(path="/probe", pairs=[("target", "a"), ("target", "b")], raw="")
-@example(path="/", pairs=[], raw="window=%FF&window=1h")
+@given(
+    path=st.sampled_from(ENDPOINTS),
+    pairs=_PAIRS,
+    raw=_RAW,
+    non_ascii=_NON_ASCII,
+    at=st.integers(0, 10_000),
+)
+@example(path="/probe", pairs=[("target", "a"), ("target", "b")], raw="", non_ascii=b"", at=0)
+@example(path="/", pairs=[], raw="window=%FF&window=1h", non_ascii=b"", at=0)
+@example(path="/", pairs=[("window", "1h")], raw="", non_ascii=b"\xff", at=-1)
+@example(path="/probe", pairs=[("target", "")], raw="", non_ascii=b"\xc3\xa9", at=-1)
 def test_the_mount_reads_every_query_as_the_sidecar_does(
-    servers: dict[str, Served], path: str, pairs: list[tuple[str, str]], raw: str
+    servers: dict[str, Served],
+    path: str,
+    pairs: list[tuple[str, str]],
+    raw: str,
+    non_ascii: bytes,
+    at: int,
 ) -> None:
     """The same status for the same request on both sides, and the same refusal word for
-    word (the sidecar's parameter rules, first values and repeated ones included)."""
-    target = f"{path}?{query_of(pairs, raw)}"
+    word (the sidecar's parameter rules, first values and repeated ones included). Raw
+    non-ASCII bytes are refused by each side's HTTP server (NON_ASCII_REFUSALS)."""
+    target = target_of(path, pairs, raw, non_ascii, at)
     sidecar, mount = (get(servers[side], target, {}) for side in SIDES)
     assert mount[0] == sidecar[0], (target, sidecar, mount)
-    if sidecar[0] >= 400:
+    if non_ascii:
+        assert {"sidecar": sidecar, "mount": mount} == NON_ASCII_REFUSALS, target
+    elif sidecar[0] >= 400:
         assert mount[1] == sidecar[1], target
 
 

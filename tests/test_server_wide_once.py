@@ -239,6 +239,35 @@ async def test_when_every_entry_of_a_server_is_down_the_first_reports_the_failur
             assert reporting(runner, "postmaster") == set()
 
 
+async def test_an_entry_left_with_a_restarted_servers_old_identity_says_they_fail_there(
+    fresh_database: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restart makes the server a new one; an entry that cannot check yet still has the old
+    identity, so it is left with that server's collectors: it reports their failure, and its
+    line says so (not that they run there) until its next check finds the first entry."""
+    caplog.set_level(logging.INFO, "exporter.collectors")
+    with private_cluster() as cluster:
+        for name in ("a", "b"):
+            cluster.query(f"CREATE DATABASE {name}")
+        server = make_url(cluster.url)
+        databases = [entry("a", server.set(database="a")), entry("b", server.set(database="b"))]
+        async with running(databases) as runner:
+            await until(lambda: reporting(runner, "postmaster") == {"a"})
+            await until(lambda: ownership_lines(caplog) != [])
+            allow_connections(cluster, "b", False)  # kept across the restart
+            await until(lambda: up(runner, "b") == 0)
+            await asyncio.to_thread(cluster.stop, "fast")
+            await asyncio.to_thread(cluster.start)
+            await until(lambda: runner_metrics(runner, "postmaster") == {"a": 1, "b": 0})
+            allow_connections(cluster, "b", True)
+            await until(lambda: runner_metrics(runner, "postmaster") == {"a": 1})
+    assert ownership_lines(caplog) == [
+        "INFO database b: server-wide collectors run by database a (same server)",
+        "INFO database b: its server-wide collectors report failure here while it is not answering",
+        "INFO database b: server-wide collectors run by database a (same server)",
+    ]
+
+
 async def test_a_primary_and_its_replica_are_two_servers(
     replication_pair: Pair, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -468,7 +468,8 @@ class DatabaseWorker:
         }
         if elsewhere != self._elsewhere:
             names = [job.collector.name for job in server_wide]
-            log.info(ownership_line(self.name, elsewhere, names))
+            answering = self.state.ok is True
+            log.info(ownership_line(self.name, elsewhere, names, answering=answering))
             self._elsewhere = elsewhere
 
     def _withdraw(self, reason: str) -> None:

@@ -109,9 +109,18 @@ class ServerWideOwners:
         return down
 
 
-def ownership_line(database: str, elsewhere: dict[str, str], server_wide: Sequence[str]) -> str:
+def ownership_line(
+    database: str, elsewhere: dict[str, str], server_wide: Sequence[str], *, answering: bool
+) -> str:
     """The log line saying which of `database`'s server-wide collectors (`server_wide`, all it
-    enables) other entries of its server run (`elsewhere`: collector -> entry)."""
+    enables) other entries of its server run (`elsewhere`: collector -> entry). An entry left
+    with them while it does not answer (every entry of its server down, or its last server
+    identity gone with a restart until its next check) runs nothing: it reports their failure."""
+    if not elsewhere and not answering:
+        return (
+            f"database {database}: its server-wide collectors report failure here "
+            "while it is not answering"
+        )
     if not elsewhere:
         return f"database {database}: its server-wide collectors run here"
     by_owner: dict[str, list[str]] = {}

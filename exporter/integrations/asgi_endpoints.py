@@ -1,7 +1,11 @@
 """The exporter's endpoints as an ASGI app, to serve them from the application's own port, and
 a lifespan that starts and stops the exporter with the application:
 
-    endpoints = ExporterEndpoints(databases=settings.databases, page=settings.server.page)
+    endpoints = ExporterEndpoints(
+        databases=settings.databases,
+        page=settings.server.page,
+        compatibility=settings.compatibility,
+    )
     app = FastAPI(lifespan=exporter_lifespan(endpoints))
     app.mount("/db-exporter", endpoints)
 
@@ -30,7 +34,7 @@ from exporter.endpoints import (
 from exporter.integrations.asgi import Receive, Scope, Send
 from exporter.metrics import Metrics, default_metrics
 from exporter.oncall.page import OnCallPage
-from exporter.settings import DatabaseSettings, PageSettings
+from exporter.settings import Compatibility, DatabaseSettings, PageSettings
 from exporter.slowlog import SlowQueryLog, default_slow_log
 from exporter.slowlog.params import BadParameter
 
@@ -49,11 +53,12 @@ class ExporterEndpoints:
         metrics: Metrics | None = None,
         slow_log: SlowQueryLog | None = None,
         page: PageSettings | None = None,
+        compatibility: Compatibility = "default",
     ) -> None:
         self.metrics = metrics or default_metrics()
         self.slow_log = slow_log or default_slow_log(metrics=self.metrics)
         self.scraped = scraped_registry(self.metrics)
-        self.runner = CollectorRunner(tuple(databases), self.metrics)
+        self.runner = CollectorRunner(tuple(databases), self.metrics, compatibility=compatibility)
         self.page = OnCallPage(
             page or PageSettings(), self.slow_log, self.metrics, lambda: self.runner
         )
