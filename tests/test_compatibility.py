@@ -5,22 +5,20 @@ default mode stays clean for `promtool check metrics`."""
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from collector_helpers import dsn, execute
+from collector_helpers import dsn
+from compat_server import JOIN_LABEL, LOGICAL_SLOT, Scrape
 from mounted import SIDES, raw_client
-from pg_cluster import PrivateCluster, dirs_with_library, private_cluster, server_version
 from postgres_exporter_facts import FACTS, OURS, Fact
 from prom_helpers import needs_promtool, promtool
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 from exporter import Metrics
 from exporter.collectors import COLLECTORS
@@ -31,63 +29,6 @@ from exporter.collectors.server_activity import ServerActivityCollector
 from exporter.settings import CollectorSettings, DatabaseSettings, ServerDatabasesCollectorSettings
 
 Client = Callable[..., Awaitable[TestClient[Any, Any]]]
-LIBRARY_DIRS = dirs_with_library("pg_stat_statements")
-# The label db-exporter adds to every series of a configured database (the join label).
-JOIN_LABEL = "database"
-_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})? (\S+)$")
-LOGICAL_SLOT = "dbx_shop_slot"
-_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-@dataclass
-class Scrape:
-    types: dict[str, str]  # header name -> type
-    labels: dict[str, list[frozenset[str]]]  # sample name -> each sample's label names
-
-    @classmethod
-    def parse(cls, body: str) -> Scrape:
-        types: dict[str, str] = {}
-        labels: dict[str, list[frozenset[str]]] = {}
-        for line in body.splitlines():
-            if line.startswith("# TYPE "):
-                _, _, name, kind = line.split(" ", 3)
-                types[name] = kind
-            elif line and not line.startswith("#"):
-                match = _SAMPLE.match(line)
-                assert match is not None, line
-                names = frozenset(k for k, _ in _LABEL.findall(match.group(2) or ""))
-                labels.setdefault(match.group(1), []).append(names)
-        return cls(types, labels)
-
-
-@pytest.fixture(
-    scope="module",
-    params=LIBRARY_DIRS or [None],
-    ids=[f"pg{server_version(d)}" for d in LIBRARY_DIRS] or ["no-server"],
-)
-def server(request: pytest.FixtureRequest) -> Iterator[URL]:
-    """A server with pg_stat_statements loaded and a database with a table and a workload, for
-    each server version here that ships the extension (the machine's, the embedded wheel's)."""
-    if request.param is None:
-        pytest.skip("no PostgreSQL binaries here ship pg_stat_statements")
-    preload = "shared_preload_libraries = 'pg_stat_statements'"
-    with private_cluster(preload, "wal_level = logical", bindir=request.param) as cluster:
-        yield _prepared(cluster)
-
-
-def _prepared(cluster: PrivateCluster) -> URL:
-    execute(make_url(cluster.url), "CREATE DATABASE shop")
-    url = make_url(cluster.url).set(database="shop")
-    execute(
-        url,
-        "CREATE EXTENSION pg_stat_statements",
-        # A logical slot has a database: postgres_exporter's `database` label on its series.
-        f"SELECT pg_create_logical_replication_slot('{LOGICAL_SLOT}', 'test_decoding')",
-        "CREATE TABLE orders (id int PRIMARY KEY, note text)",
-        "INSERT INTO orders SELECT g, 'n' FROM generate_series(1, 100) g",
-        "SELECT count(*) FROM orders",
-    )
-    return url
 
 
 async def scrape(
@@ -127,9 +68,9 @@ async def scrape(
 
 @pytest.mark.parametrize("side", SIDES)
 async def test_postgres_exporter_names_types_and_labels(
-    aiohttp_client: Client, server: URL, side: str
+    aiohttp_client: Client, compat_server: URL, side: str
 ) -> None:
-    found = Scrape.parse(await scrape(aiohttp_client, server, "postgres_exporter", side))
+    found = Scrape.parse(await scrape(aiohttp_client, compat_server, "postgres_exporter", side))
     checked: list[Fact] = []
     for group, ours in OURS.items():
         if ours is None:
@@ -154,12 +95,12 @@ async def test_postgres_exporter_names_types_and_labels(
 
 
 async def test_postgres_exporters_views_keep_their_own_database_label(
-    aiohttp_client: Client, server: URL
+    aiohttp_client: Client, compat_server: URL
 ) -> None:
     """`pg_replication_slots_*` carry the slot's database instead of the configured one, and
     only in postgres_exporter's view; the server-wide counts cover every database."""
-    body = await scrape(aiohttp_client, server, "postgres_exporter")
-    port = server.port
+    body = await scrape(aiohttp_client, compat_server, "postgres_exporter")
+    port = compat_server.port
     assert (
         f'pg_replication_slots_active{{database="shop",server="127.0.0.1:{port}",'
         f'slot_name="{LOGICAL_SLOT}"}} 0.0\n'
@@ -169,12 +110,12 @@ async def test_postgres_exporters_views_keep_their_own_database_label(
             f'pg_stat_activity_count{{database="main",datname="{datname}",'
             f'server="127.0.0.1:{port}",state="idle in transaction"}}'
         ) in body
-    assert "pg_replication_slots_" not in await scrape(aiohttp_client, server, "default")
+    assert "pg_replication_slots_" not in await scrape(aiohttp_client, compat_server, "default")
 
 
 @needs_promtool
-async def test_default_names_pass_promtool(aiohttp_client: Client, server: URL) -> None:
-    body = await scrape(aiohttp_client, server, "default")
+async def test_default_names_pass_promtool(aiohttp_client: Client, compat_server: URL) -> None:
+    body = await scrape(aiohttp_client, compat_server, "default")
     assert "pg_stat_database_xact_commit_total{" in body
     assert "pg_settings_max_connections{" in body
     code, problems = promtool("check", "metrics", stdin=body)

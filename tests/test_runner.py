@@ -53,6 +53,7 @@ from exporter.gzip_parts import Deflated
 from exporter.settings import (
     CollectorSettings,
     CollectorsSettings,
+    Compatibility,
     ConfigError,
     DatabaseSettings,
     IndexesCollectorSettings,
@@ -86,6 +87,19 @@ class Broken(Collector[CollectorSettings]):
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         raise RuntimeError("a bug in the collector")
+
+
+class Flaky(Collector[CollectorSettings]):
+    """Fails until told otherwise."""
+
+    name = "flaky"
+    default_settings: ClassVar[CollectorSettings] = CollectorSettings()
+    failing = True
+
+    async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
+        if self.failing:
+            raise RuntimeError("failing for now")
+        return []
 
 
 class Sleepy(Collector[CollectorSettings]):
@@ -474,13 +488,16 @@ async def test_disabled_collector_does_not_run(
 
 
 def worker(
-    url: URL, metrics: Metrics, *classes: type[Collector[Any]], **extra: Any
+    url: URL,
+    metrics: Metrics,
+    *classes: type[Collector[Any]],
+    compatibility: Compatibility = "default",
+    **extra: Any,
 ) -> DatabaseWorker:
     store = SnapshotStore()
     metrics.registry.register(store)
-    return DatabaseWorker(
-        database("main", url, **extra), metrics, store, {c.name: c for c in classes}
-    )
+    collectors = {c.name: c for c in classes}
+    return DatabaseWorker(database("main", url, **extra), metrics, store, collectors, compatibility)
 
 
 async def test_a_locked_relation_fails_only_the_collector_that_needs_it(
@@ -674,6 +691,49 @@ async def test_a_failing_or_slow_collector_never_blanks_the_others(
         assert value(metrics, "test_constant", names(database_url)) == 42
         assert [status(metrics, n)[0] for n in ("broken", "sleepy")] == [0, 0]
         assert status(metrics, "broken")[1] == 0  # never succeeded
+    finally:
+        await w.close()
+
+
+async def test_postgres_exporters_scrape_error_says_whether_the_last_runs_all_went_well(
+    registry: CollectorRegistry, database_url: URL
+) -> None:
+    """`pg_exporter_last_scrape_error` in postgres_exporter's mode: 1 while the last run of any
+    collector failed or the database does not answer, beside `pg_up`; neither before the first
+    check, nor in the default mode."""
+    metrics, elsewhere = Metrics(registry), Metrics(CollectorRegistry())
+    w = worker(database_url, metrics, Flaky, Constant, compatibility="postgres_exporter")
+    nowhere = make_url("postgresql://postgres@127.0.0.1:1/none")  # nothing listens on port 1
+    down = worker(nowhere, elsewhere, Constant, compatibility="postgres_exporter")
+
+    def health(m: Metrics = metrics) -> tuple[float | None, float | None]:
+        labels = {"database": "main"}
+        return value(m, "pg_up", labels), value(m, "pg_exporter_last_scrape_error", labels)
+
+    try:
+        assert health() == (None, None)
+        assert await w.check()
+        flaky, constant = w.jobs
+        assert health() == (1, 0)
+        assert await w.run_collector(constant)
+        assert not await w.run_collector(flaky)
+        assert health() == (1, 1)
+        assert await w.run_collector(constant)
+        assert health() == (1, 1)  # the other's last run still failed
+        assert isinstance(flaky.collector, Flaky)
+        flaky.collector.failing = False
+        assert await w.run_collector(flaky)
+        assert health() == (1, 0)
+        assert not await down.check()
+        assert health(elsewhere) == (0, 1)
+    finally:
+        await w.close()
+        await down.close()
+    plain = Metrics(CollectorRegistry())
+    w = worker(database_url, plain, Constant)
+    try:
+        assert await w.check()
+        assert health(plain) == (None, None)
     finally:
         await w.close()
 

@@ -283,6 +283,8 @@ class DatabaseWorker:
         self._server = _server_label(settings.dsn)
         self._up = metrics.db_up.labels(settings.name)
         self._up.set(0)
+        self._up_value = 0
+        self._health: tuple[int, int] | None = None  # (pg_up, pg_exporter_last_scrape_error)
         self._engine = exporter_engine(settings.dsn, settings.check_timeout_seconds, persistent)
         self._check_due = 0.0
         # Election: None until a check has settled it (and again after losing the connection,
@@ -389,12 +391,33 @@ class DatabaseWorker:
 
     def _set_up(self, value: int) -> None:
         self._up.set(value)
-        if self._compatible:  # postgres_exporter's pg_up, from the snapshot like its families
-            up = GaugeMetricFamily(
-                "pg_up", "Whether the last scrape of metrics from PostgreSQL was able to connect."
-            )
-            up.add_metric([], value)
-            self._store.put(self.name, "up", [up])
+        self._up_value = value
+        self._put_health(force=True)
+
+    def _put_health(self, force: bool = False) -> None:
+        """postgres_exporter's `pg_up` and `pg_exporter_last_scrape_error` (1 while the database
+        does not answer or the last run of any collector this entry runs failed), from the
+        snapshot like its families; rendered again only when one of them changes."""
+        if not self._compatible or (self._health is None and not force):
+            return  # nothing before the first check, as before
+        failed = self.state.ok is not True or any(
+            job.active and job.failure is not None for job in self.jobs
+        )
+        health = (self._up_value, int(failed))
+        if health == self._health and not force:
+            return
+        self._health = health
+        up = GaugeMetricFamily(
+            "pg_up", "Whether the last scrape of metrics from PostgreSQL was able to connect."
+        )
+        up.add_metric([], health[0])
+        error = GaugeMetricFamily(
+            "pg_exporter_last_scrape_error",
+            "Whether the last scrape of metrics from PostgreSQL resulted in an error "
+            "(1 for error, 0 for success).",
+        )
+        error.add_metric([], health[1])
+        self._store.put(self.name, "up", [up, error])
 
     def _dropped(self, exc: BaseException) -> bool:
         """A discovered database found gone: ask for a new listing, which lets it go and says
@@ -458,6 +481,7 @@ class DatabaseWorker:
                 job.retract()
                 self._store.drop(self.name, job.collector.name)
                 job.collector.stopped()
+        self._put_health()  # a failed job handed to another entry no longer counts here
         if self._owners is None:
             return
         server_wide = [job for job in self.jobs if job.collector.server_wide]
@@ -525,6 +549,7 @@ class DatabaseWorker:
             else:
                 log.debug("collector %s on database %s failed again: %s", name, self.name, reason)
             job.failure = reason
+            self._put_health()
             if not _query_error(exc):
                 # Timed out on the client or lost the connection: start afresh, check now.
                 await self._reset_connection()
@@ -536,6 +561,7 @@ class DatabaseWorker:
         if job.failure is not None:
             log.info("collector %s on database %s succeeded again", name, self.name)
             job.failure = None
+            self._put_health()
         return True
 
     async def run(self) -> None:
