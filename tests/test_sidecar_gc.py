@@ -36,7 +36,9 @@ def test_freezing_start_up_collects_its_garbage_first(unfrozen: None) -> None:
     kept = Node()
     frozen = freeze_start_up()
     assert gone() is None  # collected, not kept frozen for good
-    assert frozen == gc.get_freeze_count() > 10_000  # everything loaded so far, this object too
+    # Everything loaded so far, this object too. (Not compared with gc.get_freeze_count()
+    # later: a frozen object that dies leaves the count, and other tests' threads free some.)
+    assert frozen > 10_000
     assert not any(o is kept for o in gc.get_objects())  # out of the collector's sight
 
 
