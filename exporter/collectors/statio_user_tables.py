@@ -21,12 +21,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporter.collectors.base import Collector, number, select
+from exporter.collectors.lean import LeanFamily
 from exporter.collectors.slices import Steps, in_slices
 from exporter.settings import StatioUserTablesCollectorSettings
 
@@ -96,19 +96,19 @@ class StatioUserTablesCollector(Collector[StatioUserTablesCollectorSettings]):
         ]
         chosen = yield from select(tables, set(), self.settings.max_table_series, (by_read, by_hit))
         counters = [
-            (column, CounterMetricFamily(name, doc, labels=LABELS))
-            for column, name, doc in COUNTERS
+            (column, LeanFamily(name, doc, "counter", LABELS)) for column, name, doc in COUNTERS
         ]
         for position in chosen:
             table = tables[position]
-            labels = list(table.labels)
+            labels = table.labels
             for column, family in counters:
                 family.add_metric(labels, number(getattr(table.row, column)))
             yield
-        omitted = GaugeMetricFamily(
+        omitted = LeanFamily(
             "pg_statio_user_tables_series_omitted",
             "Tables without block I/O series because of the max_table_series cap.",
-            labels=["datname"],
+            "gauge",
+            ["datname"],
         )
         omitted.add_metric([self.datname], len(tables) - len(chosen))
         families: list[Metric] = [family for _, family in counters]
