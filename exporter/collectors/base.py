@@ -19,6 +19,7 @@ from itertools import chain, zip_longest
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from prometheus_client.metrics_core import Metric
+from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporter.collectors.slices import Steps
@@ -82,6 +83,18 @@ class Collector(ABC, Generic[S]):
 class CollectorError(Exception):
     """A collector's own, clean failure (a missing grant, a result that does not fit): the run
     fails with this one-line message, and the connection, which is fine, is kept."""
+
+
+# A row as a collector keeps it across a run's slices: column name -> value.
+PlainRow = dict[str, Any]
+
+
+def plain_rows(result: Result[Any]) -> list[PlainRow]:
+    """A query's rows as dicts of column -> value. A collector with thousands of rows keeps
+    them for the whole run, across its slices: a `Row` stays tracked by the garbage collector
+    all that time (and is promoted to its oldest generation with the run), a dict of str,
+    numbers and timestamps is never tracked."""
+    return [dict(row._mapping) for row in result]
 
 
 def number(value: Any) -> float:

@@ -28,7 +28,16 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exporter.collectors.base import Collector, by_scans, by_size, number, select, timestamp
+from exporter.collectors.base import (
+    Collector,
+    PlainRow,
+    by_scans,
+    by_size,
+    number,
+    plain_rows,
+    select,
+    timestamp,
+)
 from exporter.collectors.lean import LeanFamily
 from exporter.collectors.slices import Steps, in_slices
 from exporter.settings import IndexesCollectorSettings
@@ -83,28 +92,32 @@ COUNTERS = (
 )
 
 
+# What two valid indexes of a table share when one is a duplicate of the other.
+IDENTITY = (
+    "indrelid", "relam", "indkey", "indclass", "indcollation", "indoption", "expressions",
+    "predicate",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Index:
     labels: tuple[str, str, str, str]
-    row: Any  # the query's row
+    row: PlainRow
     size: float
     scans: float
     unused: bool
     invalid: bool
 
 
-def duplicates(rows: Sequence[Any]) -> Steps[dict[tuple[str, str], str]]:
+def duplicates(rows: Sequence[PlainRow]) -> Steps[dict[tuple[str, str], str]]:
     """(schemaname, indexrelname) -> the name of another index identical to it. In steps."""
     groups: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
     for r in rows:
         yield
-        if not r.indisvalid:  # reported as invalid; it does not do the other index's job
+        if not r["indisvalid"]:  # reported as invalid; it does not do the other index's job
             continue
-        key = (
-            r.indrelid, r.relam, r.indkey, r.indclass, r.indcollation, r.indoption,
-            r.expressions, r.predicate,
-        )  # fmt: skip
-        groups.setdefault(key, []).append((r.schemaname, r.indexrelname))
+        key = tuple(r[column] for column in IDENTITY)
+        groups.setdefault(key, []).append((r["schemaname"], r["indexrelname"]))
     found: dict[tuple[str, str], str] = {}
     for members in groups.values():
         if len(members) > 1:
@@ -120,29 +133,34 @@ class IndexesCollector(Collector[IndexesCollectorSettings]):
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         last_scan = "s.last_idx_scan" if server_version >= LAST_IDX_SCAN_VERSION else "NULL"
-        rows = (await conn.execute(text(INDEXES_SQL.format(last_idx_scan=last_scan)))).all()
+        rows = plain_rows(await conn.execute(text(INDEXES_SQL.format(last_idx_scan=last_scan))))
         stats_age = number((await conn.execute(text(STATS_AGE_SQL))).scalar())
         # Thousands of samples are pure CPU work: built in slices, never one long stall.
         return await in_slices(self.families(rows, stats_age, server_version))
 
     def families(
-        self, rows: Sequence[Any], stats_age: float, server_version: int
+        self, rows: Sequence[PlainRow], stats_age: float, server_version: int
     ) -> Steps[list[Metric]]:
         min_size = self.settings.unused_min_size_bytes
         indexes = []
         for r in rows:
-            size_bytes = number(r.size_bytes)
-            protected = r.indisprimary or r.indisunique or r.indisexclusion or r.indisreplident
+            size_bytes = number(r["size_bytes"])
+            protected = (
+                r["indisprimary"] or r["indisunique"] or r["indisexclusion"] or r["indisreplident"]
+            )
             indexes.append(
                 Index(
-                    labels=(self.datname, r.schemaname, r.relname, r.indexrelname),
+                    labels=(self.datname, r["schemaname"], r["relname"], r["indexrelname"]),
                     row=r,
                     size=size_bytes,
-                    scans=number(r.idx_scan),
+                    scans=number(r["idx_scan"]),
                     unused=bool(
-                        r.indisvalid and not protected and not r.idx_scan and size_bytes >= min_size
+                        r["indisvalid"]
+                        and not protected
+                        and not r["idx_scan"]
+                        and size_bytes >= min_size
                     ),
-                    invalid=not r.indisvalid,
+                    invalid=not r["indisvalid"],
                 )
             )
             yield
@@ -175,10 +193,10 @@ class IndexesCollector(Collector[IndexesCollectorSettings]):
             index = indexes[position]
             labels = index.labels
             for column, family in counters:
-                family.add_metric(labels, number(getattr(index.row, column)))
+                family.add_metric(labels, number(index.row[column]))
             size.add_metric(labels, index.size)
             if last_idx_scan is not None:
-                last_idx_scan.add_metric(labels, timestamp(index.row.last_idx_scan))
+                last_idx_scan.add_metric(labels, timestamp(index.row["last_idx_scan"]))
             yield
 
         unused = LeanFamily(
