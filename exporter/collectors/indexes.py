@@ -133,7 +133,8 @@ class IndexesCollector(Collector[IndexesCollectorSettings]):
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         last_scan = "s.last_idx_scan" if server_version >= LAST_IDX_SCAN_VERSION else "NULL"
-        rows = plain_rows(await conn.execute(text(INDEXES_SQL.format(last_idx_scan=last_scan))))
+        result = await conn.execute(text(INDEXES_SQL.format(last_idx_scan=last_scan)))
+        rows = await in_slices(plain_rows(result))
         stats_age = number((await conn.execute(text(STATS_AGE_SQL))).scalar())
         # Thousands of samples are pure CPU work: built in slices, never one long stall.
         return await in_slices(self.families(rows, stats_age, server_version))

@@ -81,7 +81,7 @@ class StatioUserTablesCollector(Collector[StatioUserTablesCollectorSettings]):
     postgres_exporter_names: ClassVar[Mapping[str, str]] = {name: name for _, name, _ in COUNTERS}
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
-        rows = plain_rows(await conn.execute(text(STATIO_SQL)))
+        rows = await in_slices(plain_rows(await conn.execute(text(STATIO_SQL))))
         return await in_slices(self.families(rows))
 
     def families(self, rows: Sequence[PlainRow]) -> Steps[list[Metric]]:

@@ -106,7 +106,7 @@ class TablesCollector(Collector[TablesCollectorSettings]):
     }
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
-        rows = plain_rows(await conn.execute(text(TABLES_SQL)))
+        rows = await in_slices(plain_rows(await conn.execute(text(TABLES_SQL))))
         return await in_slices(self.families(rows))
 
     def families(self, rows: Sequence[PlainRow]) -> Steps[list[Metric]]:
