@@ -6,7 +6,8 @@ label value: the database's real name, `current_database()`) after each check, a
 never opens connections, sets timeouts or catches errors, and never adds the `database` label
 (the configured name): the runner does all of these.
 A collector with thousands of series builds them as `Steps` run by `slices.in_slices()`, so
-the event loop is never stalled for long.
+the event loop is never stalled for long, into `LeanFamily`s (collectors/lean.py) from
+`plain_rows()`, so what it keeps across its slices is not tracked by the garbage collector.
 """
 
 from __future__ import annotations
