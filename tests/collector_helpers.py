@@ -49,6 +49,11 @@ async def run_collector(collector: Collector[Any], url: URL) -> CollectorRegistr
             families = await collector.collect(conn, int(version))
     finally:
         await engine.dispose()
+    return registry_of(families)
+
+
+def registry_of(families: Sequence[Metric]) -> CollectorRegistry:
+    """A fresh registry that collects exactly `families`."""
     registry = CollectorRegistry()
     registry.register(_Fixed(families))
     return registry

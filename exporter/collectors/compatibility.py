@@ -18,6 +18,7 @@ from prometheus_client.samples import Sample
 
 from exporter.collectors.base import Collector, Shape
 from exporter.collectors.exposition import BareCounter
+from exporter.collectors.lean import compact_of
 
 POSTGRES_EXPORTER = "postgres_exporter"  # the `compatibility` setting's value for this view
 _SAME = Shape()
@@ -64,13 +65,13 @@ def _reshaped(family: Metric, name: str, shape: Shape, scale: float, server: str
         result = Metric(name, family.documentation, kind)
     # Samples that differ only in labels postgres_exporter does not have are summed.
     values: dict[tuple[tuple[str, str], ...], float] = {}
-    for sample in family.samples:
-        labels = sample.labels
+    for _, number, names, *label_values in compact_of(family):  # no Sample of a LeanFamily made
+        labels = dict(zip(names, label_values, strict=True))
         if shape.labels is not None:
             labels = {k: v for k, v in labels.items() if k in shape.labels}
         if shape.server_label:
             labels = {**labels, "server": server}
         key = tuple(labels.items())
-        values[key] = values.get(key, 0.0) + sample.value * scale
+        values[key] = values.get(key, 0.0) + number * scale
     result.samples = [Sample(sample_name, dict(key), value) for key, value in values.items()]
     return result

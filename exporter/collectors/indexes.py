@@ -24,12 +24,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exporter.collectors.base import Collector, by_scans, by_size, number, select, timestamp
+from exporter.collectors.base import (
+    Collector,
+    PlainRow,
+    by_scans,
+    by_size,
+    number,
+    plain_rows,
+    select,
+    timestamp,
+)
+from exporter.collectors.lean import LeanFamily
 from exporter.collectors.slices import Steps, in_slices
 from exporter.settings import IndexesCollectorSettings
 
@@ -83,28 +92,32 @@ COUNTERS = (
 )
 
 
+# What two valid indexes of a table share when one is a duplicate of the other.
+IDENTITY = (
+    "indrelid", "relam", "indkey", "indclass", "indcollation", "indoption", "expressions",
+    "predicate",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Index:
     labels: tuple[str, str, str, str]
-    row: Any  # the query's row
+    row: PlainRow
     size: float
     scans: float
     unused: bool
     invalid: bool
 
 
-def duplicates(rows: Sequence[Any]) -> Steps[dict[tuple[str, str], str]]:
+def duplicates(rows: Sequence[PlainRow]) -> Steps[dict[tuple[str, str], str]]:
     """(schemaname, indexrelname) -> the name of another index identical to it. In steps."""
     groups: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
     for r in rows:
         yield
-        if not r.indisvalid:  # reported as invalid; it does not do the other index's job
+        if not r["indisvalid"]:  # reported as invalid; it does not do the other index's job
             continue
-        key = (
-            r.indrelid, r.relam, r.indkey, r.indclass, r.indcollation, r.indoption,
-            r.expressions, r.predicate,
-        )  # fmt: skip
-        groups.setdefault(key, []).append((r.schemaname, r.indexrelname))
+        key = tuple(r[column] for column in IDENTITY)
+        groups.setdefault(key, []).append((r["schemaname"], r["indexrelname"]))
     found: dict[tuple[str, str], str] = {}
     for members in groups.values():
         if len(members) > 1:
@@ -120,29 +133,35 @@ class IndexesCollector(Collector[IndexesCollectorSettings]):
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
         last_scan = "s.last_idx_scan" if server_version >= LAST_IDX_SCAN_VERSION else "NULL"
-        rows = (await conn.execute(text(INDEXES_SQL.format(last_idx_scan=last_scan)))).all()
+        result = await conn.execute(text(INDEXES_SQL.format(last_idx_scan=last_scan)))
+        rows = await in_slices(plain_rows(result))
         stats_age = number((await conn.execute(text(STATS_AGE_SQL))).scalar())
         # Thousands of samples are pure CPU work: built in slices, never one long stall.
         return await in_slices(self.families(rows, stats_age, server_version))
 
     def families(
-        self, rows: Sequence[Any], stats_age: float, server_version: int
+        self, rows: Sequence[PlainRow], stats_age: float, server_version: int
     ) -> Steps[list[Metric]]:
         min_size = self.settings.unused_min_size_bytes
         indexes = []
         for r in rows:
-            size_bytes = number(r.size_bytes)
-            protected = r.indisprimary or r.indisunique or r.indisexclusion or r.indisreplident
+            size_bytes = number(r["size_bytes"])
+            protected = (
+                r["indisprimary"] or r["indisunique"] or r["indisexclusion"] or r["indisreplident"]
+            )
             indexes.append(
                 Index(
-                    labels=(self.datname, r.schemaname, r.relname, r.indexrelname),
+                    labels=(self.datname, r["schemaname"], r["relname"], r["indexrelname"]),
                     row=r,
                     size=size_bytes,
-                    scans=number(r.idx_scan),
+                    scans=number(r["idx_scan"]),
                     unused=bool(
-                        r.indisvalid and not protected and not r.idx_scan and size_bytes >= min_size
+                        r["indisvalid"]
+                        and not protected
+                        and not r["idx_scan"]
+                        and size_bytes >= min_size
                     ),
-                    invalid=not r.indisvalid,
+                    invalid=not r["indisvalid"],
                 )
             )
             yield
@@ -157,70 +176,73 @@ class IndexesCollector(Collector[IndexesCollectorSettings]):
         )
 
         counters = [
-            (column, CounterMetricFamily(name, doc, labels=LABELS))
-            for column, name, doc in COUNTERS
+            (column, LeanFamily(name, doc, "counter", LABELS)) for column, name, doc in COUNTERS
         ]
-        size = GaugeMetricFamily(
-            "pg_index_size_bytes", "On-disk size of this index.", labels=LABELS
-        )
+        size = LeanFamily("pg_index_size_bytes", "On-disk size of this index.", "gauge", LABELS)
         families: list[Metric] = [family for _, family in counters]
         families.append(size)
         last_idx_scan = None
         if server_version >= LAST_IDX_SCAN_VERSION:
-            last_idx_scan = GaugeMetricFamily(
+            last_idx_scan = LeanFamily(
                 "pg_stat_user_indexes_last_idx_scan_timestamp_seconds",
                 "Unix time of the last scan of this index (0: none since the statistics reset).",
-                labels=LABELS,
+                "gauge",
+                LABELS,
             )
             families.append(last_idx_scan)
         for position in chosen:
             index = indexes[position]
-            labels = list(index.labels)
+            labels = index.labels
             for column, family in counters:
-                family.add_metric(labels, number(getattr(index.row, column)))
+                family.add_metric(labels, number(index.row[column]))
             size.add_metric(labels, index.size)
             if last_idx_scan is not None:
-                last_idx_scan.add_metric(labels, timestamp(index.row.last_idx_scan))
+                last_idx_scan.add_metric(labels, timestamp(index.row["last_idx_scan"]))
             yield
 
-        unused = GaugeMetricFamily(
+        unused = LeanFamily(
             "pg_index_unused",
             "1 for an unused-index candidate: no scans since the statistics reset, valid, not "
             "backing a primary key, unique or exclusion constraint or the replica identity, and "
             "at least unused_min_size_bytes large.",
-            labels=LABELS,
+            "gauge",
+            LABELS,
         )
-        invalid = GaugeMetricFamily(
+        invalid = LeanFamily(
             "pg_index_invalid",
             "1 for an invalid index (for example left by a failed CREATE INDEX CONCURRENTLY).",
-            labels=LABELS,
+            "gauge",
+            LABELS,
         )
-        duplicate = GaugeMetricFamily(
+        duplicate = LeanFamily(
             "pg_index_duplicate",
             "1 for an index identical to another index of the same table (same access method, "
             "columns, operator classes, expressions and predicate), named in duplicate_of.",
-            labels=[*LABELS, "duplicate_of"],
+            "gauge",
+            [*LABELS, "duplicate_of"],
         )
         for index in indexes:
             if index.unused:
-                unused.add_metric(list(index.labels), 1)
+                unused.add_metric(index.labels, 1)
             if index.invalid:
-                invalid.add_metric(list(index.labels), 1)
+                invalid.add_metric(index.labels, 1)
             other = duplicate_of.get((index.labels[1], index.labels[3]))
             if other is not None:
                 duplicate.add_metric([*index.labels, other], 1)
             yield
-        age = GaugeMetricFamily(
+        age = LeanFamily(
             "pg_index_stats_age_seconds",
             "Seconds since this database's statistics were reset (when never reset: since the "
             "server started, a lower bound); the window in which pg_index_unused saw no scans.",
-            labels=["datname"],
+            "gauge",
+            ["datname"],
         )
         age.add_metric([self.datname], stats_age)
-        omitted = GaugeMetricFamily(
+        omitted = LeanFamily(
             "pg_index_series_omitted",
             "Indexes without per-index series because of the max_index_series cap.",
-            labels=["datname"],
+            "gauge",
+            ["datname"],
         )
         omitted.add_metric([self.datname], len(indexes) - len(chosen))
         families.extend((unused, invalid, duplicate, age, omitted))

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exporter.collectors.base import Collector, number, select
+from exporter.collectors.base import Collector, PlainRow, number, plain_rows, select
+from exporter.collectors.lean import LeanFamily
 from exporter.collectors.slices import Steps, in_slices
 from exporter.settings import StatioUserTablesCollectorSettings
 
@@ -61,7 +61,7 @@ COUNTERS = tuple(
 @dataclass(frozen=True)
 class TableIO:
     labels: tuple[str, str, str]
-    row: Any
+    row: PlainRow
     read: float  # blocks read, every part
     hit: float  # buffer hits, every part
 
@@ -81,34 +81,34 @@ class StatioUserTablesCollector(Collector[StatioUserTablesCollectorSettings]):
     postgres_exporter_names: ClassVar[Mapping[str, str]] = {name: name for _, name, _ in COUNTERS}
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
-        rows = (await conn.execute(text(STATIO_SQL))).all()
+        rows = await in_slices(plain_rows(await conn.execute(text(STATIO_SQL))))
         return await in_slices(self.families(rows))
 
-    def families(self, rows: Sequence[Any]) -> Steps[list[Metric]]:
+    def families(self, rows: Sequence[PlainRow]) -> Steps[list[Metric]]:
         tables = [
             TableIO(
-                (self.datname, r.schemaname, r.relname),
+                (self.datname, r["schemaname"], r["relname"]),
                 r,
-                sum(number(getattr(r, f"{part}_blks_read")) for part, _ in PARTS),
-                sum(number(getattr(r, f"{part}_blks_hit")) for part, _ in PARTS),
+                sum(number(r[f"{part}_blks_read"]) for part, _ in PARTS),
+                sum(number(r[f"{part}_blks_hit"]) for part, _ in PARTS),
             )
             for r in rows
         ]
         chosen = yield from select(tables, set(), self.settings.max_table_series, (by_read, by_hit))
         counters = [
-            (column, CounterMetricFamily(name, doc, labels=LABELS))
-            for column, name, doc in COUNTERS
+            (column, LeanFamily(name, doc, "counter", LABELS)) for column, name, doc in COUNTERS
         ]
         for position in chosen:
             table = tables[position]
-            labels = list(table.labels)
+            labels = table.labels
             for column, family in counters:
-                family.add_metric(labels, number(getattr(table.row, column)))
+                family.add_metric(labels, number(table.row[column]))
             yield
-        omitted = GaugeMetricFamily(
+        omitted = LeanFamily(
             "pg_statio_user_tables_series_omitted",
             "Tables without block I/O series because of the max_table_series cap.",
-            labels=["datname"],
+            "gauge",
+            ["datname"],
         )
         omitted.add_metric([self.datname], len(tables) - len(chosen))
         families: list[Metric] = [family for _, family in counters]

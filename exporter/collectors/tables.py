@@ -16,14 +16,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exporter.collectors.base import Collector, by_scans, by_size, number, select, timestamp
+from exporter.collectors.base import (
+    Collector,
+    PlainRow,
+    by_scans,
+    by_size,
+    number,
+    plain_rows,
+    select,
+    timestamp,
+)
+from exporter.collectors.lean import LeanFamily
 from exporter.collectors.slices import Steps, in_slices
 from exporter.settings import TablesCollectorSettings
 
@@ -76,7 +85,7 @@ TIMESTAMPS = ("last_vacuum", "last_autovacuum", "last_analyze", "last_autoanalyz
 @dataclass(frozen=True)
 class Table:
     labels: tuple[str, str, str]
-    row: Any
+    row: PlainRow
     size: float
     scans: float
 
@@ -97,16 +106,16 @@ class TablesCollector(Collector[TablesCollectorSettings]):
     }
 
     async def collect(self, conn: AsyncConnection, server_version: int) -> Sequence[Metric]:
-        rows = (await conn.execute(text(TABLES_SQL))).all()
+        rows = await in_slices(plain_rows(await conn.execute(text(TABLES_SQL))))
         return await in_slices(self.families(rows))
 
-    def families(self, rows: Sequence[Any]) -> Steps[list[Metric]]:
+    def families(self, rows: Sequence[PlainRow]) -> Steps[list[Metric]]:
         tables = [
             Table(
-                (self.datname, r.schemaname, r.relname),
+                (self.datname, r["schemaname"], r["relname"]),
                 r,
-                number(r.table_bytes) + number(r.indexes_bytes) + number(r.toast_bytes),
-                number(r.seq_scan) + number(r.idx_scan),
+                number(r["table_bytes"]) + number(r["indexes_bytes"]) + number(r["toast_bytes"]),
+                number(r["seq_scan"]) + number(r["idx_scan"]),
             )
             for r in rows
         ]
@@ -114,35 +123,35 @@ class TablesCollector(Collector[TablesCollectorSettings]):
             tables, set(), self.settings.max_table_series, (by_size, by_scans)
         )
         counters = [
-            (column, CounterMetricFamily(f"pg_stat_user_tables_{column}", doc, labels=LABELS))
+            (column, LeanFamily(f"pg_stat_user_tables_{column}", doc, "counter", LABELS))
             for column, doc in COUNTERS
         ]
-        gauges = [
-            (column, GaugeMetricFamily(name, doc, labels=LABELS)) for column, name, doc in GAUGES
-        ]
+        gauges = [(column, LeanFamily(name, doc, "gauge", LABELS)) for column, name, doc in GAUGES]
         times = [
             (
                 column,
-                GaugeMetricFamily(
+                LeanFamily(
                     f"pg_stat_user_tables_{column}_timestamp_seconds",
                     f"Unix time of the table's {column.replace('_', ' ')} (0: never).",
-                    labels=LABELS,
+                    "gauge",
+                    LABELS,
                 ),
             )
             for column in TIMESTAMPS
         ]
         for position in chosen:
             table = tables[position]
-            labels = list(table.labels)
+            labels = table.labels
             for column, family in counters + gauges:
-                family.add_metric(labels, number(getattr(table.row, column)))
+                family.add_metric(labels, number(table.row[column]))
             for column, family in times:
-                family.add_metric(labels, timestamp(getattr(table.row, column)))
+                family.add_metric(labels, timestamp(table.row[column]))
             yield
-        omitted = GaugeMetricFamily(
+        omitted = LeanFamily(
             "pg_table_series_omitted",
             "Tables without per-table series because of the max_table_series cap.",
-            labels=["datname"],
+            "gauge",
+            ["datname"],
         )
         omitted.add_metric([self.datname], len(tables) - len(chosen))
         families: list[Metric] = [f for _, f in counters + gauges + times]
