@@ -12,8 +12,8 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -152,20 +152,22 @@ def allow_connections(cluster: PrivateCluster, database: str, allowed: bool) -> 
         )
 
 
-async def test_the_next_entry_of_the_server_takes_over_and_hands_back(
-    fresh_database: URL, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, "exporter.collectors")
+@contextmanager
+def server_of_a_and_b() -> Iterator[tuple[PrivateCluster, list[DatabaseSettings]]]:
+    """A private server with databases `a` and `b`, and an entry for each (a first)."""
     with private_cluster() as cluster:
         for name in ("a", "b"):
             cluster.query(f"CREATE DATABASE {name}")
         server = make_url(cluster.url)
-        databases = [
-            entry("a", server.set(database="a")),
-            entry("b", server.set(database="b")),
-            entry("local", fresh_database),
-        ]
-        async with running(databases) as runner:
+        yield cluster, [entry(name, server.set(database=name)) for name in ("a", "b")]
+
+
+async def test_the_next_entry_of_the_server_takes_over_and_hands_back(
+    fresh_database: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "exporter.collectors")
+    with server_of_a_and_b() as (cluster, databases):
+        async with running([*databases, entry("local", fresh_database)]) as runner:
             # Two servers: each reports its own, through its first entry.
             await until(lambda: reporting(runner, "postmaster") == {"a", "local"})
             await until(lambda: reporting(runner, "database") == {"a", "b", "local"})
@@ -221,11 +223,7 @@ async def test_when_every_entry_of_a_server_is_down_the_first_reports_the_failur
 ) -> None:
     """The order the entries notice an outage in does not matter: the first entry ends up
     reporting `success 0`, also after it had handed its jobs to the second."""
-    with private_cluster() as cluster:
-        for name in ("a", "b"):
-            cluster.query(f"CREATE DATABASE {name}")
-        server = make_url(cluster.url)
-        databases = [entry("a", server.set(database="a")), entry("b", server.set(database="b"))]
+    with server_of_a_and_b() as (cluster, databases):
         async with running(databases) as runner:
             await until(lambda: reporting(runner, "postmaster") == {"a"})
             allow_connections(cluster, "a", False)  # a first: b takes over
@@ -246,11 +244,7 @@ async def test_an_entry_left_with_a_restarted_servers_old_identity_says_they_fai
     identity, so it is left with that server's collectors: it reports their failure, and its
     line says so (not that they run there) until its next check finds the first entry."""
     caplog.set_level(logging.INFO, "exporter.collectors")
-    with private_cluster() as cluster:
-        for name in ("a", "b"):
-            cluster.query(f"CREATE DATABASE {name}")
-        server = make_url(cluster.url)
-        databases = [entry("a", server.set(database="a")), entry("b", server.set(database="b"))]
+    with server_of_a_and_b() as (cluster, databases):
         async with running(databases) as runner:
             await until(lambda: reporting(runner, "postmaster") == {"a"})
             await until(lambda: ownership_lines(caplog) != [])
