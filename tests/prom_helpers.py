@@ -295,6 +295,16 @@ class Prometheus:
             ]
         return pending
 
+    def wait_for_value(self, expr: str, seconds: float) -> bool:
+        """Whether `expr` returns a finite value within `seconds` (a recording rule's output
+        appears one evaluation after the data it reads, on Prometheus's own schedule)."""
+        deadline = time.monotonic() + seconds
+        while not has_finite_value(self.query(expr)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
     def without_data(
         self, targets: list[PanelTarget], variables: dict[str, str]
     ) -> list[tuple[str, Any]]:
